@@ -1,0 +1,204 @@
+"""MLflow stores reached through MLflow's own client: ``mlruns`` file stores and tracking servers.
+
+Tracking servers are asked with MLflow's ``MlflowClient`` so that MLflow's own authentication
+variables (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``/``TOKEN``, TLS settings) apply unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mltidy.backends.interface import Backend, Selection
+from mltidy.errors import (
+    NotAStore,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnreachable,
+)
+from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms
+from mltidy.redact import redact
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+PAGE = 1000
+TAG_PREFIXES = ("mltidy.", "optuna.")
+TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
+#: A dead server should fail a scan in seconds, not after MLflow's default minutes of retries.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+def file_store_path(uri: str) -> Path:
+    """The directory of a ``file:`` URI or plain path."""
+    if uri.startswith("file://"):
+        return Path(uri[len("file://") :])
+    if uri.startswith("file:"):
+        return Path(uri[len("file:") :])
+    return Path(uri)
+
+
+def looks_like_mlruns(path: Path) -> bool:
+    """Whether a directory has the layout of an MLflow file store (experiment ``meta.yaml``s)."""
+    if not path.is_dir():
+        return False
+    try:
+        for child in path.iterdir():
+            meta = child / "meta.yaml"
+            if child.is_dir() and meta.is_file():
+                head = meta.read_text(errors="replace")[:4096]
+                # An experiment's meta.yaml, not a run's (runs also name their experiment_id).
+                if (
+                    "experiment_id" in head
+                    and "artifact_location" in head
+                    and "run_uuid" not in head
+                ):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+class MlflowClientBackend(Backend):
+    """An MLflow file store or tracking server, read through ``MlflowClient``."""
+
+    kind = StoreKind.MLFLOW
+
+    def __init__(self, uri: str) -> None:
+        self.uri = redact(uri)
+        self.is_server = uri.startswith(("http://", "https://"))
+        if self.is_server:
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            self.tracking_uri = uri.rstrip("/")
+        else:
+            path = file_store_path(uri)
+            if not path.exists():
+                raise StoreNotFound(
+                    f"{path} does not exist", hint="check the path; mltidy never creates a store"
+                )
+            if not looks_like_mlruns(path):
+                raise NotAStore(
+                    f"{path} is not an MLflow file store (no experiment folders with meta.yaml)"
+                )
+            # MLflow 3 refuses the file store unless asked; reading an existing one is the point.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            self.tracking_uri = path.resolve().as_uri()
+        self._client = self._open()
+        self._experiments = self._list_experiments()
+
+    def _open(self) -> MlflowClient:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            return MlflowClient(tracking_uri=self.tracking_uri)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        code = str(getattr(exc, "error_code", ""))
+        lowered = str(exc).lower()
+        if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or " 401" in text or " 403" in text:
+            return StoreAccessDenied(
+                f"{self.uri}: access denied",
+                hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+                "or MLFLOW_TRACKING_TOKEN",
+            )
+        if any(
+            marker in lowered
+            for marker in (
+                "connection refused",
+                "max retries exceeded",
+                "timed out",
+                "connectionerror",
+            )
+        ):
+            return StoreUnreachable(f"{self.uri}: cannot connect", hint="is the server running?")
+        if "404" in text or "endpoint" in lowered:
+            return NotAStore(f"{self.uri} does not answer like an MLflow tracking server ({text})")
+        return StoreError(f"{self.uri}: {text}")
+
+    def _list_experiments(self) -> dict[str, str]:
+        from mlflow.entities import ViewType
+
+        names: dict[str, str] = {}
+        token: str | None = None
+        try:
+            while True:
+                page = self._client.search_experiments(
+                    view_type=ViewType.ACTIVE_ONLY, max_results=PAGE, page_token=token
+                )
+                for experiment in page:
+                    names[str(experiment.experiment_id)] = experiment.name
+                token = page.token
+                if not token:
+                    return names
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def describe(self) -> str:
+        what = "MLflow tracking server" if self.is_server else "MLflow file store"
+        return f"{what}, {len(self._experiments)} active experiments"
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from mlflow.entities import ViewType
+
+        ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
+        for start in range(0, len(ids), 100):
+            chunk = ids[start : start + 100]
+            token: str | None = None
+            while True:
+                try:
+                    page = self._client.search_runs(
+                        experiment_ids=chunk,
+                        filter_string="attributes.status = 'RUNNING'",
+                        run_view_type=ViewType.ACTIVE_ONLY,
+                        max_results=PAGE,
+                        page_token=token,
+                    )
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                for run in page:
+                    # Some MLflow-compatible servers ignore filter_string: check it here.
+                    if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active":
+                        yield self._record(run)
+                token = page.token
+                if not token:
+                    break
+
+    def read(self, record_id: str) -> Record | None:
+        try:
+            run = self._client.get_run(record_id)
+        except Exception as exc:
+            if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise self._translate(exc) from exc
+        return self._record(run)
+
+    def _record(self, run: Run) -> Record:
+        info, data = run.info, run.data
+        metric_objs: list[Any] = list(getattr(data, "_metric_objs", []) or [])
+        stamps = [m.timestamp for m in metric_objs if getattr(m, "timestamp", None)]
+        tags = {k: v for k, v in data.tags.items() if k in TAG_KEYS or k.startswith(TAG_PREFIXES)}
+        experiment_id = str(info.experiment_id)
+        return Record(
+            kind=RecordKind.MLFLOW_RUN,
+            store=self.uri,
+            id=info.run_id,
+            name=info.run_name or tags.get("mlflow.runName") or info.run_id,
+            container=self._experiments.get(experiment_id, experiment_id),
+            container_id=experiment_id,
+            state=info.status,
+            started_at=from_epoch_ms(info.start_time),
+            last_activity_at=from_epoch_ms(max(stamps)) if stamps else None,
+            user=info.user_id or tags.get("mlflow.user"),
+            tags=tags,
+        )
+
+
+__all__ = ["MlflowClientBackend", "file_store_path", "looks_like_mlruns"]

@@ -1,0 +1,186 @@
+"""MLflow SQL tracking stores (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core.
+
+The read side is a couple of queries over MLflow's long-stable tables (``runs``, ``experiments``,
+``tags``, ``latest_metrics``); mlflow itself is not imported. MLflow's own ``SqlAlchemyStore``
+would create and migrate tables when opened, which a read must never do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.sql import create_reader_engine, table_names, translate_sql_error
+from mltidy.errors import NotAStore
+from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms
+from mltidy.redact import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Connection, Engine, Row
+
+REQUIRED_TABLES = frozenset({"alembic_version", "runs", "experiments", "tags", "latest_metrics"})
+TAG_PREFIXES = ("mltidy.", "optuna.")
+TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
+CHUNK = 500
+
+
+def _schema() -> dict[str, Any]:
+    from sqlalchemy import column, table
+
+    return {
+        "runs": table(
+            "runs",
+            column("run_uuid"),
+            column("name"),
+            column("user_id"),
+            column("status"),
+            column("start_time"),
+            column("end_time"),
+            column("lifecycle_stage"),
+            column("experiment_id"),
+        ),
+        "experiments": table(
+            "experiments", column("experiment_id"), column("name"), column("lifecycle_stage")
+        ),
+        "tags": table("tags", column("key"), column("value"), column("run_uuid")),
+        "latest_metrics": table(
+            "latest_metrics", column("key"), column("timestamp"), column("run_uuid")
+        ),
+    }
+
+
+class MlflowSqlBackend(Backend):
+    """An MLflow tracking store in a SQL database, read without importing mlflow."""
+
+    kind = StoreKind.MLFLOW
+
+    def __init__(self, url: str, *, writable: bool = False) -> None:
+        self.url = url
+        self.uri = redact(url)
+        self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._t = _schema()
+        self._revision = self._check_schema()
+
+    def _check_schema(self) -> str:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            tables = table_names(self._engine)
+            if not tables >= REQUIRED_TABLES:
+                hint = None
+                if {"studies", "trials", "version_info"} <= tables:
+                    hint = "it looks like an Optuna storage: pass it with --optuna"
+                raise NotAStore(f"{self.uri} is not an MLflow tracking database", hint=hint)
+            with self._engine.connect() as conn:
+                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return str(revision or "unknown")
+
+    def describe(self) -> str:
+        dialect = self._engine.dialect.name
+        return f"MLflow SQL store ({dialect}), schema revision {self._revision}"
+
+    def _select(self) -> Select[Any]:
+        from sqlalchemy import func, select
+
+        runs, exps, metrics = self._t["runs"], self._t["experiments"], self._t["latest_metrics"]
+        last_metric = (
+            select(func.max(metrics.c.timestamp))
+            .where(metrics.c.run_uuid == runs.c.run_uuid)
+            .scalar_subquery()
+        )
+        return (
+            select(
+                runs.c.run_uuid,
+                runs.c.name,
+                runs.c.user_id,
+                runs.c.status,
+                runs.c.start_time,
+                runs.c.experiment_id,
+                exps.c.name.label("experiment_name"),
+                last_metric.label("last_metric"),
+            )
+            .select_from(runs.join(exps, exps.c.experiment_id == runs.c.experiment_id))
+            .where(runs.c.lifecycle_stage == "active")
+        )
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from sqlalchemy import or_
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, exps = self._t["runs"], self._t["experiments"]
+        query = self._select().where(runs.c.status == "RUNNING", exps.c.lifecycle_stage == "active")
+        if selection.experiments:
+            ids = [int(e) for e in selection.experiments if e.isdigit()]
+            query = query.where(
+                or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
+            )
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+                for chunk in _chunks(rows, CHUNK):
+                    tags = self._tags(conn, [row.run_uuid for row in chunk])
+                    for row in chunk:
+                        # Never trust the filter alone: some compatible stores ignore it.
+                        if row.status == "RUNNING":
+                            yield self._record(row, tags.get(row.run_uuid, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def read(self, record_id: str) -> Record | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs = self._t["runs"]
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(self._select().where(runs.c.run_uuid == record_id)).first()
+                if row is None:
+                    return None
+                return self._record(row, self._tags(conn, [record_id]).get(record_id, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _tags(self, conn: Connection, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        from sqlalchemy import or_, select
+
+        tags = self._t["tags"]
+        wanted = or_(
+            tags.c.key.in_(TAG_KEYS), *(tags.c.key.like(f"{prefix}%") for prefix in TAG_PREFIXES)
+        )
+        query = select(tags.c.run_uuid, tags.c.key, tags.c.value).where(
+            tags.c.run_uuid.in_(list(run_ids)), wanted
+        )
+        found: dict[str, dict[str, str]] = {}
+        for run_id, key, value in conn.execute(query):
+            found.setdefault(run_id, {})[key] = value if value is not None else ""
+        return found
+
+    def _record(self, row: Row[Any], tags: dict[str, str]) -> Record:
+        return Record(
+            kind=RecordKind.MLFLOW_RUN,
+            store=self.uri,
+            id=row.run_uuid,
+            name=row.name or tags.get("mlflow.runName") or row.run_uuid,
+            container=row.experiment_name,
+            container_id=str(row.experiment_id),
+            state=row.status,
+            started_at=from_epoch_ms(row.start_time),
+            last_activity_at=from_epoch_ms(row.last_metric),
+            user=row.user_id or tags.get("mlflow.user"),
+            tags=tags,
+        )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+__all__ = ["MlflowSqlBackend"]

@@ -1,0 +1,166 @@
+"""Optuna journal storages: journal files (``JournalFileBackend``) and redis journals.
+
+The journal is replayed by optuna itself, so every log format optuna understands is read right.
+A journal has no heartbeat table: trials carry no activity time unless mltidy's heartbeat ran.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.optuna_time import journal_to_utc
+from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
+from mltidy.model import Record, RecordKind, StoreKind
+from mltidy.redact import redact
+
+if TYPE_CHECKING:
+    from optuna.storages import JournalStorage
+    from optuna.trial import FrozenTrial
+
+LINK_KEYS = ("mlflow_run_id",)
+
+
+def journal_path(uri: str) -> Path:
+    """The file behind a journal URI (``journal:///path``, ``file:///path`` or a plain path)."""
+    for prefix in ("journal://", "journal:", "file://", "file:"):
+        if uri.startswith(prefix):
+            return Path(uri[len(prefix) :])
+    return Path(uri)
+
+
+def looks_like_journal(path: Path) -> bool:
+    """Whether a file starts with an Optuna journal operation (a JSON object with ``op_code``)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 16)
+    except OSError:
+        return False
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and "op_code" in entry
+
+
+class OptunaJournalBackend(Backend):
+    """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``."""
+
+    kind = StoreKind.OPTUNA
+
+    def __init__(self, uri: str) -> None:
+        self.uri = redact(uri)
+        self.is_redis = uri.startswith(("redis://", "rediss://", "unix://"))
+        if not self.is_redis:
+            path = journal_path(uri)
+            if not path.exists():
+                raise StoreNotFound(
+                    f"{path} does not exist", hint="check the path; mltidy never creates a store"
+                )
+            if not path.is_file():
+                raise NotAStore(f"{path} is not an Optuna journal file")
+            if path.stat().st_size and not looks_like_journal(path):
+                raise NotAStore(f"{path} is not an Optuna journal file")
+            self.path: Path | None = path
+        else:
+            self.path = None
+        self._uri = uri
+        self._storage = self._open()
+
+    def _open(self) -> JournalStorage:
+        try:
+            import optuna
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            if self.path is not None:
+                return JournalStorage(JournalFileBackend(str(self.path)))
+            from optuna.storages.journal import JournalRedisBackend
+
+            return JournalStorage(JournalRedisBackend(self._uri))
+        except ImportError as exc:
+            raise StoreError(
+                f"{self.uri}: redis journals need the redis package", hint="pip install redis"
+            ) from exc
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        lowered = text.lower()
+        if "connect" in lowered or "refused" in lowered:
+            return StoreUnreachable(f"{self.uri}: cannot connect ({text})")
+        if isinstance(exc, (ValueError, KeyError, TypeError)):
+            return NotAStore(f"{self.uri} is not a readable Optuna journal ({text})")
+        return StoreError(f"{self.uri}: {text}")
+
+    def describe(self) -> str:
+        return "Optuna redis journal" if self.is_redis else "Optuna journal file"
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from optuna.trial import TrialState
+
+        try:
+            studies = [
+                s for s in self._storage.get_all_studies() if selection.wants_study(s.study_name)
+            ]
+            for study in studies:
+                trials = self._storage.get_all_trials(
+                    study._study_id, deepcopy=False, states=(TrialState.RUNNING,)
+                )
+                for trial in trials:
+                    if trial.state == TrialState.RUNNING:
+                        yield self._record(trial, study.study_name, study._study_id)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def read(self, record_id: str) -> Record | None:
+        if not record_id.isdigit():
+            return None
+        trial_id = int(record_id)
+        try:
+            try:
+                trial = self._storage.get_trial(trial_id)
+            except KeyError:
+                return None
+            for study in self._storage.get_all_studies():
+                study_id = study._study_id
+                try:
+                    lookup = self._storage.get_trial_id_from_study_id_trial_number
+                    same = lookup(study_id, trial.number) == trial_id
+                except KeyError:
+                    continue
+                if same:
+                    return self._record(trial, study.study_name, study_id)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return None
+
+    def _record(self, trial: FrozenTrial, study_name: str, study_id: int) -> Record:
+        attrs: dict[str, Any] = {}
+        for source in (trial.user_attrs, trial.system_attrs):
+            for key, value in source.items():
+                if key in LINK_KEYS or key.startswith("mltidy."):
+                    attrs[key] = value if isinstance(value, str) else json.dumps(value)
+        return Record(
+            kind=RecordKind.OPTUNA_TRIAL,
+            store=self.uri,
+            id=str(trial._trial_id),
+            name=f"trial {trial.number}",
+            container=study_name,
+            container_id=str(study_id),
+            state=trial.state.name,
+            started_at=journal_to_utc(trial.datetime_start),
+            last_activity_at=None,
+            trial_number=trial.number,
+            tags=attrs,
+        )
+
+
+__all__ = ["OptunaJournalBackend", "journal_path", "looks_like_journal"]

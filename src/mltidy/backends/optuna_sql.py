@@ -1,0 +1,229 @@
+"""Optuna RDB storages (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core.
+
+optuna's ``RDBStorage`` creates tables and checks/migrates the schema when constructed, so the read
+side goes straight to the tables (``studies``, ``trials``, ``trial_heartbeats``,
+``trial_user_attributes``, ``trial_system_attributes``) and never imports optuna.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
+from mltidy.backends.sql import create_reader_engine, table_names, translate_sql_error
+from mltidy.errors import NotAStore
+from mltidy.model import Record, RecordKind, StoreKind, utc_now
+from mltidy.redact import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Connection, Engine, Row
+
+REQUIRED_TABLES = frozenset({"studies", "trials", "version_info"})
+LINK_KEYS = ("mlflow_run_id",)
+CHUNK = 500
+
+
+def _schema() -> dict[str, Any]:
+    from sqlalchemy import DateTime, Integer, String, column, table
+
+    def attrs(name: str) -> Any:
+        return table(
+            name, column("trial_id", Integer), column("key", String), column("value_json", String)
+        )
+
+    return {
+        "studies": table("studies", column("study_id", Integer), column("study_name", String)),
+        "trials": table(
+            "trials",
+            column("trial_id", Integer),
+            column("number", Integer),
+            column("study_id", Integer),
+            column("state", String),
+            column("datetime_start", DateTime),
+            column("datetime_complete", DateTime),
+        ),
+        "trial_heartbeats": table(
+            "trial_heartbeats", column("trial_id", Integer), column("heartbeat", DateTime)
+        ),
+        "trial_user_attributes": attrs("trial_user_attributes"),
+        "trial_system_attributes": attrs("trial_system_attributes"),
+        "version_info": table(
+            "version_info", column("schema_version", Integer), column("library_version", String)
+        ),
+    }
+
+
+class OptunaSqlBackend(Backend):
+    """An Optuna RDB storage, read without importing optuna."""
+
+    kind = StoreKind.OPTUNA
+
+    def __init__(self, url: str, *, writable: bool = False) -> None:
+        self.url = url
+        self.uri = redact(url)
+        self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._t = _schema()
+        self._has_heartbeats = False
+        self._schema_version, self._library_version = self._check_schema()
+        self._naive_utc = writes_naive_utc(self._library_version)
+
+    def _check_schema(self) -> tuple[int | None, str | None]:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            tables = table_names(self._engine)
+            if not tables >= REQUIRED_TABLES:
+                hint = None
+                if {"runs", "experiments"} <= tables:
+                    hint = "it looks like an MLflow tracking store: pass it with --mlflow"
+                raise NotAStore(f"{self.uri} is not an Optuna storage", hint=hint)
+            self._has_heartbeats = "trial_heartbeats" in tables
+            info = self._t["version_info"]
+            with self._engine.connect() as conn:
+                row = conn.execute(select(info.c.schema_version, info.c.library_version)).first()
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return (row[0], row[1]) if row else (None, None)
+
+    def describe(self) -> str:
+        dialect = self._engine.dialect.name
+        return (
+            f"Optuna RDB storage ({dialect}), schema {self._schema_version}, "
+            f"set up by optuna {self._library_version}"
+        )
+
+    def _select(self) -> Select[Any]:
+        from sqlalchemy import func, select
+
+        trials, studies = self._t["trials"], self._t["studies"]
+        columns = [
+            trials.c.trial_id,
+            trials.c.number,
+            trials.c.state,
+            trials.c.datetime_start,
+            studies.c.study_id,
+            studies.c.study_name,
+        ]
+        if self._has_heartbeats:
+            beats = self._t["trial_heartbeats"]
+            latest = (
+                select(func.max(beats.c.heartbeat))
+                .where(beats.c.trial_id == trials.c.trial_id)
+                .scalar_subquery()
+            )
+            columns.append(latest.label("heartbeat"))
+        return select(*columns).select_from(
+            trials.join(studies, studies.c.study_id == trials.c.study_id)
+        )
+
+    def _db_clock_offset(self, conn: Connection) -> timedelta:
+        """How far the database's naive ``CURRENT_TIMESTAMP`` is ahead of UTC.
+
+        Optuna writes heartbeats with the database's clock in the session's time zone, so
+        heartbeat ages are measured against that clock, not ours.
+        """
+        from sqlalchemy import DateTime, func, select
+
+        db_now = conn.execute(select(func.current_timestamp(type_=DateTime))).scalar()
+        if not isinstance(db_now, datetime):
+            return timedelta(0)
+        now = utc_now()
+        if db_now.tzinfo is not None:
+            return timedelta(0)
+        return db_now - now.replace(tzinfo=None)
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials, studies = self._t["trials"], self._t["studies"]
+        query = self._select().where(trials.c.state == "RUNNING")
+        if selection.studies:
+            query = query.where(studies.c.study_name.in_(selection.studies))
+        try:
+            with self._engine.connect() as conn:
+                offset = self._db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
+                rows = list(conn.execute(query))
+                for start in range(0, len(rows), CHUNK):
+                    chunk = rows[start : start + CHUNK]
+                    attrs = self._attrs(conn, [row.trial_id for row in chunk])
+                    for row in chunk:
+                        if str(row.state) == "RUNNING" or str(row.state).endswith(".RUNNING"):
+                            yield self._record(row, attrs.get(row.trial_id, {}), offset)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def read(self, record_id: str) -> Record | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not record_id.isdigit():
+            return None
+        trial_id = int(record_id)
+        try:
+            with self._engine.connect() as conn:
+                offset = self._db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
+                row = conn.execute(self._select().where(self._t["trials"].c.trial_id == trial_id))
+                found = row.first()
+                if found is None:
+                    return None
+                return self._record(found, self._attrs(conn, [trial_id]).get(trial_id, {}), offset)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _attrs(self, conn: Connection, trial_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        from sqlalchemy import or_, select
+
+        found: dict[int, dict[str, str]] = {}
+        for name in ("trial_user_attributes", "trial_system_attributes"):
+            attrs = self._t[name]
+            query = select(attrs.c.trial_id, attrs.c.key, attrs.c.value_json).where(
+                attrs.c.trial_id.in_(list(trial_ids)),
+                or_(attrs.c.key.in_(LINK_KEYS), attrs.c.key.like("mltidy.%")),
+            )
+            for trial_id, key, value_json in conn.execute(query):
+                found.setdefault(trial_id, {})[key] = _json_text(value_json)
+        return found
+
+    def _record(self, row: Row[Any], attrs: dict[str, str], offset: timedelta) -> Record:
+        now = utc_now()
+        heartbeat = getattr(row, "heartbeat", None)
+        last = None
+        if isinstance(heartbeat, datetime):
+            aware = heartbeat.tzinfo is not None
+            last = heartbeat if aware else (heartbeat - offset).replace(tzinfo=now.tzinfo)
+        state = str(row.state).rsplit(".", 1)[-1]
+        return Record(
+            kind=RecordKind.OPTUNA_TRIAL,
+            store=self.uri,
+            id=str(row.trial_id),
+            name=f"trial {row.number}",
+            container=row.study_name,
+            container_id=str(row.study_id),
+            state=state,
+            started_at=rdb_to_utc(row.datetime_start, naive_utc=self._naive_utc, now=now),
+            last_activity_at=last,
+            trial_number=row.number,
+            tags=attrs,
+        )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _json_text(value_json: str | None) -> str:
+    """Attribute values are JSON; mltidy keeps their text form."""
+    if value_json is None:
+        return ""
+    try:
+        value = json.loads(value_json)
+    except ValueError:
+        return value_json
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+__all__ = ["OptunaSqlBackend"]

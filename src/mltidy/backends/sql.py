@@ -1,0 +1,144 @@
+"""Shared SQL plumbing for the SQL backends: read-only engines and error translation.
+
+SQLAlchemy is imported here lazily (this module is imported only when a SQL backend opens).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from mltidy.errors import (
+    NotAStore,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    StoreUnreachable,
+    UnsupportedSchema,
+)
+from mltidy.redact import redact
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+CONNECT_TIMEOUT_S = 5
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or ``None`` for other URLs and in-memory databases."""
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url.split(":", 1)[1]
+    if rest.startswith("////"):
+        return Path(rest[3:])
+    if rest.startswith("///"):
+        path = rest[3:]
+        return None if path in ("", ":memory:") else Path(path)
+    return None
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is a SQLite database file (by its header, not its name)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
+    """An engine that cannot create the database it points at.
+
+    SQLite files are opened through a ``mode=ro`` (or ``mode=rw``) URI, which fails instead of
+    creating a missing file. Server databases get a short connect timeout.
+
+    Raises:
+        StoreNotFound: a sqlite file does not exist.
+        NotAStore: a sqlite path is not a SQLite file.
+        StoreError: the URL cannot be used (driver missing, malformed).
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.pool import NullPool
+
+    path = sqlite_path(url)
+    if url.startswith("sqlite:"):
+        if path is None:
+            raise StoreNotFound(
+                f"{url} is not a sqlite file", hint="give sqlite:///path/to/file.db"
+            )
+        if not path.exists():
+            raise StoreNotFound(
+                f"{path} does not exist",
+                hint="check the path; mltidy never creates a store",
+            )
+        if not path.is_file() or not is_sqlite_file(path):
+            raise NotAStore(f"{path} is not a SQLite database")
+        mode = "rw" if writable else "ro"
+        target = f"file:{quote(str(path.resolve()))}?mode={mode}"
+
+        def connect() -> sqlite3.Connection:
+            return sqlite3.connect(
+                target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+            )
+
+        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+
+    connect_args: dict[str, object] = {}
+    if url.startswith(("postgresql", "postgres", "mysql", "mariadb")):
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        return create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    except (ModuleNotFoundError, ImportError, NoSuchModuleError) as exc:
+        raise StoreError(
+            f"no database driver for {redact(url).split('://')[0]}:// ({exc})",
+            hint="install the driver, e.g. pip install psycopg2-binary or pymysql",
+        ) from exc
+    except ArgumentError as exc:
+        raise StoreError(f"{redact(url)} is not a database URL") from exc
+
+
+def translate_sql_error(exc: BaseException, where: str) -> StoreError:
+    """Turn a SQLAlchemy/DBAPI error into one clear mltidy error without secrets."""
+    text = str(getattr(exc, "orig", None) or exc)
+    first = redact(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    lowered = text.lower()
+    if "password authentication failed" in lowered or "access denied" in lowered:
+        return StoreAccessDenied(f"{where}: access denied ({first})", hint="check the credentials")
+    if "does not exist" in lowered and "database" in lowered:
+        return StoreNotFound(f"{where}: {first}", hint="mltidy never creates a database")
+    if any(
+        marker in lowered
+        for marker in (
+            "connection refused",
+            "could not connect",
+            "timeout expired",
+            "timed out",
+            "could not translate host name",
+            "can't connect",
+            "name or service not known",
+        )
+    ):
+        return StoreUnreachable(f"{where}: cannot connect ({first})", hint="is the server running?")
+    if "file is not a database" in lowered or "file is encrypted" in lowered:
+        return NotAStore(f"{where} is not a readable SQLite database ({first})")
+    if "malformed" in lowered:
+        return NotAStore(f"{where} is corrupt ({first})")
+    if "no such table" in lowered or "no such column" in lowered or "undefined" in lowered:
+        return UnsupportedSchema(f"{where}: unexpected schema ({first})")
+    if "database is locked" in lowered:
+        return StoreError(f"{where} stayed locked by another process", hint="try again")
+    return StoreError(f"{where}: {first}")
+
+
+def table_names(engine: Engine) -> set[str]:
+    """The tables of the default schema (raises SQLAlchemy errors; callers translate)."""
+    from sqlalchemy import inspect
+
+    return set(inspect(engine).get_table_names())

@@ -1,0 +1,1 @@
+"""The command-line interface: wiring only. The work happens in the library modules."""

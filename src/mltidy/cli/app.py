@@ -1,0 +1,55 @@
+"""The root of the CLI: wires commands, nothing else. Imports nothing heavy (no mlflow, optuna or
+sqlalchemy), so ``mltidy --help`` stays instant."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mltidy import __version__
+from mltidy.cli.demo import demo_command
+from mltidy.cli.scan import scan_command
+from mltidy.cli.state import STATE
+
+app = typer.Typer(
+    name="mltidy",
+    help="Experiment-tracking hygiene for MLflow and Optuna: find runs and trials left RUNNING "
+    "by killed jobs, with evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mltidy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="MLTIDY_DEBUG", help="Show tracebacks of errors."),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Experiment-tracking hygiene for MLflow and Optuna."""
+    STATE.debug = debug
+
+
+app.command("scan")(scan_command)
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

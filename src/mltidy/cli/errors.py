@@ -1,0 +1,53 @@
+"""Turning exceptions into one clear line and the contract's exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+
+from mltidy.cli.state import STATE
+from mltidy.errors import MltidyError
+from mltidy.redact import redact
+
+#: An unexpected exception is a bug in mltidy, kept apart from the contract's codes 0-4.
+INTERNAL_ERROR = 70
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    """The one-line error (and hint) on stderr."""
+    sys.stderr.write(f"mltidy: error: {redact(message)}\n")
+    if hint:
+        sys.stderr.write(f"  hint: {redact(hint)}\n")
+
+
+@contextmanager
+def translated_errors(json_mode: bool = False) -> Iterator[None]:
+    """Run a command body; turn mltidy errors into their exit codes, and bugs into one line.
+
+    In JSON mode the error is also written to stdout as ``{"error": {code, message, hint}}``.
+    """
+    try:
+        yield
+    except MltidyError as exc:
+        if STATE.debug:
+            traceback.print_exc()
+        print_error(exc.message, exc.hint)
+        if json_mode:
+            payload = {"code": exc.code, "message": redact(exc.message), "hint": exc.hint}
+            sys.stdout.write(json.dumps({"error": payload}) + "\n")
+        raise typer.Exit(int(exc.exit_code)) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if STATE.debug:
+            raise
+        print_error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in mltidy; run again with --debug for the traceback and report it",
+        )
+        raise typer.Exit(INTERNAL_ERROR) from None

@@ -1,0 +1,92 @@
+"""Options shared by several commands, defined once (each with its environment variable)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from mltidy.cli.render import OutputFormat
+
+
+class FailOn(str, Enum):
+    """Which findings make ``scan`` exit 1 (for CI pre-checks)."""
+
+    DANGLING = "dangling"
+    STALE = "stale"
+    DEAD = "dead"
+    NEVER = "never"
+
+
+MlflowOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mlflow",
+        metavar="URI",
+        help="MLflow tracking store: sqlite:///mlflow.db, postgresql://..., mysql://..., "
+        "file:./mlruns or http(s)://server. Repeatable.",
+        show_default=False,
+    ),
+]
+OptunaOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--optuna",
+        metavar="URL",
+        help="Optuna storage: sqlite:///optuna.db, postgresql://..., a journal file or redis://. "
+        "Repeatable.",
+        show_default=False,
+    ),
+]
+ExperimentOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--experiment",
+        "-e",
+        metavar="NAME",
+        help="Only this MLflow experiment (name or id). Repeatable.",
+        show_default=False,
+    ),
+]
+StudyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--study",
+        "-s",
+        metavar="NAME",
+        help="Only this Optuna study. Repeatable.",
+        show_default=False,
+    ),
+]
+StaleAfterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stale-after",
+        metavar="DURATION",
+        envvar="MLTIDY_STALE_AFTER",
+        help="Silence longer than this, without proof of life, makes a record stale "
+        "(90s, 30m, 2h, 7d). Default: stale_after from the config file, else 1h.",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        envvar="MLTIDY_FORMAT",
+        help="table for people, json or jsonl for programs, markdown for reports.",
+        case_sensitive=False,
+    ),
+]
+FailOnOption = Annotated[
+    FailOn,
+    typer.Option(
+        "--fail-on",
+        envvar="MLTIDY_FAIL_ON",
+        help="Exit 1 when records are found: dangling = anything not proven alive; "
+        "stale = dead or stale; dead = dead only; never = always exit 0 on findings.",
+        case_sensitive=False,
+    ),
+]

@@ -1,0 +1,169 @@
+"""One scan result, four renderings: a Rich table, JSON, JSON lines and Markdown.
+
+The JSON shapes are a contract (docs/json.md); the table and Markdown are for people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from typing_extensions import assert_never
+
+from mltidy.durations import format_duration
+from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso, utc_now
+
+
+class OutputFormat(str, Enum):
+    """How a report is printed on stdout."""
+
+    TABLE = "table"
+    JSON = "json"
+    JSONL = "jsonl"
+    MARKDOWN = "markdown"
+
+    @property
+    def is_machine(self) -> bool:
+        """Formats for programs: nothing but the report may reach stdout."""
+        if self is OutputFormat.TABLE or self is OutputFormat.MARKDOWN:
+            return False
+        if self is OutputFormat.JSON or self is OutputFormat.JSONL:
+            return True
+        assert_never(self)
+
+
+VERDICT_STYLE = {
+    VerdictKind.DEAD: "bold red",
+    VerdictKind.STALE: "yellow",
+    VerdictKind.ALIVE: "green",
+    VerdictKind.UNKNOWN: "dim",
+}
+
+
+def stdout_console() -> Console:
+    """A console for reports; wide enough for tables when stdout is not a terminal."""
+    console = Console(soft_wrap=False, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 140
+    return console
+
+
+def stderr_console() -> Console:
+    """A console for progress and human summaries."""
+    return Console(stderr=True, highlight=False)
+
+
+def record_dict(item: JudgedRecord) -> dict[str, Any]:
+    """A judged record in the JSON contract's shape (docs/json.md), field for field."""
+    record = item.record
+    return {
+        "kind": record.kind.value,
+        "store": record.store,
+        "id": record.id,
+        "name": record.name,
+        "container": record.container,
+        "state": record.state,
+        "started_at": iso(record.started_at),
+        "last_activity_at": iso(record.last_activity_at),
+        "verdict": item.verdict.kind.value,
+        "reason": item.verdict.reason,
+        "url": item.url,
+        "trial_number": record.trial_number,
+    }
+
+
+def store_dict(status: StoreStatus) -> dict[str, Any]:
+    """A store's status in the JSON contract's shape."""
+    return {"uri": status.uri, "kind": status.kind.value, "ok": status.ok, "error": status.error}
+
+
+def write_json(
+    stores: Sequence[StoreStatus], records: Sequence[JudgedRecord], out: TextIO = sys.stdout
+) -> None:
+    """The whole scan as one JSON object."""
+    payload = {
+        "stores": [store_dict(s) for s in stores],
+        "records": [record_dict(r) for r in records],
+    }
+    out.write(json.dumps(payload, indent=2) + "\n")
+
+
+def write_jsonl_record(item: JudgedRecord, out: TextIO = sys.stdout) -> None:
+    """One record as one line, flushed, so large scans stream."""
+    out.write(json.dumps(record_dict(item)) + "\n")
+    out.flush()
+
+
+def _ago(value: datetime | None, now: datetime) -> str:
+    return "-" if value is None else f"{format_duration(now - value)} ago"
+
+
+def _short_id(item: JudgedRecord) -> str:
+    record = item.record
+    if record.kind is RecordKind.OPTUNA_TRIAL:
+        return f"#{record.trial_number}"
+    return record.id[:12]
+
+
+def records_table(records: Sequence[JudgedRecord]) -> Table:
+    """The Rich table people see."""
+    now = utc_now()
+    table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("experiment/study", overflow="fold")
+    table.add_column("name", overflow="fold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("started", no_wrap=True)
+    table.add_column("last activity", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
+    for item in records:
+        record = item.record
+        table.add_row(
+            Text(item.verdict.kind.value, style=VERDICT_STYLE[item.verdict.kind]),
+            "run" if record.kind is RecordKind.MLFLOW_RUN else "trial",
+            record.container,
+            record.name,
+            _short_id(item),
+            _ago(record.started_at, now),
+            _ago(record.last_activity_at, now),
+            item.verdict.reason,
+        )
+    return table
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(stores: Sequence[StoreStatus], records: Sequence[JudgedRecord]) -> str:
+    """A Markdown report (for CI job summaries and pull-request comments)."""
+    lines = ["## mltidy scan", ""]
+    for status in stores:
+        state = "ok" if status.ok else f"**failed**: {_md(status.error or '')}"
+        lines.append(f"- {status.kind.value} store `{status.uri}`: {state}")
+    lines.append("")
+    if not records:
+        lines.append("No unfinished runs or trials.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| verdict | kind | experiment/study | name | id | started | reason |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for item in records:
+        record = item.record
+        name = f"[{_md(record.name)}]({item.url})" if item.url else _md(record.name)
+        kind = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
+        lines.append(
+            f"| {item.verdict.kind.value} | {kind} | {_md(record.container)} | {name} | "
+            f"`{record.id}` | {iso(record.started_at) or '-'} | {_md(item.verdict.reason)} |"
+        )
+    return "\n".join(lines) + "\n"

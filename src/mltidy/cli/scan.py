@@ -1,0 +1,148 @@
+"""``mltidy scan``: list unfinished MLflow runs and Optuna trials with a verdict and a reason."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import typer
+from typing_extensions import assert_never
+
+from mltidy.cli.errors import translated_errors
+from mltidy.cli.options import (
+    ExperimentOption,
+    FailOn,
+    FailOnOption,
+    FormatOption,
+    MlflowOption,
+    OptunaOption,
+    StaleAfterOption,
+    StudyOption,
+)
+from mltidy.cli.render import (
+    OutputFormat,
+    markdown,
+    records_table,
+    stderr_console,
+    stdout_console,
+    write_json,
+    write_jsonl_record,
+)
+from mltidy.cli.selection import resolve
+from mltidy.errors import ExitCode
+from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
+from mltidy.scan import ScanEvent, iter_scan
+
+FAILING = {
+    FailOn.DANGLING: (VerdictKind.DEAD, VerdictKind.STALE, VerdictKind.UNKNOWN),
+    FailOn.STALE: (VerdictKind.DEAD, VerdictKind.STALE),
+    FailOn.DEAD: (VerdictKind.DEAD,),
+    FailOn.NEVER: (),
+}
+
+
+def scan_command(
+    mlflow: MlflowOption = None,
+    optuna: OptunaOption = None,
+    experiment: ExperimentOption = None,
+    study: StudyOption = None,
+    stale_after: StaleAfterOption = None,
+    output: FormatOption = OutputFormat.TABLE,
+    fail_on: FailOnOption = FailOn.NEVER,
+) -> None:
+    """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
+
+    With no store given, mltidy reads MLFLOW_TRACKING_URI / OPTUNA_STORAGE, then [tool.mltidy]
+    in pyproject.toml or mltidy.toml, then finds stores in this directory and one level below.
+
+    Exit codes: 0 ok, 1 findings that --fail-on asked to fail on, 2 usage error,
+    3 a store could not be read.
+    """
+    with translated_errors(json_mode=output.is_machine):
+        resolved = resolve(
+            mlflow=mlflow,
+            optuna=optuna,
+            experiments=experiment,
+            studies=study,
+            stale_after=stale_after,
+        )
+        err = stderr_console()
+        if not resolved.specs:
+            err.print(
+                "mltidy: no stores found here. Pass --mlflow URI / --optuna URL, set "
+                "MLFLOW_TRACKING_URI / OPTUNA_STORAGE, or run in a folder that holds them."
+            )
+        stores: list[StoreStatus] = []
+        records: list[JudgedRecord] = []
+        progress: AbstractContextManager[Any] = (
+            err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
+        )
+        with progress as status:
+            for event in iter_scan(resolved.specs, resolved.selection, resolved.policy):
+                _collect(event, stores, records, output)
+                if status is not None and isinstance(event, StoreStatus):
+                    status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
+        _render(output, stores, records)
+        _summarise(stores, records, output)
+    failed = any(not s.ok for s in stores)
+    if failed:
+        raise typer.Exit(int(ExitCode.STORE))
+    if any(r.verdict.kind in FAILING[fail_on] for r in records):
+        raise typer.Exit(int(ExitCode.FINDINGS))
+
+
+def _collect(
+    event: ScanEvent,
+    stores: list[StoreStatus],
+    records: list[JudgedRecord],
+    output: OutputFormat,
+) -> None:
+    if isinstance(event, StoreStatus):
+        stores.append(event)
+        if not event.ok:
+            sys.stderr.write(
+                f"mltidy: error: cannot read {event.kind.value} store: {event.error}\n"
+            )
+        return
+    records.append(event)
+    if output is OutputFormat.JSONL:
+        write_jsonl_record(event)
+
+
+def _render(output: OutputFormat, stores: list[StoreStatus], records: list[JudgedRecord]) -> None:
+    if output is OutputFormat.TABLE:
+        if records:
+            stdout_console().print(records_table(records))
+    elif output is OutputFormat.JSON:
+        write_json(stores, records)
+    elif output is OutputFormat.JSONL:
+        pass  # already streamed, record by record
+    elif output is OutputFormat.MARKDOWN:
+        sys.stdout.write(markdown(stores, records))
+    else:
+        assert_never(output)
+
+
+def _summarise(
+    stores: list[StoreStatus], records: list[JudgedRecord], output: OutputFormat
+) -> None:
+    """The human summary on stderr: which stores were read, what was found, what next."""
+    if output.is_machine:
+        return
+    err = stderr_console()
+    for status in stores:
+        mark = "[green]ok[/]" if status.ok else "[red]failed[/]"
+        err.print(
+            f"  {mark} {status.kind.value} {status.uri} [dim]({status.source})[/]",
+            markup=True,
+            soft_wrap=True,
+        )
+    if not any(status.ok for status in stores):
+        return
+    if not records:
+        err.print("No unfinished runs or trials.")
+        return
+    counts = {kind: sum(1 for r in records if r.verdict.kind is kind) for kind in VerdictKind}
+    parts = [f"{n} {kind.value}" for kind, n in counts.items() if n]
+    err.print(f"{len(records)} unfinished: " + ", ".join(parts) + ".", soft_wrap=True)

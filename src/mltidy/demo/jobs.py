@@ -1,0 +1,117 @@
+"""Start demo training jobs as real processes, wait until they train, and kill them for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class JobError(RuntimeError):
+    """A demo job did not start training in time, or died on its own."""
+
+
+@dataclass
+class Job:
+    """One running ``mltidy.demo.worker`` process."""
+
+    process: subprocess.Popen[str]
+    log_path: Path
+    run_id: str | None = None
+    trial_number: int | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        """The job's process id."""
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the job has logged its first metric.
+
+        Raises:
+            JobError: it exited or took longer than ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                if self.process.poll() is not None:
+                    raise JobError(f"job {self.pid} exited early:\n{self._log_tail()}")
+                time.sleep(0.05)
+                continue
+            self.lines.append(line)
+            if line.startswith("ready "):
+                _, run_id, number = line.split()
+                self.run_id, self.trial_number = run_id, int(number)
+                return
+        self.kill(signal.SIGKILL)
+        raise JobError(f"job {self.pid} did not start training within {timeout:.0f} s")
+
+    def kill(self, sig: int) -> None:
+        """Send a real signal and reap the process."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+        self.process.wait(timeout=30)
+
+    def wait(self, timeout: float = 120.0) -> int:
+        """Wait for the job to end on its own."""
+        return self.process.wait(timeout=timeout)
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-15:])
+        except OSError:
+            return ""
+
+
+def start_job(
+    *,
+    mlflow_uri: str,
+    optuna_url: str,
+    study: str,
+    cwd: Path,
+    epochs: int = 5,
+    epoch_seconds: float = 0.2,
+    experiment: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Job:
+    """Start one training job in the background (it trains one Optuna trial)."""
+    command = [
+        sys.executable,
+        "-m",
+        "mltidy.demo.worker",
+        "--mlflow",
+        mlflow_uri,
+        "--optuna",
+        optuna_url,
+        "--study",
+        study,
+        "--epochs",
+        str(epochs),
+        "--epoch-seconds",
+        str(epoch_seconds),
+    ]
+    if experiment:
+        command += ["--experiment", experiment]
+    log_dir = cwd / ".jobs"
+    log_dir.mkdir(exist_ok=True)
+    log_path = log_dir / f"job-{time.monotonic_ns()}.log"
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child_env.pop("MLFLOW_TRACKING_URI", None)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=child_env,
+        )
+    return Job(process, log_path)

@@ -1,0 +1,98 @@
+"""Shared pytest fixtures: real PostgreSQL and MLflow servers.
+
+* ``postgres_server`` (session) -- a :class:`servers.PostgresServer`.
+* ``postgres_url`` (function)  -- URL of a fresh, empty database, dropped after the test.
+* ``mlflow_server`` (session)   -- a :class:`servers.MlflowServer` (``.url``, ``.backend_uri``).
+
+Tests that use these fixtures are marked ``postgres`` / ``mlflow_server`` automatically, and
+tests carrying one of those markers get the corresponding server started, so
+``pytest -m "not postgres and not mlflow_server"`` runs the fast, server-free subset.
+
+If the server software is missing the tests are skipped -- unless ``MLTIDY_REQUIRE_SERVERS=1``
+(set by ``.ci/run``), in which case they fail, so CI can never go green by skipping.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import TYPE_CHECKING, NoReturn
+
+import pytest
+
+from servers import (
+    REQUIRE_SERVERS_ENV,
+    MlflowServer,
+    PostgresServer,
+    ServerUnavailable,
+    servers_required,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+_FIXTURE_MARKERS = {
+    "postgres_server": "postgres",
+    "postgres_url": "postgres",
+    "mlflow_server": "mlflow_server",
+}
+
+
+def _unavailable(exc: ServerUnavailable) -> NoReturn:
+    if servers_required():
+        pytest.fail(f"{exc}\n({REQUIRE_SERVERS_ENV}=1: refusing to skip)", pytrace=False)
+    pytest.skip(f"{exc} (set {REQUIRE_SERVERS_ENV}=1 to make this an error)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+
+
+@pytest.fixture(autouse=True)
+def _servers_for_markers(request: pytest.FixtureRequest) -> None:
+    """Start the server a marked test asks for even if it does not request the fixture."""
+    if request.node.get_closest_marker("postgres"):
+        request.getfixturevalue("postgres_server")
+    if request.node.get_closest_marker("mlflow_server"):
+        request.getfixturevalue("mlflow_server")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """SQLAlchemy URL of a brand-new database for this test (dropped afterwards)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{slug}_{uuid.uuid4().hex[:8]}"
+    url = postgres_server.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[MlflowServer]:
+    server = MlflowServer()
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        _unavailable(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
