@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -31,6 +31,8 @@ from servers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+pytest_plugins = ["worlds"]
+
 _FIXTURE_MARKERS = {
     "postgres_server": "postgres",
     "postgres_url": "postgres",
@@ -38,10 +40,17 @@ _FIXTURE_MARKERS = {
 }
 
 
-def _unavailable(exc: ServerUnavailable) -> NoReturn:
+def _start(server: PostgresServer | MlflowServer) -> None:
+    """Start *server*; skip (or, with MLTIDY_REQUIRE_SERVERS=1, fail) if it is not installed."""
+    try:
+        server.start()
+    except ServerUnavailable as exc:
+        reason = str(exc)
+    else:
+        return
     if servers_required():
-        pytest.fail(f"{exc}\n({REQUIRE_SERVERS_ENV}=1: refusing to skip)", pytrace=False)
-    pytest.skip(f"{exc} (set {REQUIRE_SERVERS_ENV}=1 to make this an error)")
+        pytest.fail(f"{reason}\n({REQUIRE_SERVERS_ENV}=1: refusing to skip)", pytrace=False)
+    pytest.skip(f"{reason} (set {REQUIRE_SERVERS_ENV}=1 to make this an error)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,10 +72,7 @@ def _servers_for_markers(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer()
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        _unavailable(exc)
+    _start(server)
     try:
         yield server
     finally:
@@ -88,10 +94,7 @@ def postgres_url(postgres_server: PostgresServer, request: pytest.FixtureRequest
 @pytest.fixture(scope="session")
 def mlflow_server() -> Iterator[MlflowServer]:
     server = MlflowServer()
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        _unavailable(exc)
+    _start(server)
     try:
         yield server
     finally:

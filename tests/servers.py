@@ -414,6 +414,8 @@ class PostgresServer:
             "max_connections": "200",
             "shared_buffers": "32MB",
             "logging_collector": "off",
+            # DSM segments in the data dir instead of /dev/shm: nothing leaks if killed.
+            "dynamic_shared_memory_type": "mmap",
         }
         with (self.datadir / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write("\n# mltidy test settings\n")
@@ -576,6 +578,7 @@ class MlflowServer:
             **os.environ,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if self.enable_jobs else "false",
             "PYTHONUNBUFFERED": "1",
+            "TMPDIR": str(self._tmp()),  # keep mlflow's temp litter (e.g. db_init_lock-*) here
         }
         env.pop("MLFLOW_TRACKING_URI", None)
         # Log to a file, never a pipe: nobody drains a pipe while tests run, and a full pipe

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class JobError(RuntimeError):
@@ -70,6 +71,43 @@ class Job:
             return ""
 
 
+def optuna_storage(url: str, heartbeat_interval: int | None = None) -> Any:
+    """An Optuna storage for a URL or a journal file path (optuna is imported here)."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "://" not in url:
+        return JournalStorage(JournalFileBackend(url))
+    if heartbeat_interval:
+        return RDBStorage(url, heartbeat_interval=heartbeat_interval)
+    return url
+
+
+def create_stores(mlflow_uri: str, optuna_url: str, name: str, artifact_dir: Path) -> None:
+    """Create the MLflow experiment and the Optuna study ``name`` before jobs start.
+
+    Jobs started in parallel would otherwise race to create tables, experiment and study.
+    """
+    import logging
+
+    import mlflow
+    import optuna
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=artifact_dir.resolve().as_uri())
+    optuna.create_study(
+        study_name=name,
+        storage=optuna_storage(optuna_url),
+        direction="minimize",
+        load_if_exists=True,
+    )
+
+
 def start_job(
     *,
     mlflow_uri: str,
@@ -80,6 +118,7 @@ def start_job(
     epoch_seconds: float = 0.2,
     experiment: str | None = None,
     env: dict[str, str] | None = None,
+    heartbeat: int | None = None,
 ) -> Job:
     """Start one training job in the background (it trains one Optuna trial)."""
     command = [
@@ -99,6 +138,8 @@ def start_job(
     ]
     if experiment:
         command += ["--experiment", experiment]
+    if heartbeat:
+        command += ["--heartbeat", str(heartbeat)]
     log_dir = cwd / ".jobs"
     log_dir.mkdir(exist_ok=True)
     log_path = log_dir / f"job-{time.monotonic_ns()}.log"

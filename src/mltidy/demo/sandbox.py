@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from mltidy.demo.jobs import Job, start_job
+from mltidy.demo.jobs import Job, create_stores, start_job
 from mltidy.errors import UsageError
 
 MARKER = ".mltidy-demo"
@@ -61,23 +61,8 @@ def prepare(path: Path) -> Sandbox:
     path.mkdir(parents=True)
     (path / MARKER).write_text("made by mltidy demo; safe to delete\n")
     sandbox = Sandbox(path.resolve())
-    _create_stores(sandbox)
+    create_stores(sandbox.mlflow_uri, sandbox.optuna_url, STUDY, sandbox.path / "artifacts")
     return sandbox
-
-
-def _create_stores(sandbox: Sandbox) -> None:
-    """Create both stores once, so that the parallel jobs do not race to create tables."""
-    import logging
-
-    import mlflow
-    import optuna
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    client = mlflow.MlflowClient(tracking_uri=sandbox.mlflow_uri)
-    client.create_experiment(STUDY, artifact_location=(sandbox.path / "artifacts").as_uri())
-    optuna.create_study(study_name=STUDY, storage=sandbox.optuna_url, direction="minimize")
 
 
 def run_jobs(sandbox: Sandbox, say: Callable[[str], None]) -> tuple[list[JobOutcome], Job]:

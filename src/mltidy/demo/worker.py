@@ -28,20 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epoch-seconds", type=float, default=0.2)
+    parser.add_argument(
+        "--heartbeat", type=int, default=None, help="RDBStorage heartbeat interval (seconds)"
+    )
     args = parser.parse_args(argv)
 
     import mlflow
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from mltidy.demo.jobs import optuna_storage
+
     mlflow.set_tracking_uri(args.mlflow)
     mlflow.set_experiment(args.experiment or args.study)
-    storage: str | optuna.storages.BaseStorage = args.optuna
-    if "://" not in args.optuna:
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = JournalStorage(JournalFileBackend(args.optuna))
+    storage = optuna_storage(args.optuna, heartbeat_interval=args.heartbeat)
     study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:

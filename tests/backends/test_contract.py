@@ -1,0 +1,150 @@
+"""The backend contract: every backend passes the same tests against a real store.
+
+The RUNNING records come from real training processes killed with SIGKILL and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mltidy.backends import Selection, open_backend
+from mltidy.backends.sql import sqlite_path
+from mltidy.errors import StoreError, StoreNotFound
+from mltidy.model import Record, RecordKind, StoreKind, utc_now
+
+from .conftest import StoreCase
+
+
+def _key(case: StoreCase, record: Record) -> str:
+    """What identifies a job's record: the run id, or the trial number within its study."""
+    if case.kind is StoreKind.MLFLOW:
+        return record.id
+    return f"{record.container}:{record.trial_number}"
+
+
+def _job_key(case: StoreCase, job: object, study: str) -> str:
+    if case.kind is StoreKind.MLFLOW:
+        return str(job.run_id)  # type: ignore[attr-defined]
+    return f"{study}:{job.trial_number}"  # type: ignore[attr-defined]
+
+
+def _active(case: StoreCase, selection: Selection | None = None) -> dict[str, Record]:
+    with open_backend(case.kind, case.uri) as backend:
+        return {_key(case, r): r for r in backend.iter_active(selection or Selection())}
+
+
+def test_lists_the_killed_jobs_and_not_the_finished_one(case: StoreCase) -> None:
+    active = _active(case)
+    jobs = case.jobs
+    for job in jobs.killed:
+        assert _job_key(case, job, jobs.name) in active
+    assert _job_key(case, jobs.other, jobs.other_name) in active
+    assert _job_key(case, jobs.finished, jobs.name) not in active
+
+
+def test_records_carry_the_contract_fields(case: StoreCase) -> None:
+    jobs = case.jobs
+    record = _active(case)[_job_key(case, jobs.sigkilled, jobs.name)]
+    now = utc_now()
+    assert record.state == "RUNNING"
+    assert record.container == jobs.name
+    assert record.container_id
+    assert record.store == case.uri or ":***@" in record.store
+    assert record.started_at is not None and record.started_at.tzinfo is not None
+    assert timedelta(0) <= now - record.started_at < timedelta(minutes=10)
+    if case.kind is StoreKind.MLFLOW:
+        assert record.kind is RecordKind.MLFLOW_RUN
+        assert record.name == f"trial-{jobs.sigkilled.trial_number}"
+        assert record.trial_number is None
+        assert record.user
+        assert record.last_activity_at is not None
+        assert record.started_at <= record.last_activity_at <= now
+    else:
+        assert record.kind is RecordKind.OPTUNA_TRIAL
+        assert record.trial_number == jobs.sigkilled.trial_number
+        assert record.tags.get("mlflow_run_id") == jobs.sigkilled.run_id
+
+
+def test_read_returns_a_fresh_record_or_none(case: StoreCase) -> None:
+    jobs = case.jobs
+    listed = _active(case)
+    with open_backend(case.kind, case.uri) as backend:
+        for job in (jobs.sigkilled, jobs.finished):
+            key = _job_key(case, job, jobs.name)
+            if key in listed:
+                record_id = listed[key].id
+            elif case.kind is StoreKind.MLFLOW:
+                record_id = str(job.run_id)
+            else:
+                continue
+            fresh = backend.read(record_id)
+            assert fresh is not None
+            assert fresh.id == record_id
+        if case.kind is StoreKind.MLFLOW:
+            finished = backend.read(str(jobs.finished.run_id))
+            assert finished is not None and finished.state == "FINISHED"
+        unknown = "0" * 32 if case.kind is StoreKind.MLFLOW else "987654"
+        assert backend.read(unknown) is None
+
+
+def test_selection_filters_by_experiment_or_study(case: StoreCase) -> None:
+    jobs = case.jobs
+    if case.kind is StoreKind.MLFLOW:
+        selection = Selection(experiments=(jobs.other_name,))
+    else:
+        selection = Selection(studies=(jobs.other_name,))
+    active = _active(case, selection)
+    assert list(active) == [_job_key(case, jobs.other, jobs.other_name)]
+
+
+def _fingerprint(uri: str) -> str | None:
+    """Hash of a local store's bytes (sqlite file, journal file, mlruns tree)."""
+    path = sqlite_path(uri)
+    if path is None and "://" not in uri:
+        path = Path(uri.removeprefix("file:"))
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def test_reading_changes_nothing(case: StoreCase) -> None:
+    before = _fingerprint(case.uri)
+    _active(case)
+    assert _fingerprint(case.uri) == before
+
+
+def test_missing_store_is_an_error_and_is_not_created(case: StoreCase) -> None:
+    if case.missing_uri is None:
+        pytest.skip("server stores have no path to leave behind")
+    with pytest.raises(StoreNotFound):
+        open_backend(case.kind, case.missing_uri)
+    leftovers = list(Path(case.missing_uri.split("///")[-1].removeprefix("file:")).parent.iterdir())
+    assert leftovers == []
+
+
+def test_describe_names_the_backend(case: StoreCase) -> None:
+    with open_backend(case.kind, case.uri) as backend:
+        text = backend.describe()
+    assert ("MLflow" if case.kind is StoreKind.MLFLOW else "Optuna") in text
+
+
+def test_errors_are_store_errors(case: StoreCase, tmp_path: Path) -> None:
+    """A file of the wrong kind is refused with a StoreError subclass, never a library error."""
+    if case.missing_uri is None:
+        pytest.skip("server stores are covered by the CLI bad-input tests")
+    junk = tmp_path / "junk"
+    junk.write_text("this is not a store\n")
+    uri = f"sqlite:///{junk}" if case.uri.startswith("sqlite") else str(junk)
+    if case.backend == "mlflow-file":
+        uri = f"file:{tmp_path}"
+    with pytest.raises(StoreError):
+        open_backend(case.kind, uri)
