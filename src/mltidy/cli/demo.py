@@ -11,7 +11,7 @@ import typer
 
 from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
-from mltidy.cli.render import records_table, stderr_console, stdout_console
+from mltidy.cli.render import records_table, stdout_console
 from mltidy.config import StoreSpec
 from mltidy.durations import format_duration
 from mltidy.judge import Policy
@@ -36,7 +36,6 @@ def demo_command(
     from mltidy.demo import sandbox as demo
 
     out = stdout_console()
-    err = stderr_console()
     with translated_errors():
         out.print(
             f"[bold]1. Building a sandbox in {path}/[/] (MLflow sqlite store, Optuna storage)"
@@ -63,10 +62,8 @@ def demo_command(
             demo.stop_job(live)
         out.print(records_table(result.records))
         for status in result.stores:
-            err.print(
-                f"   scanned {status.kind.value} store {status.uri}: "
-                f"{'ok' if status.ok else status.error}"
-            )
+            state = "ok" if status.ok else status.error
+            out.print(f"   scanned {status.kind.value} store {status.uri}: {state}")
         out.print(
             "[bold]What next[/]\n"
             f"   cd {path} && mltidy scan          # finds both stores by their schema\n"

@@ -9,7 +9,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from enum import Enum
 from typing import Any, TextIO
 
@@ -18,8 +17,7 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
-from mltidy.durations import format_duration
-from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso, utc_now
+from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso
 
 
 class OutputFormat(str, Enum):
@@ -86,9 +84,10 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
 
 
 def write_json(
-    stores: Sequence[StoreStatus], records: Sequence[JudgedRecord], out: TextIO = sys.stdout
+    stores: Sequence[StoreStatus], records: Sequence[JudgedRecord], out: TextIO | None = None
 ) -> None:
     """The whole scan as one JSON object."""
+    out = out or sys.stdout
     payload = {
         "stores": [store_dict(s) for s in stores],
         "records": [record_dict(r) for r in records],
@@ -96,34 +95,28 @@ def write_json(
     out.write(json.dumps(payload, indent=2) + "\n")
 
 
-def write_jsonl_record(item: JudgedRecord, out: TextIO = sys.stdout) -> None:
+def write_jsonl_record(item: JudgedRecord, out: TextIO | None = None) -> None:
     """One record as one line, flushed, so large scans stream."""
+    out = out or sys.stdout
     out.write(json.dumps(record_dict(item)) + "\n")
     out.flush()
-
-
-def _ago(value: datetime | None, now: datetime) -> str:
-    return "-" if value is None else f"{format_duration(now - value)} ago"
 
 
 def _short_id(item: JudgedRecord) -> str:
     record = item.record
     if record.kind is RecordKind.OPTUNA_TRIAL:
         return f"#{record.trial_number}"
-    return record.id[:12]
+    return record.id[:8]
 
 
 def records_table(records: Sequence[JudgedRecord]) -> Table:
     """The Rich table people see."""
-    now = utc_now()
     table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
     table.add_column("verdict", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     table.add_column("experiment/study", overflow="fold")
     table.add_column("name", overflow="fold")
     table.add_column("id", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    table.add_column("last activity", no_wrap=True)
     table.add_column("reason", overflow="fold", ratio=1)
     for item in records:
         record = item.record
@@ -133,8 +126,6 @@ def records_table(records: Sequence[JudgedRecord]) -> Table:
             record.container,
             record.name,
             _short_id(item),
-            _ago(record.started_at, now),
-            _ago(record.last_activity_at, now),
             item.verdict.reason,
         )
     return table

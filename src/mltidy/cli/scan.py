@@ -53,7 +53,7 @@ def scan_command(
 ) -> None:
     """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
 
-    With no store given, mltidy reads MLFLOW_TRACKING_URI / OPTUNA_STORAGE, then [tool.mltidy]
+    With no store given, mltidy reads MLFLOW_TRACKING_URI / OPTUNA_STORAGE, then \\[tool.mltidy]
     in pyproject.toml or mltidy.toml, then finds stores in this directory and one level below.
 
     Exit codes: 0 ok, 1 findings that --fail-on asked to fail on, 2 usage error,
