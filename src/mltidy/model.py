@@ -61,6 +61,7 @@ class Record:
         user: who started it, where the store knows.
         tags: the record's ``mltidy.*`` tags / system attributes, and link attributes such as
             ``mlflow_run_id``; backends pass only the keys the judge and the linker read.
+        evidence_from: the MLflow run whose provenance and activity a trial inherited.
     """
 
     kind: RecordKind
@@ -75,6 +76,7 @@ class Record:
     trial_number: int | None = None
     user: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    evidence_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ def test_table_lists_killed_run_and_trial_with_reasons(lab: Path, sqlite_world: 
     assert code == 0
     assert "tracking.sqlite" in err and "hpo.bin" in err  # says which stores it scanned
     assert "found" in err
-    assert "stale" in out
-    assert "no activity for" in out
+    assert "dead" in out
+    assert "no longer exists on" in out
     assert "Traceback" not in out + err
     for job in sqlite_world.killed:
         assert str(job.run_id)[:8] in out
@@ -88,7 +88,8 @@ def test_json_is_the_contract_and_stderr_stays_clean(lab: Path, sqlite_world: Ki
     assert run["kind"] == "mlflow_run"
     assert run["state"] == "RUNNING"
     assert run["container"] == sqlite_world.name
-    assert run["verdict"] == "stale"
+    assert run["verdict"] == "dead"
+    assert f"process {sqlite_world.sigkilled.pid} " in run["reason"]
     assert run["trial_number"] is None
     trials = [r for r in payload["records"] if r["kind"] == "optuna_trial"]
     numbers = {(r["container"], r["trial_number"]) for r in trials}
@@ -108,7 +109,7 @@ def test_markdown_report(lab: Path) -> None:
     code, out, _ = invoke("scan", "-f", "markdown", "--stale-after", "1s")
     assert code == 0
     assert out.startswith("## mltidy scan")
-    assert "| stale | run |" in out
+    assert "| dead | run |" in out
 
 
 def test_selection_options(lab: Path, sqlite_world: KilledJobs) -> None:
@@ -118,17 +119,17 @@ def test_selection_options(lab: Path, sqlite_world: KilledJobs) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fail_on", "stale_after", "expected"),
+    ("fail_on", "selection", "expected"),
     [
-        ("never", "1s", 0),
-        ("stale", "1s", 1),
-        ("stale", "1d", 0),
-        ("dangling", "1d", 1),
-        ("dead", "1s", 0),
+        ("never", [], 0),
+        ("stale", [], 1),
+        ("dead", [], 1),
+        ("dangling", [], 1),
+        ("dangling", ["-e", "nothing-here", "-s", "nothing-here"], 0),
     ],
 )
-def test_fail_on(lab: Path, fail_on: str, stale_after: str, expected: int) -> None:
-    code, _, _ = invoke("scan", "--fail-on", fail_on, "--stale-after", stale_after)
+def test_fail_on(lab: Path, fail_on: str, selection: list[str], expected: int) -> None:
+    code, _, _ = invoke("scan", "--fail-on", fail_on, *selection)
     assert code == expected
 
 

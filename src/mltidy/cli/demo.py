@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +11,10 @@ from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.render import records_table, stdout_console
 from mltidy.config import StoreSpec
-from mltidy.durations import format_duration
 from mltidy.judge import Policy
 from mltidy.model import StoreKind, utc_now
+from mltidy.probe import LocalProbe
 from mltidy.scan import scan
-
-DEMO_STALE_AFTER = timedelta(seconds=3)
 
 
 def demo_command(
@@ -32,7 +28,7 @@ def demo_command(
     ] = Path("mltidy-demo"),
 ) -> None:
     """Build a sandbox with real training jobs (MLflow runs inside Optuna trials), kill some with
-    SIGKILL and SIGTERM, let one finish, and scan what they left behind."""
+    SIGKILL and SIGTERM, let one finish, keep one training, and scan what they left behind."""
     from mltidy.demo import sandbox as demo
 
     out = stdout_console()
@@ -42,22 +38,17 @@ def demo_command(
         )
         box = demo.prepare(path)
         out.print(
-            "[bold]2. Running tutorial-style training jobs[/] (one Optuna trial each, with "
-            "an MLflow run inside storing its id in the trial's user attribute mlflow_run_id)"
+            "[bold]2. Running tutorial-style training jobs[/] (one Optuna trial each, with an "
+            "MLflow run inside; mltidy's MLflow plugin tags each run with its host, boot and pid)"
         )
         _, live = demo.run_jobs(box, lambda line: out.print(f"   {line}"))
         try:
-            time.sleep(DEMO_STALE_AFTER.total_seconds() + 0.5)
-            out.print(
-                "[bold]3. mltidy scan[/] (the demo passes --stale-after "
-                f"{format_duration(DEMO_STALE_AFTER)} so that seconds-old silence counts; "
-                "the default is 1 h)"
-            )
+            out.print("[bold]3. mltidy scan[/] (while the live job keeps training)")
             specs = [
                 StoreSpec(StoreKind.MLFLOW, box.mlflow_uri, "demo"),
                 StoreSpec(StoreKind.OPTUNA, box.optuna_url, "demo"),
             ]
-            result = scan(specs, Selection(), Policy(now=utc_now(), stale_after=DEMO_STALE_AFTER))
+            result = scan(specs, Selection(), Policy(now=utc_now()), LocalProbe())
         finally:
             demo.stop_job(live)
         out.print(records_table(result.records))
@@ -68,6 +59,6 @@ def demo_command(
             "[bold]What next[/]\n"
             f"   cd {path} && mltidy scan          # finds both stores by their schema\n"
             f"   cd {path} && mltidy scan -f json  # the same, for programs\n"
-            "   The live job was stopped with Ctrl-C after the scan, so Optuna and MLflow closed "
+            "   The live job was stopped with Ctrl-C after the scan; Optuna and MLflow closed "
             "its trial and run themselves."
         )

@@ -90,3 +90,12 @@ FailOnOption = Annotated[
         case_sensitive=False,
     ),
 ]
+ThisHostOption = Annotated[
+    bool,
+    typer.Option(
+        "--this-host",
+        envvar="MLTIDY_THIS_HOST",
+        help="Judge only records whose provenance says they started on this host (for clusters "
+        "where every node reaps its own dead from cron).",
+    ),
+]

@@ -19,6 +19,7 @@ from mltidy.cli.options import (
     OptunaOption,
     StaleAfterOption,
     StudyOption,
+    ThisHostOption,
 )
 from mltidy.cli.render import (
     OutputFormat,
@@ -32,6 +33,7 @@ from mltidy.cli.render import (
 from mltidy.cli.selection import resolve
 from mltidy.errors import ExitCode
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
+from mltidy.probe import LocalProbe
 from mltidy.scan import ScanEvent, iter_scan
 
 FAILING = {
@@ -50,6 +52,7 @@ def scan_command(
     stale_after: StaleAfterOption = None,
     output: FormatOption = OutputFormat.TABLE,
     fail_on: FailOnOption = FailOn.NEVER,
+    this_host: ThisHostOption = False,
 ) -> None:
     """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
 
@@ -79,7 +82,14 @@ def scan_command(
             err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
         )
         with progress as status:
-            for event in iter_scan(resolved.specs, resolved.selection, resolved.policy):
+            events = iter_scan(
+                resolved.specs,
+                resolved.selection,
+                resolved.policy,
+                LocalProbe(),
+                this_host=this_host,
+            )
+            for event in events:
                 _collect(event, stores, records, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")

@@ -49,7 +49,8 @@ class Job:
             self.lines.append(line)
             if line.startswith("ready "):
                 _, run_id, number = line.split()
-                self.run_id, self.trial_number = run_id, int(number)
+                self.run_id = None if run_id == "-" else run_id
+                self.trial_number = int(number)
                 return
         self.kill(signal.SIGKILL)
         raise JobError(f"job {self.pid} did not start training within {timeout:.0f} s")
@@ -110,7 +111,7 @@ def create_stores(mlflow_uri: str, optuna_url: str, name: str, artifact_dir: Pat
 
 def start_job(
     *,
-    mlflow_uri: str,
+    mlflow_uri: str | None,
     optuna_url: str,
     study: str,
     cwd: Path,
@@ -119,14 +120,16 @@ def start_job(
     experiment: str | None = None,
     env: dict[str, str] | None = None,
     heartbeat: int | None = None,
+    extra: list[str] | None = None,
 ) -> Job:
-    """Start one training job in the background (it trains one Optuna trial)."""
+    """Start one training job in the background (it trains one Optuna trial).
+
+    ``extra`` adds worker options (see ``python -m mltidy.demo.worker --help``).
+    """
     command = [
         sys.executable,
         "-m",
         "mltidy.demo.worker",
-        "--mlflow",
-        mlflow_uri,
         "--optuna",
         optuna_url,
         "--study",
@@ -136,8 +139,11 @@ def start_job(
         "--epoch-seconds",
         str(epoch_seconds),
     ]
+    if mlflow_uri:
+        command += ["--mlflow", mlflow_uri]
     if experiment:
         command += ["--experiment", experiment]
+    command += extra or []
     if heartbeat:
         command += ["--heartbeat", str(heartbeat)]
     log_dir = cwd / ".jobs"

@@ -5,7 +5,9 @@ attribute ``mlflow_run_id``, and logs a metric every epoch. Killing this process
 SIGTERM leaves the run and the trial RUNNING, which is the problem mltidy exists for.
 
 It prints ``ready <run_id> <trial_number>`` once the first metric is logged, so that the demo and
-the tests know when to kill it.
+the tests know when to kill it. Options vary the tutorial for the tests: no MLflow at all, the
+Optuna opt-ins (``track``, ask/tell with ``record``), a run id written only after training, a
+job that goes quiet, a job that ends itself with ``os._exit``.
 
 Run: ``python -m mltidy.demo.worker --mlflow URI --optuna URL --study NAME``
 """
@@ -14,51 +16,96 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
+from typing import Any
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one Optuna trial (or ``--trials N``) with an MLflow run inside each."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltidy-demo-worker")
-    parser.add_argument("--mlflow", required=True, help="MLflow tracking URI")
+    parser.add_argument("--mlflow", default=None, help="MLflow tracking URI (omit: no MLflow)")
     parser.add_argument("--optuna", required=True, help="Optuna storage URL or journal file")
     parser.add_argument("--study", required=True)
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: study)")
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epoch-seconds", type=float, default=0.2)
+    parser.add_argument("--heartbeat", type=int, default=None, help="RDBStorage heartbeat (s)")
     parser.add_argument(
-        "--heartbeat", type=int, default=None, help="RDBStorage heartbeat interval (seconds)"
+        "--provenance",
+        choices=["none", "track", "record"],
+        default="none",
+        help="Optuna opt-in: decorate the objective, or ask/tell with record(trial)",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--link",
+        choices=["early", "late"],
+        default="early",
+        help="set the trial's mlflow_run_id before training (early) or after it (late)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="log only the first metric")
+    parser.add_argument(
+        "--exit-after-ready", type=int, default=None, help="os._exit(CODE) after the first epoch"
+    )
+    return parser
 
-    import mlflow
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``--trials`` Optuna trials, each training inside an MLflow run (unless no MLflow)."""
+    args = _parser().parse_args(argv)
+
     import optuna
 
     from mltidy.demo.jobs import optuna_storage
+    from mltidy.provenance import record, track
 
-    mlflow.set_tracking_uri(args.mlflow)
-    mlflow.set_experiment(args.experiment or args.study)
+    mlflow: Any = None
+    if args.mlflow:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.mlflow)
+        mlflow.set_experiment(args.experiment or args.study)
     storage = optuna_storage(args.optuna, heartbeat_interval=args.heartbeat)
     study = optuna.create_study(study_name=args.study, storage=storage, load_if_exists=True)
 
-    def objective(trial: optuna.Trial) -> float:
+    def train(trial: optuna.Trial, run_id: str | None) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         layers = trial.suggest_int("layers", 1, 4)
-        with mlflow.start_run(run_name=f"trial-{trial.number}") as run:
-            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        if mlflow is not None:
             mlflow.log_params({"lr": lr, "layers": layers})
-            loss = 1.0
-            for epoch in range(args.epochs):
-                loss = math.exp(-lr * 10 * (epoch + 1)) + 0.05 * layers
+        loss = 1.0
+        for epoch in range(args.epochs):
+            loss = math.exp(-lr * 10 * (epoch + 1)) + 0.05 * layers
+            if mlflow is not None and (epoch == 0 or not args.quiet):
                 mlflow.log_metric("loss", loss, step=epoch)
-                if epoch == 0:
-                    print(f"ready {run.info.run_id} {trial.number}", flush=True)
-                time.sleep(args.epoch_seconds)
+            if epoch == 0:
+                print(f"ready {run_id or '-'} {trial.number}", flush=True)
+                if args.exit_after_ready is not None:
+                    os._exit(args.exit_after_ready)
+            time.sleep(args.epoch_seconds)
+        return loss
+
+    def objective(trial: optuna.Trial) -> float:
+        if mlflow is None:
+            return train(trial, None)
+        with mlflow.start_run(run_name=f"trial-{trial.number}") as run:
+            if args.link == "early":
+                trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            loss = train(trial, run.info.run_id)
+            if args.link == "late":
+                trial.set_user_attr("mlflow_run_id", run.info.run_id)
             return loss
 
-    study.optimize(objective, n_trials=args.trials)
+    if args.provenance == "record":
+        for _ in range(args.trials):
+            trial = study.ask()
+            record(trial)
+            study.tell(trial, objective(trial))
+    elif args.provenance == "track":
+        study.optimize(track(objective), n_trials=args.trials)
+    else:
+        study.optimize(objective, n_trials=args.trials)
     print("done", flush=True)
     return 0
 
