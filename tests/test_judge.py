@@ -96,7 +96,10 @@ def test_another_hosts_record_is_never_dead() -> None:
 
 
 def test_mltidy_heartbeat_counts_as_activity() -> None:
-    tags = {**_tags(host="gpu-03"), "mltidy.heartbeat_at": (NOW - timedelta(seconds=40)).isoformat()}
+    tags = {
+        **_tags(host="gpu-03"),
+        "mltidy.heartbeat_at": (NOW - timedelta(seconds=40)).isoformat(),
+    }
     verdict = judge(_run(last=timedelta(hours=5), tags=tags), HERE, POLICY)
     assert verdict.kind is VerdictKind.ALIVE
     assert verdict.reason == "last heartbeat 40 s ago from gpu-03"
