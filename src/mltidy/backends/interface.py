@@ -20,8 +20,10 @@ A backend adapts one MLflow tracking store or one Optuna storage to mltidy. The 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
 
 from mltidy.model import Record, StoreKind
 
@@ -97,3 +99,125 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class CloseStatus(str, Enum):
+    """What happened to one record a close tried to change."""
+
+    CLOSED = "closed"
+    NOT_RUNNING = "not_running"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """Close one record, if and only if it is still running.
+
+    Attributes:
+        record_id: the run id or trial id.
+        new_state: ``KILLED``/``FAILED`` for MLflow runs, ``FAIL`` for Optuna trials.
+        end_time: the true end (last activity), written as the run's ``end_time`` or the
+            trial's ``datetime_complete`` where the store allows it.
+        attributes: the audit trail (``mltidy.closed_*``) written on the record in the same
+            change, as tags or trial system attributes.
+    """
+
+    record_id: str
+    new_state: str
+    end_time: datetime
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    """The outcome of one :class:`CloseRequest`, and the state found when it was not closed."""
+
+    status: CloseStatus
+    state: str | None = None
+
+
+class Closer(abc.ABC):
+    """Capability: end a running record with a compare-and-set.
+
+    Each backend documents its guarantee: a conditional write (``UPDATE ... WHERE state =
+    'RUNNING'``) where the store has one, else a fresh re-read right before the write.
+    """
+
+    #: One line for docs and ``--verbose``: how the backend makes the change conditional.
+    close_guarantee: str = ""
+
+    @abc.abstractmethod
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        """Close the record if it is still running; never touch it otherwise.
+
+        Raises:
+            StoreError: the write failed (permission denied, locked after retries, ...).
+        """
+
+
+class TrialRetrier(abc.ABC):
+    """Capability: enqueue a WAITING copy of a failed trial, as Optuna's retry callback does."""
+
+    @abc.abstractmethod
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        """Enqueue a retry of a finished trial.
+
+        Uses Optuna's own ``failed_trial`` / ``retry_history`` system attributes
+        (``RetryHeartbeatStaleTrialCallback``), so Optuna's helpers recognise the retry.
+
+        Returns:
+            The new trial's number, or ``None`` when ``max_retry`` retries were already made.
+
+        Raises:
+            StoreError: the storage refused.
+        """
+
+
+@dataclass(frozen=True)
+class RunContents:
+    """What a finished run holds, to tell an empty leftover from a run worth keeping."""
+
+    record: Record
+    closed_at: datetime | None
+    metrics: int
+    params: int
+    artifacts: int | None
+    """``None`` when the artifact store cannot be checked cheaply (kept, to be safe)."""
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing worth keeping: no metrics, no params, no artifacts."""
+        return self.metrics == 0 and self.params == 0 and self.artifacts == 0
+
+
+class RunDeclutterer(abc.ABC):
+    """Capability: find the runs mltidy closed, and soft-delete (restorable) empty ones."""
+
+    @abc.abstractmethod
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        """Active (not deleted) runs carrying ``mltidy.closed_at``, with what they hold."""
+
+    @abc.abstractmethod
+    def soft_delete(self, run_id: str) -> bool:
+        """Move a finished run to MLflow's ``deleted`` lifecycle stage (``mlflow runs restore``
+        brings it back). Returns ``False`` when the run is running, gone or already deleted."""
+
+
+@dataclass(frozen=True)
+class StudyHealth:
+    """How many of a study's trials are failures or zombies, and what they cost."""
+
+    study: str
+    trials: int
+    running: int
+    failed: int
+    closed_by_mltidy: int
+    failed_seconds: float
+
+
+class StudyReporter(abc.ABC):
+    """Capability: per-study counts of failed and unfinished trials."""
+
+    @abc.abstractmethod
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        """One entry per selected study."""

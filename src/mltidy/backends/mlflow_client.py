@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    RunContents,
+    RunDeclutterer,
+    Selection,
+)
 from mltidy.errors import (
     NotAStore,
     StoreAccessDenied,
@@ -19,7 +29,7 @@ from mltidy.errors import (
     StoreNotFound,
     StoreUnreachable,
 )
-from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms
+from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms, utc_now
 from mltidy.redact import redact
 
 if TYPE_CHECKING:
@@ -63,12 +73,17 @@ def looks_like_mlruns(path: Path) -> bool:
     return False
 
 
-class MlflowClientBackend(Backend):
+class MlflowClientBackend(Backend, Closer, RunDeclutterer):
     """An MLflow file store or tracking server, read through ``MlflowClient``."""
 
     kind = StoreKind.MLFLOW
+    close_guarantee = (
+        "re-read: the run is read fresh right before the write and skipped unless RUNNING; "
+        "a run that ends in the moment between the two is overwritten (REST has no "
+        "compare-and-set)"
+    )
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, writable: bool = False) -> None:
         self.uri = redact(uri)
         self.is_server = uri.startswith(("http://", "https://"))
         if self.is_server:
@@ -180,6 +195,81 @@ class MlflowClientBackend(Backend):
             raise self._translate(exc) from exc
         return self._record(run)
 
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from mlflow.entities import RunTag
+
+        try:
+            try:
+                run = self._client.get_run(request.record_id)
+            except Exception as exc:
+                if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
+                    return CloseResult(CloseStatus.MISSING)
+                raise
+            if run.info.status != "RUNNING" or run.info.lifecycle_stage != "active":
+                return CloseResult(CloseStatus.NOT_RUNNING, run.info.status)
+            tags = [RunTag(k, v) for k, v in request.attributes.items()]
+            if tags:
+                self._client.log_batch(request.record_id, tags=tags)
+            self._client.set_terminated(
+                request.record_id,
+                status=request.new_state,
+                end_time=int(request.end_time.timestamp() * 1000),
+            )
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return CloseResult(CloseStatus.CLOSED)
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        from mlflow.entities import ViewType
+
+        ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
+        for start in range(0, len(ids), 100):
+            token: str | None = None
+            while True:
+                try:
+                    page = self._client.search_runs(
+                        experiment_ids=ids[start : start + 100],
+                        filter_string="tags.`mltidy.closed_at` LIKE '%'",
+                        run_view_type=ViewType.ACTIVE_ONLY,
+                        max_results=PAGE,
+                        page_token=token,
+                    )
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                for run in page:
+                    closed = run.data.tags.get("mltidy.closed_at")
+                    if not closed or run.info.status == "RUNNING":
+                        continue
+                    yield RunContents(
+                        record=self._record(run),
+                        closed_at=_parse_time(closed),
+                        metrics=len(run.data.metrics),
+                        params=len(run.data.params),
+                        artifacts=self._artifact_count(run.info.run_id),
+                    )
+                token = page.token
+                if not token:
+                    break
+
+    def _artifact_count(self, run_id: str) -> int | None:
+        try:
+            return len(self._client.list_artifacts(run_id))
+        except Exception:
+            return None
+
+    def soft_delete(self, run_id: str) -> bool:
+        try:
+            run = self._client.get_run(run_id)
+            if run.info.status == "RUNNING" or run.info.lifecycle_stage != "active":
+                return False
+            self._client.set_tag(
+                run_id, "mltidy.deleted_at", utc_now().isoformat(timespec="seconds")
+            )
+            self._client.delete_run(run_id)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return True
+
     def _record(self, run: Run) -> Record:
         info, data = run.info, run.data
         metric_objs: list[Any] = list(getattr(data, "_metric_objs", []) or [])
@@ -199,6 +289,13 @@ class MlflowClientBackend(Backend):
             user=info.user_id or tags.get("mlflow.user"),
             tags=tags,
         )
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 __all__ = ["MlflowClientBackend", "file_store_path", "looks_like_mlruns"]

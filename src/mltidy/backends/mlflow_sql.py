@@ -7,13 +7,29 @@ would create and migrate tables when opened, which a read must never do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import Backend, Selection
-from mltidy.backends.sql import create_reader_engine, table_names, translate_sql_error
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    RunContents,
+    RunDeclutterer,
+    Selection,
+)
+from mltidy.backends.sql import (
+    create_reader_engine,
+    local_artifact_count,
+    retry_locked,
+    table_names,
+    translate_sql_error,
+)
 from mltidy.errors import NotAStore
-from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms
+from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms, utc_now
 from mltidy.redact import redact
 
 if TYPE_CHECKING:
@@ -40,7 +56,10 @@ def _schema() -> dict[str, Any]:
             column("end_time"),
             column("lifecycle_stage"),
             column("experiment_id"),
+            column("artifact_uri"),
+            column("deleted_time"),
         ),
+        "params": table("params", column("key"), column("run_uuid")),
         "experiments": table(
             "experiments", column("experiment_id"), column("name"), column("lifecycle_stage")
         ),
@@ -51,10 +70,14 @@ def _schema() -> dict[str, Any]:
     }
 
 
-class MlflowSqlBackend(Backend):
+class MlflowSqlBackend(Backend, Closer, RunDeclutterer):
     """An MLflow tracking store in a SQL database, read without importing mlflow."""
 
     kind = StoreKind.MLFLOW
+    close_guarantee = (
+        "compare-and-set: one transaction runs UPDATE runs ... WHERE status = 'RUNNING' and "
+        "writes the audit tags only if that row changed"
+    )
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
@@ -174,8 +197,133 @@ class MlflowSqlBackend(Backend):
             tags=tags,
         )
 
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from sqlalchemy import select, update
+
+        runs = self._t["runs"]
+        end_ms = int(request.end_time.timestamp() * 1000)
+
+        def attempt() -> CloseResult:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.run_uuid == request.record_id,
+                        runs.c.status == "RUNNING",
+                        runs.c.lifecycle_stage == "active",
+                    )
+                    .values(status=request.new_state, end_time=end_ms)
+                ).rowcount
+                if changed == 1:
+                    self._write_tags(conn, request.record_id, request.attributes)
+                    return CloseResult(CloseStatus.CLOSED)
+                state = conn.execute(
+                    select(runs.c.status).where(runs.c.run_uuid == request.record_id)
+                ).scalar()
+            if state is None:
+                return CloseResult(CloseStatus.MISSING)
+            return CloseResult(CloseStatus.NOT_RUNNING, str(state))
+
+        return retry_locked(attempt, self.uri)
+
+    def _write_tags(self, conn: Connection, run_id: str, tags: Mapping[str, str]) -> None:
+        from sqlalchemy import delete, insert
+
+        table = self._t["tags"]
+        if not tags:
+            return
+        conn.execute(delete(table).where(table.c.run_uuid == run_id, table.c.key.in_(list(tags))))
+        conn.execute(
+            insert(table), [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()]
+        )
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        from sqlalchemy import func, or_, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, exps, tags = self._t["runs"], self._t["experiments"], self._t["tags"]
+        metrics, params = self._t["latest_metrics"], self._t["params"]
+        closed = (
+            select(tags.c.value)
+            .where(tags.c.run_uuid == runs.c.run_uuid, tags.c.key == "mltidy.closed_at")
+            .scalar_subquery()
+        )
+        n_metrics = (
+            select(func.count()).where(metrics.c.run_uuid == runs.c.run_uuid).scalar_subquery()
+        )
+        n_params = (
+            select(func.count()).where(params.c.run_uuid == runs.c.run_uuid).scalar_subquery()
+        )
+        query = (
+            self._select()
+            .add_columns(
+                runs.c.artifact_uri,
+                closed.label("closed_at"),
+                n_metrics.label("n_metrics"),
+                n_params.label("n_params"),
+            )
+            .where(runs.c.status != "RUNNING", closed.is_not(None))
+        )
+        if selection.experiments:
+            ids = [int(e) for e in selection.experiments if e.isdigit()]
+            query = query.where(
+                or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
+            )
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+                all_tags = {}
+                for chunk in _chunks(rows, CHUNK):
+                    all_tags.update(self._tags(conn, [row.run_uuid for row in chunk]))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        for row in rows:
+            yield RunContents(
+                record=self._record(row, all_tags.get(row.run_uuid, {})),
+                closed_at=_parse_time(row.closed_at),
+                metrics=int(row.n_metrics),
+                params=int(row.n_params),
+                artifacts=local_artifact_count(row.artifact_uri),
+            )
+
+    def soft_delete(self, run_id: str) -> bool:
+        from sqlalchemy import update
+
+        runs = self._t["runs"]
+        now = utc_now()
+
+        def attempt() -> bool:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.run_uuid == run_id,
+                        runs.c.status != "RUNNING",
+                        runs.c.lifecycle_stage == "active",
+                    )
+                    .values(lifecycle_stage="deleted", deleted_time=int(now.timestamp() * 1000))
+                ).rowcount
+                if changed == 1:
+                    self._write_tags(
+                        conn,
+                        run_id,
+                        {"mltidy.deleted_at": now.isoformat(timespec="seconds")},
+                    )
+                return bool(changed == 1)
+
+        return retry_locked(attempt, self.uri)
+
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

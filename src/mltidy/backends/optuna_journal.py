@@ -11,7 +11,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Selection,
+    StudyHealth,
+    StudyReporter,
+    TrialRetrier,
+)
 from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
 from mltidy.model import Record, RecordKind, StoreKind
@@ -46,12 +56,17 @@ def looks_like_journal(path: Path) -> bool:
     return isinstance(entry, dict) and "op_code" in entry
 
 
-class OptunaJournalBackend(Backend):
+class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``."""
 
     kind = StoreKind.OPTUNA
+    close_guarantee = (
+        "optuna's own check: the journal is replayed right before the write and optuna refuses "
+        "to change a finished trial; datetime_complete is the time of closing (the journal API "
+        "sets it), the true end is kept in mltidy.end_time"
+    )
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, writable: bool = False) -> None:
         self.uri = redact(uri)
         self.is_redis = uri.startswith(("redis://", "rediss://", "unix://"))
         if not self.is_redis:
@@ -141,6 +156,87 @@ class OptunaJournalBackend(Backend):
         except Exception as exc:
             raise self._translate(exc) from exc
         return None
+
+    def _study_of(self, trial_id: int) -> int | None:
+        trial = self._storage.get_trial(trial_id)
+        lookup = self._storage.get_trial_id_from_study_id_trial_number
+        for study in self._storage.get_all_studies():
+            try:
+                if lookup(study._study_id, trial.number) == trial_id:
+                    return int(study._study_id)
+            except KeyError:
+                continue
+        return None
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        if not request.record_id.isdigit():
+            return CloseResult(CloseStatus.MISSING)
+        trial_id = int(request.record_id)
+        try:
+            try:
+                trial = self._storage.get_trial(trial_id)
+            except KeyError:
+                return CloseResult(CloseStatus.MISSING)
+            if trial.state != TrialState.RUNNING:
+                return CloseResult(CloseStatus.NOT_RUNNING, trial.state.name)
+            try:
+                attributes = {**request.attributes, "mltidy.end_time": request.end_time.isoformat()}
+                for key, value in attributes.items():
+                    self._storage.set_trial_system_attr(trial_id, key, value)
+                self._storage.set_trial_state_values(trial_id, TrialState[request.new_state])
+            except UpdateFinishedTrialError:
+                state = self._storage.get_trial(trial_id).state.name
+                return CloseResult(CloseStatus.NOT_RUNNING, state)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return CloseResult(CloseStatus.CLOSED)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        from mltidy.backends.optuna_retry import enqueue_retry
+
+        try:
+            study_id = self._study_of(int(trial_id))
+            if study_id is None:
+                raise StoreError(f"{self.uri}: trial {trial_id} does not exist")
+            return enqueue_retry(self._storage, study_id, int(trial_id), max_retry)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        from optuna.trial import TrialState
+
+        found: list[StudyHealth] = []
+        try:
+            for study in sorted(self._storage.get_all_studies(), key=lambda s: s.study_name):
+                if not selection.wants_study(study.study_name):
+                    continue
+                trials = self._storage.get_all_trials(study._study_id, deepcopy=False)
+                failed = [t for t in trials if t.state == TrialState.FAIL]
+                seconds = sum(
+                    max((t.datetime_complete - t.datetime_start).total_seconds(), 0.0)
+                    for t in failed
+                    if t.datetime_complete and t.datetime_start
+                )
+                found.append(
+                    StudyHealth(
+                        study=study.study_name,
+                        trials=len(trials),
+                        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
+                        failed=len(failed),
+                        closed_by_mltidy=sum(
+                            1 for t in trials if "mltidy.closed_at" in t.system_attrs
+                        ),
+                        failed_seconds=seconds,
+                    )
+                )
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return found
 
     def _record(self, trial: FrozenTrial, study_name: str, study_id: int) -> Record:
         attrs: dict[str, Any] = {}

@@ -9,13 +9,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Selection,
+    StudyHealth,
+    StudyReporter,
+    TrialRetrier,
+)
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
-from mltidy.backends.sql import create_reader_engine, table_names, translate_sql_error
-from mltidy.errors import NotAStore
+from mltidy.backends.sql import (
+    create_reader_engine,
+    retry_locked,
+    table_names,
+    translate_sql_error,
+)
+from mltidy.errors import NotAStore, StoreError
 from mltidy.model import Record, RecordKind, StoreKind, utc_now
 from mltidy.redact import redact
 
@@ -58,10 +73,14 @@ def _schema() -> dict[str, Any]:
     }
 
 
-class OptunaSqlBackend(Backend):
+class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
     """An Optuna RDB storage, read without importing optuna."""
 
     kind = StoreKind.OPTUNA
+    close_guarantee = (
+        "compare-and-set: one transaction runs UPDATE trials ... WHERE state = 'RUNNING' and "
+        "writes the audit system attributes only if that row changed"
+    )
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
@@ -210,6 +229,138 @@ class OptunaSqlBackend(Backend):
             trial_number=row.number,
             tags=attrs,
         )
+
+    def _to_store_time(self, value: datetime) -> datetime:
+        """An aware time as this storage writes it: naive UTC (5.x) or naive local (4.x)."""
+        if self._naive_utc:
+            return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone().replace(tzinfo=None)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from sqlalchemy import delete, insert, select, update
+
+        if not request.record_id.isdigit():
+            return CloseResult(CloseStatus.MISSING)
+        trial_id = int(request.record_id)
+        trials, attrs = self._t["trials"], self._t["trial_system_attributes"]
+
+        def attempt() -> CloseResult:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(trials)
+                    .where(trials.c.trial_id == trial_id, trials.c.state == "RUNNING")
+                    .values(
+                        state=request.new_state,
+                        datetime_complete=self._to_store_time(request.end_time),
+                    )
+                ).rowcount
+                if changed == 1:
+                    if request.attributes:
+                        keys = list(request.attributes)
+                        conn.execute(
+                            delete(attrs).where(attrs.c.trial_id == trial_id, attrs.c.key.in_(keys))
+                        )
+                        conn.execute(
+                            insert(attrs),
+                            [
+                                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                                for k, v in request.attributes.items()
+                            ],
+                        )
+                    return CloseResult(CloseStatus.CLOSED)
+                state = conn.execute(
+                    select(trials.c.state).where(trials.c.trial_id == trial_id)
+                ).scalar()
+            if state is None:
+                return CloseResult(CloseStatus.MISSING)
+            return CloseResult(CloseStatus.NOT_RUNNING, str(state).rsplit(".", 1)[-1])
+
+        return retry_locked(attempt, self.uri)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mltidy.backends.optuna_retry import enqueue_retry
+
+        trials = self._t["trials"]
+        try:
+            with self._engine.connect() as conn:
+                study_id = conn.execute(
+                    select(trials.c.study_id).where(trials.c.trial_id == int(trial_id))
+                ).scalar()
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        if study_id is None:
+            raise StoreError(f"{self.uri}: trial {trial_id} does not exist")
+        try:
+            from optuna.storages import RDBStorage
+
+            storage = RDBStorage(self.url, skip_table_creation=True)
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        try:
+            return enqueue_retry(storage, int(study_id), int(trial_id), max_retry)
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: could not enqueue a retry ({exc})") from exc
+        finally:
+            storage.remove_session()
+            storage.engine.dispose()
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        from sqlalchemy import case, func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials, studies = self._t["trials"], self._t["studies"]
+        attrs = self._t["trial_system_attributes"]
+        closed = (
+            select(func.count())
+            .select_from(attrs)
+            .where(attrs.c.trial_id == trials.c.trial_id, attrs.c.key == "mltidy.closed_at")
+            .scalar_subquery()
+        )
+        counts = (
+            select(
+                studies.c.study_name,
+                func.count(trials.c.trial_id),
+                func.sum(case((trials.c.state == "RUNNING", 1), else_=0)),
+                func.sum(case((trials.c.state == "FAIL", 1), else_=0)),
+                func.sum(case((closed > 0, 1), else_=0)),
+            )
+            .select_from(studies.outerjoin(trials, trials.c.study_id == studies.c.study_id))
+            .group_by(studies.c.study_name)
+            .order_by(studies.c.study_name)
+        )
+        spans = (
+            select(studies.c.study_name, trials.c.datetime_start, trials.c.datetime_complete)
+            .select_from(trials.join(studies, studies.c.study_id == trials.c.study_id))
+            .where(trials.c.state == "FAIL")
+        )
+        if selection.studies:
+            counts = counts.where(studies.c.study_name.in_(selection.studies))
+            spans = spans.where(studies.c.study_name.in_(selection.studies))
+        seconds: dict[str, float] = {}
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(counts))
+                for name, start, end in conn.execute(spans):
+                    if isinstance(start, datetime) and isinstance(end, datetime):
+                        seconds[name] = seconds.get(name, 0.0) + max(
+                            (end - start).total_seconds(), 0.0
+                        )
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return [
+            StudyHealth(
+                study=name,
+                trials=int(total or 0),
+                running=int(running or 0),
+                failed=int(failed or 0),
+                closed_by_mltidy=int(closed_n or 0),
+                failed_seconds=seconds.get(name, 0.0),
+            )
+            for name, total, running, failed, closed_n in rows
+        ]
 
     def close(self) -> None:
         self._engine.dispose()

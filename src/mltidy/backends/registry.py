@@ -22,7 +22,7 @@ def scheme_of(uri: str) -> str:
     return head.split("+", 1)[0].lower()
 
 
-def backend_factory(kind: StoreKind, uri: str) -> Callable[[str], Backend]:
+def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
     """The backend class for ``uri``, found without any I/O.
 
     Raises:
@@ -56,11 +56,11 @@ def backend_factory(kind: StoreKind, uri: str) -> Callable[[str], Backend]:
     )
 
 
-def open_backend(kind: StoreKind, uri: str) -> Backend:
-    """Open the backend for ``uri``.
+def open_backend(kind: StoreKind, uri: str, *, writable: bool = False) -> Backend:
+    """Open the backend for ``uri`` (``writable`` for commands that change records).
 
     Raises:
         UsageError: the scheme is not one mltidy reads for this kind of store.
         StoreError: the store cannot be opened (missing, unreachable, not that kind of store).
     """
-    return backend_factory(kind, uri)(uri)
+    return backend_factory(kind, uri)(uri, writable=writable)

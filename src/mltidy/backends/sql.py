@@ -6,9 +6,11 @@ SQLAlchemy is imported here lazily (this module is imported only when a SQL back
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import quote
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote, unquote, urlparse
 
 from mltidy.errors import (
     NotAStore,
@@ -132,6 +134,8 @@ def translate_sql_error(exc: BaseException, where: str) -> StoreError:
         return NotAStore(f"{where} is corrupt ({first})")
     if "no such table" in lowered or "no such column" in lowered or "undefined" in lowered:
         return UnsupportedSchema(f"{where}: unexpected schema ({first})")
+    if "readonly database" in lowered or "read-only" in lowered or "permission denied" in lowered:
+        return StoreAccessDenied(f"{where}: not allowed to write ({first})")
     if "database is locked" in lowered:
         return StoreError(f"{where} stayed locked by another process", hint="try again")
     return StoreError(f"{where}: {first}")
@@ -142,3 +146,44 @@ def table_names(engine: Engine) -> set[str]:
     from sqlalchemy import inspect
 
     return set(inspect(engine).get_table_names())
+
+
+T = TypeVar("T")
+LOCK_RETRIES = 5
+
+
+def retry_locked(attempt: Callable[[], T], where: str) -> T:
+    """Run a write transaction, retrying a few times while SQLite reports the file locked.
+
+    Raises:
+        StoreError: any other failure, or still locked after the retries.
+    """
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+    for tries in range(LOCK_RETRIES):
+        try:
+            return attempt()
+        except OperationalError as exc:
+            if "locked" in str(exc).lower() and tries < LOCK_RETRIES - 1:
+                time.sleep(0.2 * 2**tries)
+                continue
+            raise translate_sql_error(exc, where) from exc
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, where) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def local_artifact_count(artifact_uri: str | None) -> int | None:
+    """Files under a run's artifact location when it is a local folder; ``None`` when the
+    location is remote (s3://, gs://, mlflow-artifacts:/, ...) and cannot be checked cheaply."""
+    if not artifact_uri:
+        return 0
+    if artifact_uri.startswith("file:"):
+        path = Path(unquote(urlparse(artifact_uri).path))
+    elif artifact_uri.startswith("/"):
+        path = Path(artifact_uri)
+    else:
+        return None
+    if not path.exists():
+        return 0
+    return sum(1 for p in path.rglob("*") if p.is_file())

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from mltidy import __version__
+from mltidy.cli.close import close_command
+from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
@@ -47,6 +49,8 @@ def root(
 
 
 app.command("scan")(scan_command)
+app.command("close")(close_command)
+app.command("declutter")(declutter_command)
 app.command("demo")(demo_command)
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mltidy import close
 from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.render import records_table, stdout_console
+from mltidy.cli.render_changes import changes_table, runs_table, studies_table
 from mltidy.config import StoreSpec
+from mltidy.declutter import RunAction, declutter, restore_command
 from mltidy.judge import Policy
 from mltidy.model import StoreKind, utc_now
 from mltidy.probe import LocalProbe
@@ -28,7 +33,8 @@ def demo_command(
     ] = Path("mltidy-demo"),
 ) -> None:
     """Build a sandbox with real training jobs (MLflow runs inside Optuna trials), kill some with
-    SIGKILL and SIGTERM, let one finish, keep one training, and scan what they left behind."""
+    SIGKILL and SIGTERM, let one finish, keep one training; then scan, close (dry run, then
+    applied) and declutter what they left behind."""
     from mltidy.demo import sandbox as demo
 
     out = stdout_console()
@@ -56,9 +62,30 @@ def demo_command(
             state = "ok" if status.ok else status.error
             out.print(f"   scanned {status.kind.value} store {status.uri}: {state}")
         out.print(
-            "[bold]What next[/]\n"
-            f"   cd {path} && mltidy scan          # finds both stores by their schema\n"
-            f"   cd {path} && mltidy scan -f json  # the same, for programs\n"
-            "   The live job was stopped with Ctrl-C after the scan; Optuna and MLflow closed "
-            "its trial and run themselves."
+            "   (the live job was then stopped with Ctrl-C; Optuna and MLflow closed its trial "
+            "and run themselves)"
         )
+        out.print("[bold]4. mltidy close[/] (dry run: the plan, nothing changes)")
+        policy = Policy(now=utc_now())
+        planned = close.plan(specs, Selection(), policy, LocalProbe(), close.CloseOptions())
+        out.print(changes_table(planned))
+        out.print("[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)")
+        done = close.apply(planned, specs, close.CloseOptions())
+        out.print(changes_table(done))
+        time.sleep(1.1)
+        out.print("[bold]6. mltidy declutter --older-than 1s --yes[/] (empty closed runs only)")
+        report = declutter(
+            specs, Selection(), now=utc_now(), older_than=timedelta(seconds=1), apply=True
+        )
+        out.print(runs_table(report))
+        out.print(studies_table(report))
+        gone = [d for d in report.runs if d.action is RunAction.DELETED]
+        out.print("[bold]What next[/]")
+        out.print(
+            f"   cd {path} && mltidy scan     # finds both stores by their schema; nothing left\n"
+            f"   mlflow ui --backend-store-uri {box.mlflow_uri}\n"
+            "       # the closed runs show as KILLED, with their true durations and mltidy.* tags",
+            soft_wrap=True,
+        )
+        if gone:
+            out.print(f"   {restore_command(gone[0])}  # undo the declutter", soft_wrap=True)

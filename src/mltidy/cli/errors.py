@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import typer
 
 from mltidy.cli.state import STATE
 from mltidy.errors import MltidyError
+from mltidy.model import StoreStatus
 from mltidy.redact import redact
 
 #: An unexpected exception is a bug in mltidy, kept apart from the contract's codes 0-4.
@@ -51,3 +52,11 @@ def translated_errors(json_mode: bool = False) -> Iterator[None]:
             "this is a bug in mltidy; run again with --debug for the traceback and report it",
         )
         raise typer.Exit(INTERNAL_ERROR) from None
+
+
+def report_store_failures(stores: Iterable[StoreStatus]) -> None:
+    """One line on stderr for each store that could not be read."""
+    for status in stores:
+        if not status.ok:
+            error = redact(status.error or "")
+            sys.stderr.write(f"mltidy: error: cannot read {status.kind.value} store: {error}\n")

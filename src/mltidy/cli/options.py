@@ -99,3 +99,11 @@ ThisHostOption = Annotated[
         "where every node reaps its own dead from cron).",
     ),
 ]
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes",
+        "-y",
+        help="Apply the changes. Without it the command prints the plan and changes nothing.",
+    ),
+]

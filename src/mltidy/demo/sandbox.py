@@ -66,15 +66,16 @@ def prepare(path: Path) -> Sandbox:
 
 
 def run_jobs(sandbox: Sandbox, say: Callable[[str], None]) -> tuple[list[JobOutcome], Job]:
-    """Start four tutorial-style training jobs: kill two, let one finish, leave one training.
+    """Start five tutorial-style training jobs: kill three, let one finish, leave one training.
 
     Returns what happened to each, and the job still training (the caller stops it).
     """
-    plans: list[tuple[str, signal.Signals | None, int]] = [
-        ("OOM-killed job", signal.SIGKILL, 600),
-        ("preempted job", signal.SIGTERM, 600),
-        ("finished job", None, 3),
-        ("live job", None, 600),
+    plans: list[tuple[str, signal.Signals | None, int, list[str]]] = [
+        ("OOM-killed job", signal.SIGKILL, 600, []),
+        ("preempted job", signal.SIGTERM, 600, []),
+        ("job killed while loading data", signal.SIGKILL, 600, ["--empty"]),
+        ("finished job", None, 3, []),
+        ("live job", None, 600, []),
     ]
     jobs = [
         start_job(
@@ -84,14 +85,15 @@ def run_jobs(sandbox: Sandbox, say: Callable[[str], None]) -> tuple[list[JobOutc
             cwd=sandbox.path,
             epochs=epochs,
             epoch_seconds=0.3,
+            extra=extra,
         )
-        for _, _, epochs in plans
+        for _, _, epochs, extra in plans
     ]
     say(f"started {len(jobs)} training jobs (pids {', '.join(str(j.pid) for j in jobs)})")
     with ThreadPoolExecutor(len(jobs)) as pool:
         list(pool.map(lambda job: job.wait_ready(), jobs))
     outcomes: list[JobOutcome] = []
-    for (label, sig, epochs), job in zip(plans, jobs, strict=True):
+    for (label, sig, epochs, _), job in zip(plans, jobs, strict=True):
         if sig is not None:
             job.kill(sig)
             how = f"killed with {sig.name}"

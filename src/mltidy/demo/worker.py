@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="log only the first metric")
     parser.add_argument(
+        "--empty", action="store_true", help="log nothing at all (a job killed while loading data)"
+    )
+    parser.add_argument(
         "--exit-after-ready", type=int, default=None, help="os._exit(CODE) after the first epoch"
     )
     return parser
@@ -72,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     def train(trial: optuna.Trial, run_id: str | None) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
         layers = trial.suggest_int("layers", 1, 4)
+        if args.empty:
+            print(f"ready {run_id or '-'} {trial.number}", flush=True)
+            time.sleep(args.epochs * args.epoch_seconds)
+            return 1.0
         if mlflow is not None:
             mlflow.log_params({"lr": lr, "layers": layers})
         loss = 1.0

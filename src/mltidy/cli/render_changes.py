@@ -1,0 +1,211 @@
+"""Renderings of what ``close`` and ``declutter`` did or would do (table, JSON, Markdown)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from mltidy.cli.render import VERDICT_STYLE, record_dict, store_dict
+from mltidy.close import Change, CloseReport, Outcome, Skip
+from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
+from mltidy.durations import format_duration
+from mltidy.model import RecordKind, iso
+
+OUTCOME_STYLE = {Outcome.PLANNED: "cyan", Outcome.CLOSED: "green", Outcome.FAILED: "bold red"}
+ACTION_STYLE = {
+    RunAction.DELETE: "cyan",
+    RunAction.DELETED: "green",
+    RunAction.KEEP: "dim",
+    RunAction.FAILED: "bold red",
+}
+
+
+def _kind(change: Change | Skip) -> str:
+    return "run" if change.item.record.kind is RecordKind.MLFLOW_RUN else "trial"
+
+
+def _id(change: Change | Skip) -> str:
+    record = change.item.record
+    if record.kind is RecordKind.OPTUNA_TRIAL:
+        return f"#{record.trial_number}"
+    return record.id[:8]
+
+
+def change_dict(change: Change) -> dict[str, Any]:
+    """One change: the record (JSON contract fields) and what happens to it."""
+    return {
+        **record_dict(change.item),
+        "new_state": change.new_state,
+        "end_time": iso(change.end_time),
+        "status": change.outcome.value,
+        "detail": change.detail,
+        "retry_trial_number": change.retry_trial_number,
+    }
+
+
+def skip_dict(skip: Skip) -> dict[str, Any]:
+    """One record left alone, and why."""
+    return {**record_dict(skip.item), "why": skip.why}
+
+
+def close_json(report: CloseReport) -> dict[str, Any]:
+    """The JSON object ``close --format json`` prints."""
+    return {
+        "stores": [store_dict(s) for s in report.stores],
+        "dry_run": report.dry_run,
+        "changes": [change_dict(c) for c in report.changes],
+        "skipped": [skip_dict(s) for s in report.skipped],
+        "missing": list(report.missing),
+    }
+
+
+def changes_table(report: CloseReport) -> Table:
+    """The plan, or what was done."""
+    title = "Plan (dry run: nothing changed)" if report.dry_run else "Changes"
+    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
+    for name in ("status", "kind", "experiment/study: name", "id", "new state", "end time"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("evidence", overflow="fold", ratio=1)
+    for change in report.changes:
+        record, verdict = change.item.record, change.item.verdict
+        evidence = Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind])
+        evidence.append(f": {verdict.reason}")
+        if change.detail:
+            evidence.append(f" ({change.detail})", style=OUTCOME_STYLE[change.outcome])
+        table.add_row(
+            Text(change.outcome.value, style=OUTCOME_STYLE[change.outcome]),
+            _kind(change),
+            f"{record.container}: {record.name}",
+            _id(change),
+            change.new_state,
+            (iso(change.end_time) or "-").replace("+00:00", "Z").replace("T", " "),
+            evidence,
+        )
+    return table
+
+
+def skipped_table(report: CloseReport) -> Table:
+    """Records left alone."""
+    table = Table(title="Left alone", title_justify="left", header_style="bold", pad_edge=False)
+    for name in ("verdict", "kind", "experiment/study: name", "id"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
+    for skip in report.skipped:
+        record, verdict = skip.item.record, skip.item.verdict
+        table.add_row(
+            Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind]),
+            _kind(skip),
+            f"{record.container}: {record.name}",
+            _id(skip),
+            skip.why,
+        )
+    return table
+
+
+def close_markdown(report: CloseReport) -> str:
+    """A Markdown report of the plan or the changes."""
+    head = "## mltidy close (dry run)" if report.dry_run else "## mltidy close"
+    lines = [head, "", "| status | kind | experiment/study | name | id | new state | end time |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for c in report.changes:
+        r = c.item.record
+        lines.append(
+            f"| {c.outcome.value} | {_kind(c)} | {r.container} | {r.name} | `{r.id}` | "
+            f"{c.new_state} | {iso(c.end_time)} |"
+        )
+    if report.skipped:
+        lines += ["", "Left alone:", ""]
+        lines += [f"- `{s.item.record.id}` ({s.item.record.name}): {s.why}" for s in report.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def decision_dict(decision: RunDecision) -> dict[str, Any]:
+    """One closed run and what declutter does with it."""
+    contents = decision.contents
+    return {
+        "store": contents.record.store,
+        "id": contents.record.id,
+        "name": contents.record.name,
+        "container": contents.record.container,
+        "state": contents.record.state,
+        "closed_at": iso(contents.closed_at),
+        "metrics": contents.metrics,
+        "params": contents.params,
+        "artifacts": contents.artifacts,
+        "action": decision.action.value,
+        "why": decision.why,
+        "restore": restore_command(decision)
+        if decision.action in (RunAction.DELETE, RunAction.DELETED)
+        else None,
+    }
+
+
+def declutter_json(report: DeclutterReport) -> dict[str, Any]:
+    """The JSON object ``declutter --format json`` prints."""
+    return {
+        "stores": [store_dict(s) for s in report.stores],
+        "dry_run": report.dry_run,
+        "runs": [decision_dict(d) for d in report.runs],
+        "studies": [
+            {
+                "store": store,
+                "study": h.study,
+                "trials": h.trials,
+                "running": h.running,
+                "failed": h.failed,
+                "closed_by_mltidy": h.closed_by_mltidy,
+                "failed_seconds": round(h.failed_seconds, 3),
+            }
+            for store, h in report.studies
+        ],
+    }
+
+
+def runs_table(report: DeclutterReport) -> Table:
+    """Closed runs and what happens to them."""
+    title = "Closed runs (dry run: nothing deleted)" if report.dry_run else "Closed runs"
+    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
+    for name in ("action", "experiment", "name", "id"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("why", overflow="fold", ratio=1)
+    for d in report.runs:
+        table.add_row(
+            Text(d.action.value, style=ACTION_STYLE[d.action]),
+            d.contents.record.container,
+            d.contents.record.name,
+            d.contents.record.id[:8],
+            d.why,
+        )
+    return table
+
+
+def studies_table(report: DeclutterReport) -> Table:
+    """Failed and zombie trials per study (Optuna cannot delete trials)."""
+    table = Table(
+        title="Studies (Optuna keeps failed trials; nothing is deleted)",
+        title_justify="left",
+        header_style="bold",
+        pad_edge=False,
+    )
+    for name in ("study", "trials", "running", "failed", "closed by mltidy", "compute lost"):
+        table.add_column(name, no_wrap=True)
+    for _, h in report.studies:
+        share = f" ({h.failed * 100 // h.trials}%)" if h.trials else ""
+        table.add_row(
+            h.study,
+            str(h.trials),
+            str(h.running),
+            f"{h.failed}{share}",
+            str(h.closed_by_mltidy),
+            format_duration_seconds(h.failed_seconds),
+        )
+    return table
+
+
+def format_duration_seconds(seconds: float) -> str:
+    """Seconds as a short duration."""
+    from datetime import timedelta
+
+    return format_duration(timedelta(seconds=seconds))

@@ -1,0 +1,308 @@
+"""``close``: end dangling runs and trials safely.
+
+Plan from a scan, then (only when asked) apply: each record is closed if and only if it is still
+running at the moment of writing (see each backend's ``close_guarantee``), with its true end time
+(last activity, never "now") and an audit trail written on the record itself. A record that is
+alive is never touched, whatever the options.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    CloseRequest,
+    CloseStatus,
+    Selection,
+    TrialRetrier,
+)
+from mltidy.backends.registry import open_backend
+from mltidy.config import StoreSpec
+from mltidy.errors import StoreError, UsageError
+from mltidy.judge import Policy, heartbeat_at
+from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, VerdictKind, utc_now
+from mltidy.probe import LocalFacts
+from mltidy.redact import redact
+from mltidy.scan import iter_scan
+
+MAX_REASON = 500
+
+
+class Outcome(str, Enum):
+    """What became of one planned change."""
+
+    PLANNED = "planned"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CloseOptions:
+    """What to close and how.
+
+    Attributes:
+        include_stale: also close ``stale`` records (default: ``dead`` only).
+        runs: explicit MLflow run ids; only these are considered.
+        trials: explicit ``(study, trial number)`` pairs; only these are considered.
+        force: close the explicit records whatever their verdict (except ``alive``).
+        as_failed: MLflow runs become ``FAILED`` instead of ``KILLED``.
+        retry: enqueue a WAITING copy of each closed trial.
+        max_retry: stop retrying a trial after this many retries.
+    """
+
+    include_stale: bool = False
+    runs: tuple[str, ...] = ()
+    trials: tuple[tuple[str, int], ...] = ()
+    force: bool = False
+    as_failed: bool = False
+    retry: bool = False
+    max_retry: int | None = None
+
+    @property
+    def explicit(self) -> bool:
+        """Whether records were named one by one."""
+        return bool(self.runs or self.trials)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record to close: the plan, and after applying, what happened."""
+
+    item: JudgedRecord
+    new_state: str
+    end_time: datetime
+    outcome: Outcome = Outcome.PLANNED
+    detail: str | None = None
+    retry_trial_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A record left alone, and why."""
+
+    item: JudgedRecord
+    why: str
+
+
+@dataclass(frozen=True)
+class CloseReport:
+    """Everything a close did or would do."""
+
+    stores: tuple[StoreStatus, ...]
+    changes: tuple[Change, ...]
+    skipped: tuple[Skip, ...]
+    dry_run: bool
+    missing: tuple[str, ...] = field(default=())
+    """Explicit ids that matched no unfinished record."""
+
+    @property
+    def failed(self) -> tuple[Change, ...]:
+        """Changes that could not be made."""
+        return tuple(c for c in self.changes if c.outcome is Outcome.FAILED)
+
+
+def parse_trial_ref(text: str) -> tuple[str, int]:
+    """``STUDY:NUMBER`` -> ``(study, number)``.
+
+    Raises:
+        UsageError: not of that form.
+    """
+    study, sep, number = text.rpartition(":")
+    if not sep or not study or not number.isdigit():
+        raise UsageError(
+            f"{text!r} is not a trial reference", hint="write STUDY:NUMBER, e.g. s1:12"
+        )
+    return study, int(number)
+
+
+def end_time_of(record: Record, now: datetime) -> datetime:
+    """The true end of a record: its last activity, else its start; "now" only with neither."""
+    times = [t for t in (record.last_activity_at, heartbeat_at(record.tags)) if t is not None]
+    if times:
+        return min(max(times), now)
+    return record.started_at or now
+
+
+def _decide(item: JudgedRecord, options: CloseOptions) -> str | None:
+    """``None`` to close the record, else why it is left alone."""
+    kind = item.verdict.kind
+    if kind is VerdictKind.ALIVE:
+        return f"alive: {item.verdict.reason}"
+    if kind is VerdictKind.DEAD:
+        return None
+    if options.explicit and options.force:
+        return None
+    if kind is VerdictKind.STALE:
+        if options.include_stale:
+            return None
+        return "stale, not certainly dead: pass --include-stale to close stale records"
+    return "unknown: not enough evidence; name it with --run/--trial and pass --force"
+
+
+def _matches(record: Record, options: CloseOptions) -> bool:
+    if not options.explicit:
+        return True
+    if record.kind is RecordKind.MLFLOW_RUN:
+        return record.id in options.runs
+    return (record.container, record.trial_number) in options.trials
+
+
+def plan(
+    specs: Iterable[StoreSpec],
+    selection: Selection,
+    policy: Policy,
+    facts: LocalFacts,
+    options: CloseOptions,
+    *,
+    this_host: bool = False,
+) -> CloseReport:
+    """Scan and decide what to close; changes nothing."""
+    stores: list[StoreStatus] = []
+    changes: list[Change] = []
+    skipped: list[Skip] = []
+    seen_runs: set[str] = set()
+    seen_trials: set[tuple[str, int]] = set()
+    for event in iter_scan(specs, selection, policy, facts, this_host=this_host):
+        if isinstance(event, StoreStatus):
+            stores.append(event)
+            continue
+        record = event.record
+        if not _matches(record, options):
+            continue
+        if record.kind is RecordKind.MLFLOW_RUN:
+            seen_runs.add(record.id)
+        elif record.trial_number is not None:
+            seen_trials.add((record.container, record.trial_number))
+        why = _decide(event, options)
+        if why is not None:
+            skipped.append(Skip(event, why))
+            continue
+        if record.kind is RecordKind.MLFLOW_RUN:
+            state = "FAILED" if options.as_failed else "KILLED"
+        else:
+            state = "FAIL"
+        changes.append(Change(event, state, end_time_of(record, policy.now)))
+    missing = [r for r in options.runs if r not in seen_runs]
+    missing += [f"{s}:{n}" for s, n in options.trials if (s, n) not in seen_trials]
+    return CloseReport(tuple(stores), tuple(changes), tuple(skipped), True, tuple(missing))
+
+
+def closed_by() -> str:
+    """``user@host`` of the process making the change."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
+    """What mltidy writes on the record it closes, so a person can see it and revert."""
+    verdict = change.item.verdict
+    return {
+        "mltidy.closed_at": now.isoformat(timespec="seconds"),
+        "mltidy.closed_reason": f"{verdict.kind.value}: {verdict.reason}"[:MAX_REASON],
+        "mltidy.closed_by": closed_by(),
+        "mltidy.previous_state": change.item.record.state,
+        "mltidy.end_time_source": "last activity"
+        if change.item.record.last_activity_at
+        else "start time",
+    }
+
+
+def apply(report: CloseReport, specs: Iterable[StoreSpec], options: CloseOptions) -> CloseReport:
+    """Make the planned changes, store by store; failures are recorded, the rest goes on."""
+    by_uri = {redact(spec.uri): spec for spec in specs}
+    done: list[Change] = []
+    skipped = list(report.skipped)
+    backends: dict[str, Backend | StoreError] = {}
+    now = utc_now()
+    try:
+        for change in report.changes:
+            shown = change.item.record.store
+            if shown not in backends:
+                spec = by_uri[shown]
+                try:
+                    backends[shown] = open_backend(spec.kind, spec.uri, writable=True)
+                except StoreError as exc:
+                    backends[shown] = exc
+            backend = backends[shown]
+            if isinstance(backend, StoreError):
+                done.append(_failed(change, backend.message))
+                continue
+            result = _apply_one(backend, change, options, now)
+            if isinstance(result, Skip):
+                skipped.append(result)
+            else:
+                done.append(result)
+    finally:
+        for backend in backends.values():
+            if isinstance(backend, Backend):
+                backend.close()
+    return CloseReport(report.stores, tuple(done), tuple(skipped), False, report.missing)
+
+
+def _failed(change: Change, detail: str) -> Change:
+    return Change(change.item, change.new_state, change.end_time, Outcome.FAILED, detail)
+
+
+def _apply_one(
+    backend: Backend, change: Change, options: CloseOptions, now: datetime
+) -> Change | Skip:
+    record = change.item.record
+    if not isinstance(backend, Closer):
+        return _failed(change, f"{backend.uri} cannot close records")
+    try:
+        fresh = backend.read(record.id)
+        if fresh is not None and _newer_activity(fresh, record):
+            return Skip(change.item, "new activity since the scan; left alone")
+        result = backend.close_record(
+            CloseRequest(
+                record.id, change.new_state, change.end_time, audit_attributes(change, now)
+            )
+        )
+    except StoreError as exc:
+        return _failed(change, exc.message)
+    if result.status is CloseStatus.MISSING:
+        return Skip(change.item, "gone from the store by the time of writing")
+    if result.status is CloseStatus.NOT_RUNNING:
+        return Skip(change.item, f"already {result.state} by the time of writing; left alone")
+    retry_number: int | None = None
+    detail = ""
+    if options.retry and record.kind is RecordKind.OPTUNA_TRIAL:
+        if not isinstance(backend, TrialRetrier):
+            detail = "this storage cannot enqueue retries"
+        else:
+            try:
+                retry_number = backend.enqueue_retry(record.id, options.max_retry)
+            except StoreError as exc:
+                return Change(
+                    change.item,
+                    change.new_state,
+                    change.end_time,
+                    Outcome.FAILED,
+                    f"closed, but the retry failed: {exc.message}",
+                )
+            if retry_number is None:
+                detail = f"not retried (--max-retry {options.max_retry} reached)"
+            else:
+                detail = f"retry enqueued as trial {retry_number}"
+    return Change(
+        change.item, change.new_state, change.end_time, Outcome.CLOSED, detail or None, retry_number
+    )
+
+
+def _newer_activity(fresh: Record, planned: Record) -> bool:
+    def last(record: Record) -> datetime | None:
+        times = [t for t in (record.last_activity_at, heartbeat_at(record.tags)) if t]
+        return max(times) if times else None
+
+    before, after = last(planned), last(fresh)
+    return after is not None and (before is None or after > before)
