@@ -40,7 +40,12 @@ PAGE = 1000
 TAG_PREFIXES = ("mltidy.", "optuna.")
 TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
 #: A dead server should fail a scan in seconds, not after MLflow's default minutes of retries.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    # MLflow prints "View run ... at: URL" on stdout when a run ends; stdout is mltidy's report.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def file_store_path(uri: str) -> Path:
