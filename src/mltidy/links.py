@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
 from mltidy.model import Record, RecordKind
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
@@ -20,17 +23,35 @@ def dashboard_trial_url(dashboard_base: str, study_id: str, trial_number: int) -
     )
 
 
+def without_credentials(url: str) -> str:
+    """A URL without ``user:password@``: links are shown to people and written into stores."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def mlflow_ui_for(tracking_uri: str | None, configured: str | None = None) -> str:
     """The MLflow UI base: configured, else the tracking server itself, else the default."""
     if configured:
-        return configured
+        return without_credentials(configured)
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri
+        return without_credentials(tracking_uri)
     return DEFAULT_MLFLOW_UI
 
 
-def record_url(record: Record, tracking_uri: str | None) -> str | None:
-    """The page of a record when its store is served over http(s), else ``None``."""
-    if record.kind is RecordKind.MLFLOW_RUN and tracking_uri and tracking_uri.startswith("http"):
-        return mlflow_run_url(tracking_uri, record.container_id, record.id)
-    return None
+@dataclass(frozen=True)
+class LinkBases:
+    """Where people open runs and trials (``--mlflow-ui``, ``--dashboard-url``, config)."""
+
+    mlflow_ui: str | None = None
+    dashboard: str = DEFAULT_DASHBOARD
+
+
+def record_url(record: Record, tracking_uri: str | None, bases: LinkBases | None = None) -> str:
+    """The page of a record: the MLflow UI for runs, optuna-dashboard for trials."""
+    bases = bases or LinkBases()
+    if record.kind is RecordKind.MLFLOW_RUN:
+        base = mlflow_ui_for(tracking_uri, bases.mlflow_ui)
+        return mlflow_run_url(base, record.container_id, record.id)
+    return dashboard_trial_url(bases.dashboard, record.container_id, record.trial_number or 0)

@@ -15,7 +15,7 @@ from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.errors import StoreError
 from mltidy.judge import Policy, Provenance, judge
-from mltidy.links import record_url
+from mltidy.links import LinkBases, record_url
 from mltidy.model import JudgedRecord, Record, RecordKind, StoreKind, StoreStatus, VerdictKind
 from mltidy.probe import LocalFacts
 from mltidy.provenance import facts as keys
@@ -114,6 +114,7 @@ def iter_scan(
     facts: LocalFacts,
     *,
     this_host: bool = False,
+    bases: LinkBases | None = None,
 ) -> Iterator[ScanEvent]:
     """Stream the scan: each record as soon as it is judged, and each store's status after it.
 
@@ -129,7 +130,7 @@ def iter_scan(
     index = RunIndex()
     try:
         for spec in ordered:
-            yield from _scan_store(spec, selection, policy, facts, index, this_host)
+            yield from _scan_store(spec, selection, policy, facts, index, this_host, bases)
     finally:
         for backend in index.backends:
             backend.close()
@@ -142,6 +143,7 @@ def _scan_store(
     facts: LocalFacts,
     index: RunIndex,
     this_host: bool,
+    bases: LinkBases | None,
 ) -> Iterator[ScanEvent]:
     shown = redact(spec.uri)
     tracking = spec.uri if spec.uri.startswith("http") else None
@@ -163,7 +165,7 @@ def _scan_store(
             if this_host and record.tags.get(keys.HOST) != facts.host:
                 continue
             verdict = judge(record, facts, policy)
-            yield JudgedRecord(record, verdict, record_url(record, tracking))
+            yield JudgedRecord(record, verdict, record_url(record, tracking, bases))
     except StoreError as exc:
         yield _failed(spec, shown, exc)
         return
@@ -185,12 +187,13 @@ def scan(
     facts: LocalFacts,
     *,
     this_host: bool = False,
+    bases: LinkBases | None = None,
     on_event: Callable[[ScanEvent], None] | None = None,
 ) -> ScanResult:
     """Read every store and judge its unfinished records."""
     stores: list[StoreStatus] = []
     records: list[JudgedRecord] = []
-    for event in iter_scan(specs, selection, policy, facts, this_host=this_host):
+    for event in iter_scan(specs, selection, policy, facts, this_host=this_host, bases=bases):
         if on_event is not None:
             on_event(event)
         if isinstance(event, StoreStatus):

@@ -221,3 +221,72 @@ class StudyReporter(abc.ABC):
     @abc.abstractmethod
     def study_health(self, selection: Selection) -> list[StudyHealth]:
         """One entry per selected study."""
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """An MLflow run as the linker sees it (any state).
+
+    ``tags`` holds the keys linking reads: ``mltidy.optuna.*`` (the plugin's), ``optuna.*``
+    (mltidy's links), ``number``/``datetime_start`` (optuna-integration's MLflowCallback) and
+    ``mlflow.note.content`` (the run's description).
+    """
+
+    store: str
+    run_id: str
+    name: str
+    experiment_id: str
+    experiment: str
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TrialRef:
+    """An Optuna trial as the linker sees it (any state)."""
+
+    store: str
+    study: str
+    study_id: str
+    trial_id: str
+    number: int
+    state: str
+    started_at: datetime | None
+    run_id_user_attr: str | None
+    run_id_system_attr: str | None
+    run_url: str | None
+    note: str
+
+
+class RunLinker(abc.ABC):
+    """Capability: find the runs that belong to trials, and write links on runs."""
+
+    @abc.abstractmethod
+    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
+        """Runs with one of these ids, or naming one of these studies (mltidy plugin or link
+        tags), or in an experiment named after one of them with a ``number`` tag
+        (optuna-integration's MLflowCallback)."""
+
+    @abc.abstractmethod
+    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a run, in any state (MLflow allows tags on finished runs).
+
+        Raises:
+            StoreError: the write failed.
+        """
+
+
+class TrialLinker(abc.ABC):
+    """Capability: list trials with their link attributes and notes, and write links on them."""
+
+    @abc.abstractmethod
+    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
+        """Every trial of the selected studies, any state."""
+
+    @abc.abstractmethod
+    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
+        """Write ``mlflow_run_url`` (if not ``None``) and the trial's optuna-dashboard note (if
+        not ``None``). Returns a short remark when a part could not be written, else ``""``.
+
+        Raises:
+            StoreError: the write failed.
+        """

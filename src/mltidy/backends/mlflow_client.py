@@ -22,6 +22,7 @@ from mltidy.backends.interface import (
     RunDeclutterer,
     Selection,
 )
+from mltidy.backends.mlflow_client_links import MlflowClientLinks
 from mltidy.errors import (
     NotAStore,
     StoreAccessDenied,
@@ -78,7 +79,7 @@ def looks_like_mlruns(path: Path) -> bool:
     return False
 
 
-class MlflowClientBackend(Backend, Closer, RunDeclutterer):
+class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
     """An MLflow file store or tracking server, read through ``MlflowClient``."""
 
     kind = StoreKind.MLFLOW

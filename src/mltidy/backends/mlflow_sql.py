@@ -21,6 +21,7 @@ from mltidy.backends.interface import (
     RunDeclutterer,
     Selection,
 )
+from mltidy.backends.mlflow_sql_links import MlflowSqlLinks
 from mltidy.backends.sql import (
     create_reader_engine,
     local_artifact_count,
@@ -70,7 +71,7 @@ def _schema() -> dict[str, Any]:
     }
 
 
-class MlflowSqlBackend(Backend, Closer, RunDeclutterer):
+class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
     """An MLflow tracking store in a SQL database, read without importing mlflow."""
 
     kind = StoreKind.MLFLOW

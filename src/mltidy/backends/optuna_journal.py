@@ -22,6 +22,7 @@ from mltidy.backends.interface import (
     StudyReporter,
     TrialRetrier,
 )
+from mltidy.backends.optuna_journal_links import OptunaJournalLinks
 from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
 from mltidy.model import Record, RecordKind, StoreKind
@@ -56,7 +57,7 @@ def looks_like_journal(path: Path) -> bool:
     return isinstance(entry, dict) and "op_code" in entry
 
 
-class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter):
+class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaJournalLinks):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``."""
 
     kind = StoreKind.OPTUNA

@@ -23,6 +23,7 @@ from mltidy.backends.interface import (
     StudyReporter,
     TrialRetrier,
 )
+from mltidy.backends.optuna_sql_links import OptunaSqlLinks
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
 from mltidy.backends.sql import (
     create_reader_engine,
@@ -73,7 +74,7 @@ def _schema() -> dict[str, Any]:
     }
 
 
-class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
+class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLinks):
     """An Optuna RDB storage, read without importing optuna."""
 
     kind = StoreKind.OPTUNA

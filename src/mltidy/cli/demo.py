@@ -12,11 +12,14 @@ import typer
 from mltidy import close
 from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
+from mltidy.cli.link import links_table
 from mltidy.cli.render import records_table, stdout_console
 from mltidy.cli.render_changes import changes_table, runs_table, studies_table
 from mltidy.config import StoreSpec
 from mltidy.declutter import RunAction, declutter, restore_command
 from mltidy.judge import Policy
+from mltidy.link import LinkStatus, link
+from mltidy.links import LinkBases
 from mltidy.model import StoreKind, utc_now
 from mltidy.probe import LocalProbe
 from mltidy.scan import scan
@@ -34,7 +37,7 @@ def demo_command(
 ) -> None:
     """Build a sandbox with real training jobs (MLflow runs inside Optuna trials), kill some with
     SIGKILL and SIGTERM, let one finish, keep one training; then scan, close (dry run, then
-    applied) and declutter what they left behind."""
+    applied), declutter and link what they left behind."""
     from mltidy.demo import sandbox as demo
 
     out = stdout_console()
@@ -80,11 +83,24 @@ def demo_command(
         out.print(runs_table(report))
         out.print(studies_table(report))
         gone = [d for d in report.runs if d.action is RunAction.DELETED]
+        out.print("[bold]7. mltidy link[/] (trials <-> runs, both ways)")
+        linked = link(specs, Selection(), LinkBases())
+        out.print(links_table(linked))
+        example = next((c for c in linked.changes if c.status is LinkStatus.LINKED), None)
+        if example is not None:
+            trial = example.pair.trial
+            out.print(
+                f"   trial {trial.number} in optuna-dashboard: {example.dashboard_url}\n"
+                f"   its MLflow run:                {example.run_url}",
+                soft_wrap=True,
+            )
         out.print("[bold]What next[/]")
         out.print(
             f"   cd {path} && mltidy scan     # finds both stores by their schema; nothing left\n"
             f"   mlflow ui --backend-store-uri {box.mlflow_uri}\n"
-            "       # the closed runs show as KILLED, with their true durations and mltidy.* tags",
+            "       # the closed runs show as KILLED, with their true durations and mltidy.* tags\n"
+            f"   optuna-dashboard {box.optuna_url}\n"
+            "       # each trial's note links to its MLflow run",
             soft_wrap=True,
         )
         if gone:

@@ -107,3 +107,25 @@ YesOption = Annotated[
         help="Apply the changes. Without it the command prints the plan and changes nothing.",
     ),
 ]
+MlflowUiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-ui",
+        metavar="URL",
+        envvar="MLTIDY_MLFLOW_UI",
+        help="Base URL of the MLflow UI for links. Default: mlflow_ui from the config file, else "
+        "the tracking server when it is http(s), else http://127.0.0.1:5000.",
+        show_default=False,
+    ),
+]
+DashboardUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dashboard-url",
+        metavar="URL",
+        envvar="MLTIDY_DASHBOARD_URL",
+        help="Base URL of optuna-dashboard for links. Default: dashboard_url from the config "
+        "file, else http://127.0.0.1:8080.",
+        show_default=False,
+    ),
+]

@@ -11,11 +11,13 @@ from typing_extensions import assert_never
 
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.options import (
+    DashboardUrlOption,
     ExperimentOption,
     FailOn,
     FailOnOption,
     FormatOption,
     MlflowOption,
+    MlflowUiOption,
     OptunaOption,
     StaleAfterOption,
     StudyOption,
@@ -53,6 +55,8 @@ def scan_command(
     output: FormatOption = OutputFormat.TABLE,
     fail_on: FailOnOption = FailOn.NEVER,
     this_host: ThisHostOption = False,
+    mlflow_ui: MlflowUiOption = None,
+    dashboard_url: DashboardUrlOption = None,
 ) -> None:
     """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
 
@@ -69,6 +73,8 @@ def scan_command(
             experiments=experiment,
             studies=study,
             stale_after=stale_after,
+            mlflow_ui=mlflow_ui,
+            dashboard_url=dashboard_url,
         )
         err = stderr_console()
         if not resolved.specs:
@@ -88,6 +94,7 @@ def scan_command(
                 resolved.policy,
                 LocalProbe(),
                 this_host=this_host,
+                bases=resolved.bases,
             )
             for event in events:
                 _collect(event, stores, records, output)

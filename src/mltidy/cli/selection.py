@@ -10,6 +10,7 @@ from mltidy.backends.interface import Selection
 from mltidy.config import FileConfig, StoreSpec, load_file_config, resolve_stores
 from mltidy.durations import parse_duration
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
+from mltidy.links import DEFAULT_DASHBOARD, LinkBases
 from mltidy.model import utc_now
 
 
@@ -21,6 +22,7 @@ class Resolved:
     selection: Selection
     policy: Policy
     config: FileConfig
+    bases: LinkBases
 
 
 def resolve(
@@ -30,6 +32,8 @@ def resolve(
     experiments: list[str] | None,
     studies: list[str] | None,
     stale_after: str | None,
+    mlflow_ui: str | None = None,
+    dashboard_url: str | None = None,
 ) -> Resolved:
     """Apply the documented precedence: options, environment, config file, discovery.
 
@@ -48,4 +52,8 @@ def resolve(
         selection=Selection(tuple(experiments or ()), tuple(studies or ())),
         policy=Policy(now=utc_now(), stale_after=limit),
         config=config,
+        bases=LinkBases(
+            mlflow_ui=mlflow_ui or config.get_str("mlflow_ui"),
+            dashboard=dashboard_url or config.get_str("dashboard_url") or DEFAULT_DASHBOARD,
+        ),
     )

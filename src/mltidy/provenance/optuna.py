@@ -2,7 +2,7 @@
 
 With ``study.optimize``::
 
-    @mltidy.provenance.track            # or @track(heartbeat=60)
+    @mltidy.provenance.track            # or @track(heartbeat=60, link=True)
     def objective(trial): ...
 
 With ask/tell::
@@ -11,6 +11,8 @@ With ask/tell::
     mltidy.provenance.record(trial)
 
 Both write the same ``mltidy.*`` facts as the MLflow plugin into the trial's system attributes.
+``track(link=True)`` also links each trial and the MLflow run it started, both ways, while the
+study runs (see :mod:`mltidy.live_link`).
 Failures never reach the objective; they are logged at debug level.
 """
 
@@ -40,20 +42,37 @@ def record(trial: Any) -> None:
 
 @overload
 def track(
-    objective: Callable[[Any], R], *, heartbeat: float | None = None
+    objective: Callable[[Any], R],
+    *,
+    heartbeat: float | None = None,
+    link: bool = False,
+    mlflow_ui: str | None = None,
+    dashboard_url: str | None = None,
 ) -> Callable[[Any], R]: ...
 
 
 @overload
 def track(
-    objective: None = None, *, heartbeat: float | None = None
+    objective: None = None,
+    *,
+    heartbeat: float | None = None,
+    link: bool = False,
+    mlflow_ui: str | None = None,
+    dashboard_url: str | None = None,
 ) -> Callable[[Callable[[Any], R]], Callable[[Any], R]]: ...
 
 
 def track(
-    objective: Callable[[Any], R] | None = None, *, heartbeat: float | None = None
+    objective: Callable[[Any], R] | None = None,
+    *,
+    heartbeat: float | None = None,
+    link: bool = False,
+    mlflow_ui: str | None = None,
+    dashboard_url: str | None = None,
 ) -> Callable[[Any], R] | Callable[[Callable[[Any], R]], Callable[[Any], R]]:
-    """Decorate an objective so each trial records its provenance (and beats, if asked)."""
+    """Decorate an objective so each trial records its provenance; with ``heartbeat`` it also
+    beats, with ``link`` it links the trial and its MLflow run both ways when the objective
+    returns (bases from the arguments or ``MLTIDY_MLFLOW_UI`` / ``MLTIDY_DASHBOARD_URL``)."""
 
     def decorate(func: Callable[[Any], R]) -> Callable[[Any], R]:
         @functools.wraps(func)
@@ -65,6 +84,10 @@ def track(
             finally:
                 if beat is not None:
                     beat.stop()
+                if link:
+                    from mltidy.live_link import bases_from_env, link_live
+
+                    link_live(trial, bases_from_env(mlflow_ui, dashboard_url))
 
         return wrapper
 

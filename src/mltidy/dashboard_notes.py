@@ -1,0 +1,70 @@
+"""optuna-dashboard's trial notes, and mltidy's own section inside notes and descriptions.
+
+optuna-dashboard keeps a trial's Markdown note in its *study's* system attributes (so notes work
+on finished trials): ``dashboard:{trial_id}:note_ver`` holds a version number and
+``dashboard:{trial_id}:note_str:{i}`` the text in chunks of 2045 characters. mltidy writes the
+same keys, so the dashboard shows and edits the note as its own (``tests/test_link.py`` checks
+the format against optuna-dashboard's ``get_note``).
+
+mltidy owns only the part of a note (or of an MLflow run description) between its markers and
+keeps whatever the user wrote around it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+CHUNK = 2045
+# Markdown link reference definitions render as nothing (HTML comments are shown as text by
+# optuna-dashboard), so they mark mltidy's section invisibly. They need blank lines around them.
+BEGIN = "[//]: # (mltidy:link)"
+END = "[//]: # (/mltidy:link)"
+_SECTION = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+
+
+def version_key(trial_id: int | str) -> str:
+    """The study system attribute holding a trial note's version."""
+    return f"dashboard:{trial_id}:note_ver"
+
+
+def chunk_prefix(trial_id: int | str) -> str:
+    """The prefix of the study system attributes holding a trial note's text."""
+    return f"dashboard:{trial_id}:note_str:"
+
+
+def read_note(study_attrs: Mapping[str, Any], trial_id: int | str) -> tuple[int, str, int]:
+    """A trial's note from its study's system attributes: (version, text, chunk count)."""
+    if version_key(trial_id) not in study_attrs:
+        return 0, "", 0
+    prefix = chunk_prefix(trial_id)
+    chunks = {k: v for k, v in study_attrs.items() if k.startswith(prefix)}
+    text = "".join(str(chunks.get(f"{prefix}{i}", "")) for i in range(len(chunks)))
+    return int(study_attrs[version_key(trial_id)]), text, len(chunks)
+
+
+def note_attrs(trial_id: int | str, version: int, text: str, old_chunks: int) -> dict[str, Any]:
+    """The study system attributes that store ``text`` as version ``version``.
+
+    Chunks beyond the new text's are blanked, as optuna-dashboard does.
+    """
+    prefix = chunk_prefix(trial_id)
+    count = math.ceil(len(text) / CHUNK)
+    attrs: dict[str, Any] = {version_key(trial_id): version}
+    for i in range(count):
+        attrs[f"{prefix}{i}"] = text[i * CHUNK : (i + 1) * CHUNK]
+    for i in range(count, old_chunks):
+        attrs[f"{prefix}{i}"] = ""
+    return attrs
+
+
+def with_section(text: str, body: str) -> str:
+    """``text`` with mltidy's section set to ``body``; everything else is kept as it was."""
+    section = f"{BEGIN}\n\n{body}\n\n{END}"
+    if _SECTION.search(text):
+        return _SECTION.sub(lambda _: section, text, count=1)
+    if not text.strip():
+        return section
+    return text.rstrip("\n") + "\n\n" + section
