@@ -74,7 +74,12 @@ def demo_command(
         out.print(changes_table(planned))
         out.print("[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)")
         done = close.apply(planned, specs, close.CloseOptions())
-        out.print(changes_table(done))
+        closed = [c for c in done.changes if c.outcome is close.Outcome.CLOSED]
+        out.print(
+            f"   closed {len(closed)} records ({len(done.failed)} failed, {len(done.skipped)} "
+            "left alone): runs KILLED and trials FAIL, each ending at its last activity, with "
+            "mltidy.closed_* tags saying who, when and why"
+        )
         time.sleep(1.1)
         out.print("[bold]6. mltidy declutter --older-than 1s --yes[/] (empty closed runs only)")
         report = declutter(
