@@ -358,3 +358,34 @@ def _experiment_id(lab: Lab) -> str:
     experiment = mlflow.MlflowClient(lab.mlflow_uri).get_experiment_by_name(STUDY)
     assert experiment is not None
     return str(experiment.experiment_id)
+
+
+def test_optunas_own_heartbeat_counts_as_activity(tmp_path: Path) -> None:
+    """A trial of ``RDBStorage(heartbeat_interval=1)`` beats in ``trial_heartbeats``; without
+    provenance it is alive while it beats and stale once silent."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    job = start_job(
+        mlflow_uri=None,
+        optuna_url=url,
+        study=STUDY,
+        cwd=tmp_path,
+        epochs=2000,
+        heartbeat=1,
+    )
+    spec = [StoreSpec(StoreKind.OPTUNA, url, "test")]
+    elsewhere = StaticFacts(host="another-host")
+    try:
+        job.wait_ready()
+        time.sleep(2.5)
+        policy = Policy(now=utc_now(), stale_after=timedelta(seconds=2))
+        (trial,) = scan(spec, Selection(), policy, elsewhere).records
+        assert trial.record.last_activity_at is not None
+        assert trial.verdict.kind is VerdictKind.ALIVE
+        assert trial.verdict.reason.startswith("last heartbeat")
+        job.kill(signal.SIGKILL)
+        time.sleep(3.5)
+        policy = Policy(now=utc_now(), stale_after=timedelta(seconds=2))
+        (trial,) = scan(spec, Selection(), policy, elsewhere).records
+        assert trial.verdict.kind is VerdictKind.STALE
+    finally:
+        job.kill(signal.SIGKILL)
