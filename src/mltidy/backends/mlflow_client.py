@@ -167,27 +167,30 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
         return f"{what}, {len(self._experiments)} active experiments"
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
+        for run in self._pages(ids, "attributes.status = 'RUNNING'"):
+            # Some MLflow-compatible servers ignore filter_string: check it here.
+            if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active":
+                yield self._record(run)
+
+    def _pages(self, experiment_ids: list[str], filter_string: str) -> Iterator[Run]:
+        """Every active run matching ``filter_string``, page by page, 100 experiments a call."""
         from mlflow.entities import ViewType
 
-        ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
-        for start in range(0, len(ids), 100):
-            chunk = ids[start : start + 100]
+        for start in range(0, len(experiment_ids), 100):
             token: str | None = None
             while True:
                 try:
                     page = self._client.search_runs(
-                        experiment_ids=chunk,
-                        filter_string="attributes.status = 'RUNNING'",
+                        experiment_ids=experiment_ids[start : start + 100],
+                        filter_string=filter_string,
                         run_view_type=ViewType.ACTIVE_ONLY,
                         max_results=PAGE,
                         page_token=token,
                     )
                 except Exception as exc:
                     raise self._translate(exc) from exc
-                for run in page:
-                    # Some MLflow-compatible servers ignore filter_string: check it here.
-                    if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active":
-                        yield self._record(run)
+                yield from page
                 token = page.token
                 if not token:
                     break
@@ -226,36 +229,18 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
         return CloseResult(CloseStatus.CLOSED)
 
     def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
-        from mlflow.entities import ViewType
-
         ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
-        for start in range(0, len(ids), 100):
-            token: str | None = None
-            while True:
-                try:
-                    page = self._client.search_runs(
-                        experiment_ids=ids[start : start + 100],
-                        filter_string="tags.`mltidy.closed_at` LIKE '%'",
-                        run_view_type=ViewType.ACTIVE_ONLY,
-                        max_results=PAGE,
-                        page_token=token,
-                    )
-                except Exception as exc:
-                    raise self._translate(exc) from exc
-                for run in page:
-                    closed = run.data.tags.get("mltidy.closed_at")
-                    if not closed or run.info.status == "RUNNING":
-                        continue
-                    yield RunContents(
-                        record=self._record(run),
-                        closed_at=_parse_time(closed),
-                        metrics=len(run.data.metrics),
-                        params=len(run.data.params),
-                        artifacts=self._artifact_count(run.info.run_id),
-                    )
-                token = page.token
-                if not token:
-                    break
+        for run in self._pages(ids, "tags.`mltidy.closed_at` LIKE '%'"):
+            closed = run.data.tags.get("mltidy.closed_at")
+            if not closed or run.info.status == "RUNNING":
+                continue
+            yield RunContents(
+                record=self._record(run),
+                closed_at=_parse_time(closed),
+                metrics=len(run.data.metrics),
+                params=len(run.data.params),
+                artifacts=self._artifact_count(run.info.run_id),
+            )
 
     def _artifact_count(self, run_id: str) -> int | None:
         try:

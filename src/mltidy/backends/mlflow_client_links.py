@@ -5,7 +5,7 @@ A mix-in of :class:`~mltidy.backends.mlflow_client.MlflowClientBackend`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mltidy.backends.interface import RunLinker, RunRef
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 LINK_TAG_KEYS = ("number", "datetime_start", "mlflow.note.content", "mlflow.runName")
 LINK_TAG_PREFIXES = ("mltidy.optuna.", "optuna.")
-PAGE = 1000
 
 
 class MlflowClientLinks(RunLinker):
@@ -30,25 +29,8 @@ class MlflowClientLinks(RunLinker):
     def _translate(self, exc: BaseException) -> StoreError:
         raise NotImplementedError  # provided by the backend
 
-    def _search(self, experiment_ids: list[str], filter_string: str) -> list[Run]:
-        from mlflow.entities import ViewType
-
-        found: list[Run] = []
-        for start in range(0, len(experiment_ids), 100):
-            token: str | None = None
-            while True:
-                page = self._client.search_runs(
-                    experiment_ids=experiment_ids[start : start + 100],
-                    filter_string=filter_string,
-                    run_view_type=ViewType.ACTIVE_ONLY,
-                    max_results=PAGE,
-                    page_token=token,
-                )
-                found += list(page)
-                token = page.token
-                if not token:
-                    break
-        return found
+    def _pages(self, experiment_ids: list[str], filter_string: str) -> Iterator[Run]:
+        raise NotImplementedError  # provided by the backend
 
     def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
         found: dict[str, Run] = {}
@@ -66,11 +48,11 @@ class MlflowClientLinks(RunLinker):
             for study in sorted(studies):
                 quoted = study.replace("'", "\\'")
                 for key in ("mltidy.optuna.study", "optuna.study_name"):
-                    for run in self._search(every, f"tags.`{key}` = '{quoted}'"):
+                    for run in self._pages(every, f"tags.`{key}` = '{quoted}'"):
                         found[run.info.run_id] = run
                 named = [i for i, name in self._experiments.items() if name == study]
                 if named:
-                    for run in self._search(named, "tags.`number` LIKE '%'"):
+                    for run in self._pages(named, "tags.`number` LIKE '%'"):
                         found[run.info.run_id] = run
         except StoreError:
             raise
