@@ -21,7 +21,14 @@ sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["demo", "--help"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        [],
+        *([c, "--help"] for c in ("scan", "close", "declutter", "link", "doctor", "demo")),
+    ],
+)
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],

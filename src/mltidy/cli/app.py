@@ -11,6 +11,7 @@ from mltidy import __version__
 from mltidy.cli.close import close_command
 from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
+from mltidy.cli.doctor import doctor_command
 from mltidy.cli.link import link_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
@@ -53,6 +54,7 @@ app.command("scan")(scan_command)
 app.command("close")(close_command)
 app.command("declutter")(declutter_command)
 app.command("link")(link_command)
+app.command("doctor")(doctor_command)
 app.command("demo")(demo_command)
 
 
