@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mysql_server import MysqlServer
 from servers import (
     REQUIRE_SERVERS_ENV,
     MlflowServer,
@@ -37,10 +38,12 @@ _FIXTURE_MARKERS = {
     "postgres_server": "postgres",
     "postgres_url": "postgres",
     "mlflow_server": "mlflow_server",
+    "mysql_server": "mysql",
+    "mysql_url": "mysql",
 }
 
 
-def _start(server: PostgresServer | MlflowServer) -> None:
+def _start(server: PostgresServer | MlflowServer | MysqlServer) -> None:
     """Start *server*; skip (or, with MLTIDY_REQUIRE_SERVERS=1, fail) if it is not installed."""
     try:
         server.start()
@@ -67,6 +70,8 @@ def _servers_for_markers(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("postgres_server")
     if request.node.get_closest_marker("mlflow_server"):
         request.getfixturevalue("mlflow_server")
+    if request.node.get_closest_marker("mysql"):
+        request.getfixturevalue("mysql_server")
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +104,26 @@ def mlflow_server() -> Iterator[MlflowServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MysqlServer]:
+    """A real MariaDB server (Debian's mariadb-server-core) on 127.0.0.1."""
+    server = MysqlServer()
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mysql_url(mysql_server: MysqlServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """SQLAlchemy URL of a brand-new MySQL database for this test (dropped afterwards)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{slug}_{uuid.uuid4().hex[:8]}"
+    url = mysql_server.create_database(name)
+    try:
+        yield url
+    finally:
+        mysql_server.drop_database(name)

@@ -70,7 +70,15 @@ _COMMON_OPTIONS = (
     "--skip-log-bin",
     "--skip-name-resolve",
     "--character-set-server=utf8mb4",
+    # No fsync() outside InnoDB (.frm files, DDL log, ...): DDL-heavy schema set-up such as
+    # MLflow's migrations is ~2x faster.  "loose-": only a warning if a build lacks it.
+    "--loose-debug-no-sync",
 )
+
+#: Use /dev/shm for the data directory only if it has this much room (Docker's default
+#: /dev/shm is 64 MiB; the server needs ~50 MiB, ~130 MiB once MLflow's schema exists).
+_RAMDISK = Path("/dev/shm")
+_RAMDISK_MIN_FREE = 1 << 30
 
 
 def find_mysql_binaries() -> tuple[Path, Path] | None:
@@ -99,6 +107,20 @@ def find_mysql_binaries() -> tuple[Path, Path] | None:
     if install_db is None or server is None:
         return None
     return install_db, server
+
+
+def ramdisk_usable() -> bool:
+    """True if /dev/shm is a world-writable, sticky directory with at least 1 GiB free."""
+    try:
+        st = _RAMDISK.stat()
+        vfs = os.statvfs(_RAMDISK)
+    except OSError:
+        return False
+    return (
+        _RAMDISK.is_dir()
+        and st.st_mode & 0o1777 == 0o1777
+        and vfs.f_bavail * vfs.f_frsize >= _RAMDISK_MIN_FREE
+    )
 
 
 def _clean_env() -> dict[str, str]:
@@ -145,7 +167,11 @@ class MysqlServer:
 
     ``url(dbname)`` gives ``mysql+pymysql://mltidy:<pw>@127.0.0.1:<port>/<dbname>`` (needs the
     ``pymysql`` package).  ``startup_seconds`` is set after :meth:`start`; most of it is
-    ``mariadb-install-db`` (~4 s), the server itself is up in well under a second.
+    ``mariadb-install-db``, the server itself is up in well under a second.
+
+    *ramdisk*: put the data directory on /dev/shm (tmpfs).  Default (None): when
+    :func:`ramdisk_usable`, else the normal temp dir.  On a disk, DDL is fsync-bound: MLflow's
+    schema set-up takes ~2x as long, so does ``mariadb-install-db``.
     """
 
     def __init__(
@@ -154,8 +180,10 @@ class MysqlServer:
         *,
         startup_timeout: float = 60.0,
         install_timeout: float = 120.0,
+        ramdisk: bool | None = None,
     ) -> None:
         self._binaries = binaries
+        self.ramdisk = ramdisk
         self.startup_timeout = startup_timeout
         self.install_timeout = install_timeout
         self.password = secrets.token_hex(16)
@@ -333,7 +361,11 @@ class MysqlServer:
     def _make_tmpdir(self) -> None:
         # With a separate run-as user, every directory above ours must be traversable by it.
         traversable = self._run_as not in (None, "root")
-        tmp = _private_tempdir("mltidy-mysql-", traversable=traversable)
+        use_ramdisk = ramdisk_usable() if self.ramdisk is None else self.ramdisk
+        if use_ramdisk:
+            tmp = Path(tempfile.mkdtemp(prefix="mltidy-mysql-", dir=_RAMDISK))
+        else:
+            tmp = _private_tempdir("mltidy-mysql-", traversable=traversable)
         if len(str(tmp / "mysqld.sock")) > _MAX_SOCKET_PATH and tmp.parent != Path("/tmp"):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix="mltidy-mysql-", dir="/tmp"))

@@ -26,6 +26,7 @@ WORLDS = [
     pytest.param("file-journal", id="file-store+journal"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("server", id="mlflow-server", marks=pytest.mark.mlflow_server),
+    pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
 ]
 
 
@@ -40,8 +41,8 @@ def world(
         pair = (f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}")
     elif kind == "file-journal":
         pair = (f"file:{tmp_path / 'mlruns'}", str(tmp_path / "optuna.log"))
-    elif kind == "postgres":
-        server = request.getfixturevalue("postgres_server")
+    elif kind in ("postgres", "mysql"):
+        server = request.getfixturevalue(f"{kind}_server")
         slug = name.replace("-", "_")
         pair = (server.create_database(f"m_{slug}"), server.create_database(f"o_{slug}"))
     else:

@@ -1,12 +1,11 @@
 """Smoke tests for the real MariaDB server in ``mysql_server.py``.
 
-The fixtures are module-local for now; they follow the conftest.py policy: a missing server
-is a skip, unless ``MLTIDY_REQUIRE_SERVERS=1`` (CI), where it is a failure.
+The fixtures live in conftest.py: a missing server is a skip, unless
+``MLTIDY_REQUIRE_SERVERS=1`` (CI), where it is a failure.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import TYPE_CHECKING
 
@@ -15,38 +14,10 @@ import sqlalchemy as sa
 
 import mysql_server as mysql_server_module
 from mysql_server import MysqlServer
-from servers import REQUIRE_SERVERS_ENV, ServerUnavailable, servers_required
+from servers import ServerUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
-
-
-@pytest.fixture(scope="session")
-def mysql_server() -> Iterator[MysqlServer]:
-    server = MysqlServer()
-    try:
-        server.start()
-    except ServerUnavailable as exc:
-        if servers_required():
-            pytest.fail(f"{exc}\n({REQUIRE_SERVERS_ENV}=1: refusing to skip)", pytrace=False)
-        pytest.skip(f"{exc} (set {REQUIRE_SERVERS_ENV}=1 to make this an error)")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def mysql_url(mysql_server: MysqlServer, request: pytest.FixtureRequest) -> Iterator[str]:
-    """SQLAlchemy URL of a brand-new database for this test (dropped afterwards)."""
-    slug = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
-    name = f"t_{slug}_{uuid.uuid4().hex[:8]}"
-    url = mysql_server.create_database(name)
-    try:
-        yield url
-    finally:
-        mysql_server.drop_database(name)
 
 
 def test_mysql_select_1(mysql_url: str) -> None:

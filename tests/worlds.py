@@ -44,3 +44,10 @@ def server_world(mlflow_server: object, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp("server-world")
     url = mlflow_server.url  # type: ignore[attr-defined]
     return make_killed_jobs(url, f"sqlite:///{root / 'optuna.db'}", root / "work")
+
+
+@pytest.fixture(scope="session")
+def mysql_world(mysql_server: object, tmp_path_factory: pytest.TempPathFactory) -> KilledJobs:
+    root = tmp_path_factory.mktemp("mysql-world")
+    create = mysql_server.create_database  # type: ignore[attr-defined]
+    return make_killed_jobs(create("mlflow_world"), create("optuna_world"), root / "work")

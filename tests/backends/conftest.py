@@ -35,6 +35,8 @@ BACKENDS = [
     pytest.param("optuna-sqlite", id="optuna-sqlite"),
     pytest.param("optuna-journal", id="optuna-journal"),
     pytest.param("optuna-postgres", id="optuna-postgres", marks=pytest.mark.postgres),
+    pytest.param("mlflow-mysql", id="mlflow-mysql", marks=pytest.mark.mysql),
+    pytest.param("optuna-mysql", id="optuna-mysql", marks=pytest.mark.mysql),
 ]
 
 
@@ -65,6 +67,12 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> StoreCase:
     if backend == "optuna-journal":
         world = request.getfixturevalue("file_world")
         return StoreCase(backend, StoreKind.OPTUNA, world.optuna_url, world, False, str(missing))
+    if backend == "mlflow-mysql":
+        world = request.getfixturevalue("mysql_world")
+        return StoreCase(backend, StoreKind.MLFLOW, world.mlflow_uri, world, True, None)
+    if backend == "optuna-mysql":
+        world = request.getfixturevalue("mysql_world")
+        return StoreCase(backend, StoreKind.OPTUNA, world.optuna_url, world, False, None)
     if backend == "optuna-postgres":
         world = request.getfixturevalue("postgres_world")
         return StoreCase(backend, StoreKind.OPTUNA, world.optuna_url, world, False, None)
