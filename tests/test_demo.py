@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
         timeout=300,
         check=False,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "400"},  # no table wrapping in the middle of a phrase
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
