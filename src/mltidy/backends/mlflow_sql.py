@@ -1,8 +1,14 @@
-"""MLflow SQL tracking stores (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core.
+"""MLflow SQL tracking stores (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core: the fast path.
 
 The read side is a couple of queries over MLflow's long-stable tables (``runs``, ``experiments``,
-``tags``, ``latest_metrics``); mlflow itself is not imported. MLflow's own ``SqlAlchemyStore``
-would create and migrate tables when opened, which a read must never do.
+``tags``, ``latest_metrics``); mlflow itself is not imported, because importing it costs seconds
+and because MLflow's own ``SqlAlchemyStore`` would create and migrate tables when opened, which a
+read must never do. It is used for the schema revisions listed in ``schema_versions.py``; the
+registry sends other revisions to ``mlflow_sql_library.py``.
+
+Reads stream: the RUNNING runs come from one query through a server-side cursor where the
+database has one, in partitions of :data:`CHUNK` rows, and each partition's tags come from one
+``IN`` query. Memory follows the partition size, not the number of runs in the store.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from mltidy.backends.interface import (
     Selection,
 )
 from mltidy.backends.mlflow_sql_links import MlflowSqlLinks
+from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
     create_reader_engine,
     local_artifact_count,
     retry_locked,
+    side_connection,
     table_names,
     translate_sql_error,
 )
@@ -37,7 +45,10 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.engine import Connection, Engine, Row
 
-REQUIRED_TABLES = frozenset({"alembic_version", "runs", "experiments", "tags", "latest_metrics"})
+#: Without these tables a database is not an MLflow tracking store at all.
+IDENTITY_TABLES = frozenset({"alembic_version", "runs", "experiments"})
+#: The tables the fast path reads.
+REQUIRED_TABLES = IDENTITY_TABLES | {"tags", "latest_metrics"}
 TAG_PREFIXES = ("mltidy.", "optuna.")
 TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
 CHUNK = 500
@@ -85,28 +96,21 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
         self.uri = redact(url)
         self._engine: Engine = create_reader_engine(url, writable=writable)
         self._t = _schema()
-        self._revision = self._check_schema()
-
-    def _check_schema(self) -> str:
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
-            tables = table_names(self._engine)
-            if not tables >= REQUIRED_TABLES:
-                hint = None
-                if {"studies", "trials", "version_info"} <= tables:
-                    hint = "it looks like an Optuna storage: pass it with --optuna"
-                raise NotAStore(f"{self.uri} is not an MLflow tracking database", hint=hint)
-            with self._engine.connect() as conn:
-                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
-        return str(revision or "unknown")
+            self._revision, tables = inspect_store(self._engine, self.uri)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self.schema_known = self._revision in mlflow_fast_revisions() and tables >= REQUIRED_TABLES
+
+    @property
+    def revision(self) -> str | None:
+        """The store's alembic revision (``None`` when ``alembic_version`` is empty)."""
+        return self._revision
 
     def describe(self) -> str:
         dialect = self._engine.dialect.name
-        return f"MLflow SQL store ({dialect}), schema revision {self._revision}"
+        return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
 
     def _select(self) -> Select[Any]:
         from sqlalchemy import func, select
@@ -144,10 +148,10 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
                 or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
             )
         try:
-            with self._engine.connect() as conn:
-                rows = list(conn.execute(query))
-                for chunk in _chunks(rows, CHUNK):
-                    tags = self._tags(conn, [row.run_uuid for row in chunk])
+            with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
+                result = conn.execution_options(yield_per=CHUNK).execute(query)
+                for chunk in result.partitions():
+                    tags = self._tags(side, [row.run_uuid for row in chunk])
                     for row in chunk:
                         # Never trust the filter alone: some compatible stores ignore it.
                         if row.status == "RUNNING":
@@ -271,6 +275,8 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
                 or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
             )
         try:
+            # Materialised, not streamed: declutter soft-deletes while it iterates, and an open
+            # read on sqlite would make those writes wait for this very cursor.
             with self._engine.connect() as conn:
                 rows = list(conn.execute(query))
                 all_tags = {}
@@ -318,6 +324,33 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
         self._engine.dispose()
 
 
+def inspect_store(engine: Engine, uri: str) -> tuple[str | None, set[str]]:
+    """The alembic revision and the table names of an MLflow tracking database.
+
+    Runs before anything else touches a store, on a read-only engine, so that neither path ever
+    hands MLflow a database it would create tables in.
+
+    Raises:
+        NotAStore: the database lacks MLflow's core tables (with a hint for Optuna storages).
+        StoreError: the database cannot be read.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        tables = table_names(engine)
+        if not tables >= IDENTITY_TABLES:
+            hint = None
+            if {"studies", "trials", "version_info"} <= tables:
+                hint = "it looks like an Optuna storage: pass it with --optuna"
+            raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        raise translate_sql_error(exc, uri) from exc
+    return (str(revision) if revision else None), tables
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -332,4 +365,4 @@ def _chunks(rows: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield rows[start : start + size]
 
 
-__all__ = ["MlflowSqlBackend"]
+__all__ = ["MlflowSqlBackend", "inspect_store"]

@@ -29,7 +29,7 @@ from mltidy.model import Record, RecordKind, StoreKind
 from mltidy.redact import redact
 
 if TYPE_CHECKING:
-    from optuna.storages import JournalStorage
+    from optuna.storages import BaseStorage, JournalStorage
     from optuna.trial import FrozenTrial
 
 LINK_KEYS = ("mlflow_run_id",)
@@ -84,7 +84,8 @@ class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaJ
         else:
             self.path = None
         self._uri = uri
-        self._storage = self._open()
+        # Typed as the base class: optuna_sql_library.py reuses these methods for RDBStorage.
+        self._storage: BaseStorage = self._open()
 
     def _open(self) -> JournalStorage:
         try:

@@ -16,14 +16,14 @@ from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import StoreError
 
 if TYPE_CHECKING:
-    from optuna.storages import JournalStorage
+    from optuna.storages import BaseStorage
 
 
 class OptunaJournalLinks(TrialLinker):
     """Trial-side linking through optuna's journal storage."""
 
     uri: str
-    _storage: JournalStorage
+    _storage: BaseStorage
 
     def _translate(self, exc: BaseException) -> StoreError:
         raise NotImplementedError  # provided by the backend

@@ -1,14 +1,22 @@
-"""Optuna RDB storages (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core.
+"""Optuna RDB storages (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core: the fast path.
 
-optuna's ``RDBStorage`` creates tables and checks/migrates the schema when constructed, so the read
-side goes straight to the tables (``studies``, ``trials``, ``trial_heartbeats``,
-``trial_user_attributes``, ``trial_system_attributes``) and never imports optuna.
+optuna's ``RDBStorage`` creates tables and checks/migrates the schema when constructed, and
+listing RUNNING trials through its API costs one round of queries per study; so the read side
+goes straight to the tables (``studies``, ``trials``, ``trial_heartbeats``,
+``trial_user_attributes``, ``trial_system_attributes``) and never imports optuna. It is used for
+the schema versions listed in ``schema_versions.py``; the registry sends other versions to
+``optuna_sql_library.py``.
+
+Reads stream: the RUNNING trials of all studies come from one query (server-side cursor where
+the database has one) in partitions of :data:`CHUNK`, and each partition's attributes from one
+``IN`` query per attribute table.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +33,11 @@ from mltidy.backends.interface import (
 )
 from mltidy.backends.optuna_sql_links import OptunaSqlLinks
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
+from mltidy.backends.schema_versions import OPTUNA_REVISIONS, OPTUNA_SCHEMA_VERSION
 from mltidy.backends.sql import (
     create_reader_engine,
     retry_locked,
+    side_connection,
     table_names,
     translate_sql_error,
 )
@@ -88,33 +98,22 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
         self.uri = redact(url)
         self._engine: Engine = create_reader_engine(url, writable=writable)
         self._t = _schema()
-        self._has_heartbeats = False
-        self._schema_version, self._library_version = self._check_schema()
-        self._naive_utc = writes_naive_utc(self._library_version)
-
-    def _check_schema(self) -> tuple[int | None, str | None]:
-        from sqlalchemy import select
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
-            tables = table_names(self._engine)
-            if not tables >= REQUIRED_TABLES:
-                hint = None
-                if {"runs", "experiments"} <= tables:
-                    hint = "it looks like an MLflow tracking store: pass it with --mlflow"
-                raise NotAStore(f"{self.uri} is not an Optuna storage", hint=hint)
-            self._has_heartbeats = "trial_heartbeats" in tables
-            info = self._t["version_info"]
-            with self._engine.connect() as conn:
-                row = conn.execute(select(info.c.schema_version, info.c.library_version)).first()
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
-        return (row[0], row[1]) if row else (None, None)
+            self.version = inspect_storage(self._engine, self.uri)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self._has_heartbeats = self.version.has_heartbeats
+        self._schema_version = self.version.schema_version
+        self._library_version = self.version.library_version
+        self._naive_utc = writes_naive_utc(self._library_version)
+        self.schema_known = self.version.known
 
     def describe(self) -> str:
         dialect = self._engine.dialect.name
         return (
-            f"Optuna RDB storage ({dialect}), schema {self._schema_version}, "
+            f"Optuna RDB storage ({dialect}), schema {self._schema_version}"
+            f"{'/' + self.version.revision if self.version.revision else ''}, "
             f"set up by optuna {self._library_version}"
         )
 
@@ -143,20 +142,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
         )
 
     def _db_clock_offset(self, conn: Connection) -> timedelta:
-        """How far the database's naive ``CURRENT_TIMESTAMP`` is ahead of UTC.
-
-        Optuna writes heartbeats with the database's clock in the session's time zone, so
-        heartbeat ages are measured against that clock, not ours.
-        """
-        from sqlalchemy import DateTime, func, select
-
-        db_now = conn.execute(select(func.current_timestamp(type_=DateTime))).scalar()
-        if not isinstance(db_now, datetime):
-            return timedelta(0)
-        now = utc_now()
-        if db_now.tzinfo is not None:
-            return timedelta(0)
-        return db_now - now.replace(tzinfo=None)
+        return db_clock_offset(conn)
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         from sqlalchemy.exc import SQLAlchemyError
@@ -166,12 +152,11 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
         if selection.studies:
             query = query.where(studies.c.study_name.in_(selection.studies))
         try:
-            with self._engine.connect() as conn:
+            with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
                 offset = self._db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
-                rows = list(conn.execute(query))
-                for start in range(0, len(rows), CHUNK):
-                    chunk = rows[start : start + CHUNK]
-                    attrs = self._attrs(conn, [row.trial_id for row in chunk])
+                result = conn.execution_options(yield_per=CHUNK).execute(query)
+                for chunk in result.partitions():
+                    attrs = self._attrs(side, [row.trial_id for row in chunk])
                     for row in chunk:
                         if str(row.state) == "RUNNING" or str(row.state).endswith(".RUNNING"):
                             yield self._record(row, attrs.get(row.trial_id, {}), offset)
@@ -367,6 +352,82 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
         self._engine.dispose()
 
 
+@dataclass(frozen=True)
+class StorageVersion:
+    """What an Optuna storage says about its schema.
+
+    Attributes:
+        schema_version: ``version_info.schema_version`` (12 since Optuna moved to alembic).
+        library_version: the Optuna version that set the storage up.
+        revision: the alembic revision in ``alembic_version``, where that table exists.
+        has_heartbeats: whether ``trial_heartbeats`` exists (Optuna 2.6 and newer).
+    """
+
+    schema_version: int | None
+    library_version: str | None
+    revision: str | None
+    has_heartbeats: bool
+
+    @property
+    def known(self) -> bool:
+        """Whether the fast path knows this schema (else the library path reads it)."""
+        return self.schema_version == OPTUNA_SCHEMA_VERSION and self.revision in OPTUNA_REVISIONS
+
+
+def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
+    """The schema version of an Optuna storage, read before anything else touches it.
+
+    Raises:
+        NotAStore: the database lacks Optuna's tables (with a hint for MLflow stores).
+        StoreError: the database cannot be read.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        tables = table_names(engine)
+        if not tables >= REQUIRED_TABLES:
+            hint = None
+            if {"runs", "experiments"} <= tables:
+                hint = "it looks like an MLflow tracking store: pass it with --mlflow"
+            raise NotAStore(f"{uri} is not an Optuna storage", hint=hint)
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT schema_version, library_version FROM version_info")
+            ).first()
+            revision = None
+            if "alembic_version" in tables:
+                revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        raise translate_sql_error(exc, uri) from exc
+    return StorageVersion(
+        schema_version=row[0] if row else None,
+        library_version=row[1] if row else None,
+        revision=str(revision) if revision else None,
+        has_heartbeats="trial_heartbeats" in tables,
+    )
+
+
+def db_clock_offset(conn: Connection) -> timedelta:
+    """How far the database's naive ``CURRENT_TIMESTAMP`` is ahead of UTC.
+
+    Optuna writes heartbeats with the database's clock in the session's time zone, so
+    heartbeat ages are measured against that clock, not ours. SQLite's ``CURRENT_TIMESTAMP`` is
+    UTC by definition (and has one-second resolution, so measuring it would only add jitter).
+    """
+    from sqlalchemy import DateTime, func, select
+
+    if conn.dialect.name == "sqlite":
+        return timedelta(0)
+    db_now = conn.execute(select(func.current_timestamp(type_=DateTime))).scalar()
+    if not isinstance(db_now, datetime):
+        return timedelta(0)
+    now = utc_now()
+    if db_now.tzinfo is not None:
+        return timedelta(0)
+    return db_now - now.replace(tzinfo=None)
+
+
 def _json_text(value_json: str | None) -> str:
     """Attribute values are JSON; mltidy keeps their text form."""
     if value_json is None:
@@ -378,4 +439,4 @@ def _json_text(value_json: str | None) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-__all__ = ["OptunaSqlBackend"]
+__all__ = ["OptunaSqlBackend", "StorageVersion", "db_clock_offset", "inspect_storage"]

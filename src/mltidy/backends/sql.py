@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote, urlparse
@@ -23,11 +24,13 @@ from mltidy.errors import (
 from mltidy.redact import redact
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 10.0
+#: libpq options that make every transaction of a session read-only (the library paths' guard).
+PG_READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -104,6 +107,31 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         ) from exc
     except ArgumentError as exc:
         raise StoreError(f"{redact(url)} is not a database URL") from exc
+
+
+def side_connection(engine: Engine, conn: Connection) -> AbstractContextManager[Connection]:
+    """A connection for lookups while ``conn`` streams a result.
+
+    sqlite and PostgreSQL run other statements on a connection whose server-side cursor is
+    still open; MySQL's unbuffered cursors do not, so there the lookups get their own connection.
+    """
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        return nullcontext(conn)
+    return engine.connect()
+
+
+def takes_libpq_options(url: str) -> bool:
+    """Whether ``url`` is PostgreSQL through a driver that passes libpq ``options`` through."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    return parsed.get_backend_name() in ("postgresql", "postgres") and (
+        parsed.get_driver_name() in ("psycopg2", "psycopg")
+    )
 
 
 def translate_sql_error(exc: BaseException, where: str) -> StoreError:

@@ -37,7 +37,12 @@ def _version(value: bool) -> None:
 def root(
     debug: Annotated[
         bool,
-        typer.Option("--debug", envvar="MLTIDY_DEBUG", help="Show tracebacks of errors."),
+        typer.Option(
+            "--debug",
+            envvar="MLTIDY_DEBUG",
+            help="Show tracebacks of errors, and debug messages such as the read path a store "
+            "took.",
+        ),
     ] = False,
     version: Annotated[
         bool,
@@ -48,6 +53,24 @@ def root(
 ) -> None:
     """Experiment-tracking hygiene for MLflow and Optuna."""
     STATE.debug = debug
+    if debug:
+        _log_debug_to_stderr()
+
+
+def _log_debug_to_stderr() -> None:
+    """``--debug`` also shows mltidy's debug messages, such as which read path a store took."""
+    import logging
+    import sys
+
+    logger = logging.getLogger("mltidy")
+    logger.setLevel(logging.DEBUG)
+    for handler in list(logger.handlers):
+        if getattr(handler, "mltidy_debug", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mltidy: debug: %(message)s"))
+    handler.mltidy_debug = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
 
 
 app.command("scan")(scan_command)
