@@ -34,3 +34,13 @@ def record_url(record: Record, tracking_uri: str | None) -> str | None:
     if record.kind is RecordKind.MLFLOW_RUN and tracking_uri and tracking_uri.startswith("http"):
         return mlflow_run_url(tracking_uri, record.container_id, record.id)
     return None
+
+
+def mlflow_experiment_url(ui_base: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def dashboard_study_url(dashboard_base: str, study_id: str) -> str:
+    """The optuna-dashboard page of a study."""
+    return f"{dashboard_base.rstrip('/')}/dashboard/studies/{study_id}"

@@ -20,7 +20,9 @@ from mltidy.backends.interface import (
     CloseStatus,
     Selection,
     StudyHealth,
+    StudyProgress,
     StudyReporter,
+    StudyWatcher,
     TrialRetrier,
 )
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
@@ -41,10 +43,12 @@ if TYPE_CHECKING:
 REQUIRED_TABLES = frozenset({"studies", "trials", "version_info"})
 LINK_KEYS = ("mlflow_run_id",)
 CHUNK = 500
+#: The study user attribute ``watch`` reads as the study's trial budget.
+BUDGET_KEY = "mltidy.budget"
 
 
 def _schema() -> dict[str, Any]:
-    from sqlalchemy import DateTime, Integer, String, column, table
+    from sqlalchemy import DateTime, Float, Integer, String, column, table
 
     def attrs(name: str) -> Any:
         return table(
@@ -70,10 +74,28 @@ def _schema() -> dict[str, Any]:
         "version_info": table(
             "version_info", column("schema_version", Integer), column("library_version", String)
         ),
+        "study_directions": table(
+            "study_directions",
+            column("study_id", Integer),
+            column("direction", String),
+            column("objective", Integer),
+        ),
+        "study_user_attributes": table(
+            "study_user_attributes",
+            column("study_id", Integer),
+            column("key", String),
+            column("value_json", String),
+        ),
+        "trial_values": table(
+            "trial_values",
+            column("trial_id", Integer),
+            column("objective", Integer),
+            column("value", Float),
+        ),
     }
 
 
-class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
+class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher):
     """An Optuna RDB storage, read without importing optuna."""
 
     kind = StoreKind.OPTUNA
@@ -88,6 +110,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
         self._engine: Engine = create_reader_engine(url, writable=writable)
         self._t = _schema()
         self._has_heartbeats = False
+        self._tables: set[str] = set()
         self._schema_version, self._library_version = self._check_schema()
         self._naive_utc = writes_naive_utc(self._library_version)
 
@@ -103,6 +126,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
                     hint = "it looks like an MLflow tracking store: pass it with --mlflow"
                 raise NotAStore(f"{self.uri} is not an Optuna storage", hint=hint)
             self._has_heartbeats = "trial_heartbeats" in tables
+            self._tables = tables
             info = self._t["version_info"]
             with self._engine.connect() as conn:
                 row = conn.execute(select(info.c.schema_version, info.c.library_version)).first()
@@ -362,8 +386,133 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter):
             for name, total, running, failed, closed_n in rows
         ]
 
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        from sqlalchemy import case, func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials, studies = self._t["trials"], self._t["studies"]
+
+        def count(state: str) -> Any:
+            return func.sum(case((trials.c.state == state, 1), else_=0))
+
+        query = (
+            select(
+                studies.c.study_id,
+                studies.c.study_name,
+                func.count(trials.c.trial_id).label("total"),
+                count("RUNNING").label("running"),
+                count("WAITING").label("waiting"),
+                count("COMPLETE").label("complete"),
+                count("PRUNED").label("pruned"),
+                count("FAIL").label("failed"),
+                func.min(trials.c.datetime_start).label("first_start"),
+                func.max(trials.c.datetime_start).label("last_start"),
+                func.max(trials.c.datetime_complete).label("last_complete"),
+            )
+            .select_from(studies.outerjoin(trials, trials.c.study_id == studies.c.study_id))
+            .group_by(studies.c.study_id, studies.c.study_name)
+            .order_by(studies.c.study_name)
+        )
+        if selection.studies:
+            query = query.where(studies.c.study_name.in_(selection.studies))
+        now = utc_now()
+        found: list[StudyProgress] = []
+        try:
+            with self._engine.connect() as conn:
+                for row in list(conn.execute(query)):
+                    directions = self._directions(conn, row.study_id)
+                    best = self._best(conn, row.study_id, directions)
+                    found.append(
+                        StudyProgress(
+                            study=row.study_name,
+                            study_id=str(row.study_id),
+                            directions=directions,
+                            trials=int(row.total or 0),
+                            running=int(row.running or 0),
+                            waiting=int(row.waiting or 0),
+                            complete=int(row.complete or 0),
+                            pruned=int(row.pruned or 0),
+                            failed=int(row.failed or 0),
+                            first_started_at=self._time(row.first_start, now),
+                            last_started_at=self._time(row.last_start, now),
+                            last_completed_at=self._time(row.last_complete, now),
+                            best_value=best[0] if best else None,
+                            best_trial_number=best[1] if best else None,
+                            budget=self._budget(conn, row.study_id),
+                        )
+                    )
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return found
+
+    def _time(self, value: Any, now: datetime) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return rdb_to_utc(value, naive_utc=self._naive_utc, now=now)
+
+    def _directions(self, conn: Connection, study_id: int) -> tuple[str, ...]:
+        from sqlalchemy import select
+
+        if "study_directions" not in self._tables:
+            return ()
+        table = self._t["study_directions"]
+        rows = conn.execute(
+            select(table.c.direction)
+            .where(table.c.study_id == study_id)
+            .order_by(table.c.objective)
+        )
+        return tuple(str(direction).rsplit(".", 1)[-1] for (direction,) in rows)
+
+    def _best(
+        self, conn: Connection, study_id: int, directions: tuple[str, ...]
+    ) -> tuple[float, int] | None:
+        """The best completed trial of a single-objective study (multi-objective: none)."""
+        from sqlalchemy import select
+
+        if len(directions) != 1 or "trial_values" not in self._tables:
+            return None
+        trials, values = self._t["trials"], self._t["trial_values"]
+        order = values.c.value.desc() if directions[0] == "MAXIMIZE" else values.c.value.asc()
+        row = conn.execute(
+            select(values.c.value, trials.c.number)
+            .select_from(trials.join(values, values.c.trial_id == trials.c.trial_id))
+            .where(
+                trials.c.study_id == study_id,
+                trials.c.state == "COMPLETE",
+                values.c.objective == 0,
+                values.c.value.is_not(None),
+            )
+            .order_by(order, trials.c.number)
+            .limit(1)
+        ).first()
+        return (float(row[0]), int(row[1])) if row else None
+
+    def _budget(self, conn: Connection, study_id: int) -> int | None:
+        from sqlalchemy import select
+
+        if "study_user_attributes" not in self._tables:
+            return None
+        table = self._t["study_user_attributes"]
+        value = conn.execute(
+            select(table.c.value_json).where(
+                table.c.study_id == study_id, table.c.key == BUDGET_KEY
+            )
+        ).scalar()
+        return parse_budget(_json_text(value) if value is not None else None)
+
     def close(self) -> None:
         self._engine.dispose()
+
+
+def parse_budget(text: str | None) -> int | None:
+    """A trial budget from an attribute's text form; ``None`` when absent or not a positive int."""
+    if text is None:
+        return None
+    try:
+        budget = int(float(text))
+    except ValueError:
+        return None
+    return budget if budget > 0 else None
 
 
 def _json_text(value_json: str | None) -> str:
@@ -377,4 +526,4 @@ def _json_text(value_json: str | None) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-__all__ = ["OptunaSqlBackend"]
+__all__ = ["BUDGET_KEY", "OptunaSqlBackend", "parse_budget"]
