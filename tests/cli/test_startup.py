@@ -1,4 +1,4 @@
-"""``mltidy --help`` must stay instant: it may not import mlflow, optuna or sqlalchemy."""
+"""``mltidy --help`` must stay instant: it may not import mlflow, optuna, sqlalchemy or apprise."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ try:
     main()
 except SystemExit:
     pass
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"mlflow", "optuna", "sqlalchemy"})
+heavy = {"mlflow", "optuna", "sqlalchemy", "apprise"}
+heavy = sorted({m.split(".")[0] for m in sys.modules} & heavy)
 sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["demo", "--help"], []])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["scan", "--help"], ["demo", "--help"], ["watch", "--help"], []]
+)
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args)],

@@ -13,6 +13,7 @@ from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
+from mltidy.cli.watch import watch_command
 
 app = typer.Typer(
     name="mltidy",
@@ -51,6 +52,7 @@ def root(
 app.command("scan")(scan_command)
 app.command("close")(close_command)
 app.command("declutter")(declutter_command)
+app.command("watch")(watch_command)
 app.command("demo")(demo_command)
 
 
