@@ -23,7 +23,15 @@ sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["scan", "--help"], ["demo", "--help"], ["watch", "--help"], []]
+    "args",
+    [
+        ["--help"],
+        ["scan", "--help"],
+        ["demo", "--help"],
+        ["watch", "--help"],
+        ["run", "--help"],
+        [],
+    ],
 )
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
     done = subprocess.run(

@@ -11,6 +11,7 @@ from mltidy import __version__
 from mltidy.cli.close import close_command
 from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
+from mltidy.cli.run import run_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
 from mltidy.cli.watch import watch_command
@@ -53,6 +54,7 @@ app.command("scan")(scan_command)
 app.command("close")(close_command)
 app.command("declutter")(declutter_command)
 app.command("watch")(watch_command)
+app.command("run", context_settings={"allow_interspersed_args": False})(run_command)
 app.command("demo")(demo_command)
 
 
