@@ -32,7 +32,7 @@ from servers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytest_plugins = ["worlds"]
+pytest_plugins = ["worlds", "receivers", "labs"]
 
 _FIXTURE_MARKERS = {
     "postgres_server": "postgres",

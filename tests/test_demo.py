@@ -23,7 +23,7 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Traceback" not in out + done.stderr
-    assert out.count("killed with SIG") == 3
+    assert out.count("killed with SIG") >= 3
     assert "no longer exists on" in out and "is running on" in out
     assert "closed 6 records (0 failed" in out
     assert "deleted" in out

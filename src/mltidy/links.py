@@ -55,3 +55,13 @@ def record_url(record: Record, tracking_uri: str | None, bases: LinkBases | None
         base = mlflow_ui_for(tracking_uri, bases.mlflow_ui)
         return mlflow_run_url(base, record.container_id, record.id)
     return dashboard_trial_url(bases.dashboard, record.container_id, record.trial_number or 0)
+
+
+def mlflow_experiment_url(ui_base: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def dashboard_study_url(dashboard_base: str, study_id: str) -> str:
+    """The optuna-dashboard page of a study."""
+    return f"{dashboard_base.rstrip('/')}/dashboard/studies/{study_id}"

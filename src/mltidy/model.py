@@ -62,6 +62,7 @@ class Record:
         tags: the record's ``mltidy.*`` tags / system attributes, and link attributes such as
             ``mlflow_run_id``; backends pass only the keys the judge and the linker read.
         evidence_from: the MLflow run whose provenance and activity a trial inherited.
+        ended_at: when a finished run or trial ended (``None`` while it runs); read by ``watch``.
     """
 
     kind: RecordKind
@@ -77,6 +78,7 @@ class Record:
     user: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     evidence_from: str | None = None
+    ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mltidy.backends import Selection, open_backend
+from mltidy.backends.interface import RunHistory, StudyWatcher
 from mltidy.backends.sql import sqlite_path
 from mltidy.errors import StoreError, StoreNotFound
 from mltidy.model import Record, RecordKind, StoreKind, utc_now
@@ -148,3 +149,45 @@ def test_errors_are_store_errors(case: StoreCase, tmp_path: Path) -> None:
         uri = f"file:{tmp_path}"
     with pytest.raises(StoreError):
         open_backend(case.kind, uri)
+
+
+def test_ended_runs_and_study_progress(case: StoreCase) -> None:
+    """The watch capabilities: MLflow stores list runs that ended since a time, Optuna
+    storages report each study's progress and best value."""
+    jobs = case.jobs
+    now = utc_now()
+    with open_backend(case.kind, case.uri) as backend:
+        if case.kind is StoreKind.MLFLOW:
+            assert isinstance(backend, RunHistory)
+            ended = {
+                r.id: r for r in backend.iter_ended_runs(Selection(), now - timedelta(hours=1))
+            }
+            finished = ended[str(jobs.finished.run_id)]
+            assert finished.state == "FINISHED"
+            assert finished.ended_at is not None and finished.started_at is not None
+            assert finished.started_at <= finished.ended_at <= now
+            assert finished.container == jobs.name
+            assert finished.tags.get("mltidy.pid") == str(jobs.finished.pid)
+            assert not {str(job.run_id) for job in jobs.killed} & set(ended)
+            later = backend.iter_ended_runs(Selection(), now + timedelta(minutes=1))
+            assert list(later) == []
+            other = backend.iter_ended_runs(
+                Selection(experiments=(jobs.other_name,)), now - timedelta(hours=1)
+            )
+            assert str(jobs.finished.run_id) not in {r.id for r in other}
+        else:
+            assert isinstance(backend, StudyWatcher)
+            progress = {p.study: p for p in backend.study_progress(Selection())}
+            study = progress[jobs.name]
+            assert (study.trials, study.running, study.waiting) == (3, 2, 0)
+            assert (study.complete, study.pruned, study.failed, study.finished) == (1, 0, 0, 1)
+            assert study.directions == ("MINIMIZE",)
+            assert study.best_trial_number == jobs.finished.trial_number
+            assert study.best_value is not None and 0 < study.best_value < 2
+            assert study.first_started_at is not None and study.last_completed_at is not None
+            assert study.first_started_at <= study.last_completed_at <= now
+            assert study.last_activity_at == max(study.last_started_at, study.last_completed_at)
+            assert study.budget is None
+            only = backend.study_progress(Selection(studies=(jobs.other_name,)))
+            assert [p.study for p in only] == [jobs.other_name]
+            assert only[0].running == 1 and only[0].best_value is None

@@ -1,4 +1,4 @@
-"""``mltidy --help`` must stay instant: it may not import mlflow, optuna or sqlalchemy."""
+"""``mltidy --help`` must stay instant: it may not import mlflow, optuna, sqlalchemy or apprise."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ try:
     main()
 except SystemExit:
     pass
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"mlflow", "optuna", "sqlalchemy"})
+heavy = {"mlflow", "optuna", "sqlalchemy", "apprise"}
+heavy = sorted({m.split(".")[0] for m in sys.modules} & heavy)
 sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
 """
 
@@ -26,7 +27,10 @@ sys.stderr.write("HEAVY=" + json.dumps(heavy) + "\\n")
     [
         ["--help"],
         [],
-        *([c, "--help"] for c in ("scan", "close", "declutter", "link", "doctor", "demo")),
+        *(
+            [c, "--help"]
+            for c in ("scan", "close", "declutter", "link", "watch", "run", "doctor", "demo")
+        ),
     ],
 )
 def test_help_imports_nothing_heavy(args: list[str]) -> None:

@@ -290,3 +290,77 @@ class TrialLinker(abc.ABC):
         Raises:
             StoreError: the write failed.
         """
+
+
+class RunHistory(abc.ABC):
+    """Capability: the MLflow runs that ended recently (for ``watch``'s finished/failed/killed)."""
+
+    @abc.abstractmethod
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        """Runs of selected, active experiments that ended (``FINISHED``, ``FAILED``,
+        ``KILLED``) at or after ``since``; each has :attr:`~mltidy.model.Record.ended_at` set.
+
+        ``since`` is compared with the run's ``end_time``, which the training job's clock wrote:
+        callers leave a margin and deduplicate.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where an Optuna study stands, for ``watch``'s "study finished" and "study stopped".
+
+    Attributes:
+        study: the study name.
+        study_id: the storage's study id (as a string; optuna-dashboard links use it).
+        directions: ``MINIMIZE``/``MAXIMIZE`` per objective.
+        trials: all trials, in any state.
+        running, waiting, complete, pruned, failed: trials per state.
+        first_started_at: the earliest trial start (aware UTC), if any.
+        last_started_at: the newest trial start, if any.
+        last_completed_at: the newest trial end, if any.
+        best_value: the best objective value of a single-objective study, if any trial completed.
+        best_trial_number: the number of that trial.
+        budget: the trial budget from the study's ``mltidy.budget`` user attribute, if set.
+    """
+
+    study: str
+    study_id: str
+    directions: tuple[str, ...]
+    trials: int
+    running: int
+    waiting: int
+    complete: int
+    pruned: int
+    failed: int
+    first_started_at: datetime | None = None
+    last_started_at: datetime | None = None
+    last_completed_at: datetime | None = None
+    best_value: float | None = None
+    best_trial_number: int | None = None
+    budget: int | None = None
+
+    @property
+    def finished(self) -> int:
+        """Trials that ended, whatever their outcome (complete, pruned, failed)."""
+        return self.complete + self.pruned + self.failed
+
+    @property
+    def last_activity_at(self) -> datetime | None:
+        """The newest trial start or end."""
+        times = [t for t in (self.last_started_at, self.last_completed_at) if t is not None]
+        return max(times) if times else None
+
+
+class StudyWatcher(abc.ABC):
+    """Capability: per-study progress (trial counts per state, best value, budget)."""
+
+    @abc.abstractmethod
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        """One entry per selected study, ordered by name.
+
+        Raises:
+            StoreError: the storage cannot be read.
+        """

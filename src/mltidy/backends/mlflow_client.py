@@ -20,6 +20,7 @@ from mltidy.backends.interface import (
     CloseStatus,
     RunContents,
     RunDeclutterer,
+    RunHistory,
     Selection,
 )
 from mltidy.backends.mlflow_client_links import MlflowClientLinks
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 PAGE = 1000
+ENDED = ("FINISHED", "FAILED", "KILLED")
 TAG_PREFIXES = ("mltidy.", "optuna.")
 TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
 #: A dead server should fail a scan in seconds, not after MLflow's default minutes of retries.
@@ -79,7 +81,7 @@ def looks_like_mlruns(path: Path) -> bool:
     return False
 
 
-class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
+class MlflowClientBackend(Backend, Closer, RunDeclutterer, RunHistory, MlflowClientLinks):
     """An MLflow file store or tracking server, read through ``MlflowClient``."""
 
     kind = StoreKind.MLFLOW
@@ -195,6 +197,35 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
                 if not token:
                     break
 
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        from mlflow.entities import ViewType
+
+        since_ms = int(since.timestamp() * 1000)
+        ids = [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
+        found: list[Record] = []
+        for start in range(0, len(ids), 100):
+            token: str | None = None
+            while True:
+                try:
+                    page = self._client.search_runs(
+                        experiment_ids=ids[start : start + 100],
+                        filter_string=f"attributes.end_time >= {since_ms}",
+                        run_view_type=ViewType.ACTIVE_ONLY,
+                        max_results=PAGE,
+                        page_token=token,
+                    )
+                except Exception as exc:
+                    raise self._translate(exc) from exc
+                for run in page:
+                    end = run.info.end_time
+                    # Checked here too: never trust a server to filter.
+                    if run.info.status in ENDED and end is not None and end >= since_ms:
+                        found.append(self._record(run))
+                token = page.token
+                if not token:
+                    break
+        yield from sorted(found, key=lambda r: r.ended_at or r.started_at or since)
+
     def read(self, record_id: str) -> Record | None:
         try:
             run = self._client.get_run(record_id)
@@ -279,6 +310,7 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, MlflowClientLinks):
             last_activity_at=from_epoch_ms(max(stamps)) if stamps else None,
             user=info.user_id or tags.get("mlflow.user"),
             tags=tags,
+            ended_at=None if info.status == "RUNNING" else from_epoch_ms(info.end_time),
         )
 
 

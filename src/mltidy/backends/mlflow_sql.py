@@ -25,6 +25,7 @@ from mltidy.backends.interface import (
     CloseStatus,
     RunContents,
     RunDeclutterer,
+    RunHistory,
     Selection,
 )
 from mltidy.backends.mlflow_sql_links import MlflowSqlLinks
@@ -52,6 +53,7 @@ REQUIRED_TABLES = IDENTITY_TABLES | {"tags", "latest_metrics"}
 TAG_PREFIXES = ("mltidy.", "optuna.")
 TAG_KEYS = ("mlflow.user", "mlflow.runName", "mlflow.parentRunId")
 CHUNK = 500
+ENDED = ("FINISHED", "FAILED", "KILLED")
 
 
 def _schema() -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _schema() -> dict[str, Any]:
     }
 
 
-class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
+class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, MlflowSqlLinks):
     """An MLflow tracking store in a SQL database, read without importing mlflow."""
 
     kind = StoreKind.MLFLOW
@@ -128,6 +130,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
                 runs.c.user_id,
                 runs.c.status,
                 runs.c.start_time,
+                runs.c.end_time,
                 runs.c.experiment_id,
                 exps.c.name.label("experiment_name"),
                 last_metric.label("last_metric"),
@@ -200,7 +203,39 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, MlflowSqlLinks):
             last_activity_at=from_epoch_ms(row.last_metric),
             user=row.user_id or tags.get("mlflow.user"),
             tags=tags,
+            ended_at=None if row.status == "RUNNING" else from_epoch_ms(row.end_time),
         )
+
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        from sqlalchemy import or_
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, exps = self._t["runs"], self._t["experiments"]
+        since_ms = int(since.timestamp() * 1000)
+        query = (
+            self._select()
+            .where(
+                runs.c.status.in_(ENDED),
+                runs.c.end_time >= since_ms,
+                exps.c.lifecycle_stage == "active",
+            )
+            .order_by(runs.c.end_time)
+        )
+        if selection.experiments:
+            ids = [int(e) for e in selection.experiments if e.isdigit()]
+            query = query.where(
+                or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
+            )
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+                for chunk in _chunks(rows, CHUNK):
+                    tags = self._tags(conn, [row.run_uuid for row in chunk])
+                    for row in chunk:
+                        if row.status in ENDED and row.end_time is not None:
+                            yield self._record(row, tags.get(row.run_uuid, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
 
     def close_record(self, request: CloseRequest) -> CloseResult:
         from sqlalchemy import select, update

@@ -19,7 +19,9 @@ from mltidy.backends.interface import (
     CloseStatus,
     Selection,
     StudyHealth,
+    StudyProgress,
     StudyReporter,
+    StudyWatcher,
     TrialRetrier,
 )
 from mltidy.backends.optuna_journal_links import OptunaJournalLinks
@@ -57,7 +59,9 @@ def looks_like_journal(path: Path) -> bool:
     return isinstance(entry, dict) and "op_code" in entry
 
 
-class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaJournalLinks):
+class OptunaJournalBackend(
+    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, OptunaJournalLinks
+):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``."""
 
     kind = StoreKind.OPTUNA
@@ -234,6 +238,56 @@ class OptunaJournalBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaJ
                             1 for t in trials if "mltidy.closed_at" in t.system_attrs
                         ),
                         failed_seconds=seconds,
+                    )
+                )
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return found
+
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        from optuna.trial import TrialState
+
+        from mltidy.backends.optuna_sql import BUDGET_KEY, parse_budget
+
+        found: list[StudyProgress] = []
+        try:
+            for study in sorted(self._storage.get_all_studies(), key=lambda s: s.study_name):
+                if not selection.wants_study(study.study_name):
+                    continue
+                trials = self._storage.get_all_trials(study._study_id, deepcopy=False)
+                directions = tuple(d.name for d in study.directions)
+                counts = {state: 0 for state in TrialState}
+                for t in trials:
+                    counts[t.state] += 1
+                starts = [s for t in trials if (s := journal_to_utc(t.datetime_start))]
+                ends = [e for t in trials if (e := journal_to_utc(t.datetime_complete))]
+                best: FrozenTrial | None = None
+                if len(directions) == 1:
+                    done = [
+                        t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+                    ]
+                    sign = -1.0 if directions[0] == "MAXIMIZE" else 1.0
+                    best = min(
+                        done, key=lambda t: (sign * (t.value or 0.0), t.number), default=None
+                    )
+                budget = study.user_attrs.get(BUDGET_KEY)
+                found.append(
+                    StudyProgress(
+                        study=study.study_name,
+                        study_id=str(study._study_id),
+                        directions=directions,
+                        trials=len(trials),
+                        running=counts[TrialState.RUNNING],
+                        waiting=counts[TrialState.WAITING],
+                        complete=counts[TrialState.COMPLETE],
+                        pruned=counts[TrialState.PRUNED],
+                        failed=counts[TrialState.FAIL],
+                        first_started_at=min(starts, default=None),
+                        last_started_at=max(starts, default=None),
+                        last_completed_at=max(ends, default=None),
+                        best_value=float(best.value) if best and best.value is not None else None,
+                        best_trial_number=best.number if best else None,
+                        budget=parse_budget(None if budget is None else str(budget)),
                     )
                 )
         except Exception as exc:

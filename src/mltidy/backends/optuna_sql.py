@@ -28,7 +28,9 @@ from mltidy.backends.interface import (
     CloseStatus,
     Selection,
     StudyHealth,
+    StudyProgress,
     StudyReporter,
+    StudyWatcher,
     TrialRetrier,
 )
 from mltidy.backends.optuna_sql_links import OptunaSqlLinks
@@ -52,10 +54,12 @@ if TYPE_CHECKING:
 REQUIRED_TABLES = frozenset({"studies", "trials", "version_info"})
 LINK_KEYS = ("mlflow_run_id",)
 CHUNK = 500
+#: The study user attribute ``watch`` reads as the study's trial budget.
+BUDGET_KEY = "mltidy.budget"
 
 
 def _schema() -> dict[str, Any]:
-    from sqlalchemy import DateTime, Integer, String, column, table
+    from sqlalchemy import DateTime, Float, Integer, String, column, table
 
     def attrs(name: str) -> Any:
         return table(
@@ -81,10 +85,28 @@ def _schema() -> dict[str, Any]:
         "version_info": table(
             "version_info", column("schema_version", Integer), column("library_version", String)
         ),
+        "study_directions": table(
+            "study_directions",
+            column("study_id", Integer),
+            column("direction", String),
+            column("objective", Integer),
+        ),
+        "study_user_attributes": table(
+            "study_user_attributes",
+            column("study_id", Integer),
+            column("key", String),
+            column("value_json", String),
+        ),
+        "trial_values": table(
+            "trial_values",
+            column("trial_id", Integer),
+            column("objective", Integer),
+            column("value", Float),
+        ),
     }
 
 
-class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLinks):
+class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, OptunaSqlLinks):
     """An Optuna RDB storage, read without importing optuna."""
 
     kind = StoreKind.OPTUNA
@@ -108,6 +130,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
         self._library_version = self.version.library_version
         self._naive_utc = writes_naive_utc(self._library_version)
         self.schema_known = self.version.known
+        self._tables: set[str] = set(self.version.tables)
 
     def describe(self) -> str:
         dialect = self._engine.dialect.name
@@ -348,6 +371,120 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, OptunaSqlLi
             for name, total, running, failed, closed_n in rows
         ]
 
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        from sqlalchemy import case, func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials, studies = self._t["trials"], self._t["studies"]
+
+        def count(state: str) -> Any:
+            return func.sum(case((trials.c.state == state, 1), else_=0))
+
+        query = (
+            select(
+                studies.c.study_id,
+                studies.c.study_name,
+                func.count(trials.c.trial_id).label("total"),
+                count("RUNNING").label("running"),
+                count("WAITING").label("waiting"),
+                count("COMPLETE").label("complete"),
+                count("PRUNED").label("pruned"),
+                count("FAIL").label("failed"),
+                func.min(trials.c.datetime_start).label("first_start"),
+                func.max(trials.c.datetime_start).label("last_start"),
+                func.max(trials.c.datetime_complete).label("last_complete"),
+            )
+            .select_from(studies.outerjoin(trials, trials.c.study_id == studies.c.study_id))
+            .group_by(studies.c.study_id, studies.c.study_name)
+            .order_by(studies.c.study_name)
+        )
+        if selection.studies:
+            query = query.where(studies.c.study_name.in_(selection.studies))
+        now = utc_now()
+        found: list[StudyProgress] = []
+        try:
+            with self._engine.connect() as conn:
+                for row in list(conn.execute(query)):
+                    directions = self._directions(conn, row.study_id)
+                    best = self._best(conn, row.study_id, directions)
+                    found.append(
+                        StudyProgress(
+                            study=row.study_name,
+                            study_id=str(row.study_id),
+                            directions=directions,
+                            trials=int(row.total or 0),
+                            running=int(row.running or 0),
+                            waiting=int(row.waiting or 0),
+                            complete=int(row.complete or 0),
+                            pruned=int(row.pruned or 0),
+                            failed=int(row.failed or 0),
+                            first_started_at=self._time(row.first_start, now),
+                            last_started_at=self._time(row.last_start, now),
+                            last_completed_at=self._time(row.last_complete, now),
+                            best_value=best[0] if best else None,
+                            best_trial_number=best[1] if best else None,
+                            budget=self._budget(conn, row.study_id),
+                        )
+                    )
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return found
+
+    def _time(self, value: Any, now: datetime) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return rdb_to_utc(value, naive_utc=self._naive_utc, now=now)
+
+    def _directions(self, conn: Connection, study_id: int) -> tuple[str, ...]:
+        from sqlalchemy import select
+
+        if "study_directions" not in self._tables:
+            return ()
+        table = self._t["study_directions"]
+        rows = conn.execute(
+            select(table.c.direction)
+            .where(table.c.study_id == study_id)
+            .order_by(table.c.objective)
+        )
+        return tuple(str(direction).rsplit(".", 1)[-1] for (direction,) in rows)
+
+    def _best(
+        self, conn: Connection, study_id: int, directions: tuple[str, ...]
+    ) -> tuple[float, int] | None:
+        """The best completed trial of a single-objective study (multi-objective: none)."""
+        from sqlalchemy import select
+
+        if len(directions) != 1 or "trial_values" not in self._tables:
+            return None
+        trials, values = self._t["trials"], self._t["trial_values"]
+        order = values.c.value.desc() if directions[0] == "MAXIMIZE" else values.c.value.asc()
+        row = conn.execute(
+            select(values.c.value, trials.c.number)
+            .select_from(trials.join(values, values.c.trial_id == trials.c.trial_id))
+            .where(
+                trials.c.study_id == study_id,
+                trials.c.state == "COMPLETE",
+                values.c.objective == 0,
+                values.c.value.is_not(None),
+            )
+            .order_by(order, trials.c.number)
+            .limit(1)
+        ).first()
+        return (float(row[0]), int(row[1])) if row else None
+
+    def _budget(self, conn: Connection, study_id: int) -> int | None:
+        from sqlalchemy import select
+
+        if "study_user_attributes" not in self._tables:
+            return None
+        table = self._t["study_user_attributes"]
+        value = conn.execute(
+            select(table.c.value_json).where(
+                table.c.study_id == study_id, table.c.key == BUDGET_KEY
+            )
+        ).scalar()
+        return parse_budget(_json_text(value) if value is not None else None)
+
     def close(self) -> None:
         self._engine.dispose()
 
@@ -367,6 +504,7 @@ class StorageVersion:
     library_version: str | None
     revision: str | None
     has_heartbeats: bool
+    tables: frozenset[str] = frozenset()
 
     @property
     def known(self) -> bool:
@@ -405,6 +543,7 @@ def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
         library_version=row[1] if row else None,
         revision=str(revision) if revision else None,
         has_heartbeats="trial_heartbeats" in tables,
+        tables=frozenset(tables),
     )
 
 
@@ -428,6 +567,17 @@ def db_clock_offset(conn: Connection) -> timedelta:
     return db_now - now.replace(tzinfo=None)
 
 
+def parse_budget(text: str | None) -> int | None:
+    """A trial budget from an attribute's text form; ``None`` when absent or not a positive int."""
+    if text is None:
+        return None
+    try:
+        budget = int(float(text))
+    except ValueError:
+        return None
+    return budget if budget > 0 else None
+
+
 def _json_text(value_json: str | None) -> str:
     """Attribute values are JSON; mltidy keeps their text form."""
     if value_json is None:
@@ -439,4 +589,11 @@ def _json_text(value_json: str | None) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-__all__ = ["OptunaSqlBackend", "StorageVersion", "db_clock_offset", "inspect_storage"]
+__all__ = [
+    "BUDGET_KEY",
+    "OptunaSqlBackend",
+    "StorageVersion",
+    "db_clock_offset",
+    "inspect_storage",
+    "parse_budget",
+]

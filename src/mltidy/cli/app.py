@@ -13,8 +13,10 @@ from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
 from mltidy.cli.doctor import doctor_command
 from mltidy.cli.link import link_command
+from mltidy.cli.run import run_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
+from mltidy.cli.watch import watch_command
 
 app = typer.Typer(
     name="mltidy",
@@ -78,6 +80,8 @@ app.command("close")(close_command)
 app.command("declutter")(declutter_command)
 app.command("link")(link_command)
 app.command("doctor")(doctor_command)
+app.command("watch")(watch_command)
+app.command("run", context_settings={"allow_interspersed_args": False})(run_command)
 app.command("demo")(demo_command)
 
 

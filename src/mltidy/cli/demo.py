@@ -8,21 +8,29 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from mltidy import close
 from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.link import links_table
+from mltidy.cli.options import NotifyOption
 from mltidy.cli.render import records_table, stdout_console
 from mltidy.cli.render_changes import changes_table, runs_table, studies_table
 from mltidy.config import StoreSpec
 from mltidy.declutter import RunAction, declutter, restore_command
-from mltidy.judge import Policy
+from mltidy.demo.sandbox import Sandbox
+from mltidy.events import LinkSettings, Message, compose
+from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.link import LinkStatus, link
 from mltidy.links import LinkBases
 from mltidy.model import StoreKind, utc_now
+from mltidy.notify import Target, deliver, resolve_targets, validate
 from mltidy.probe import LocalProbe
 from mltidy.scan import scan
+from mltidy.supervise import clean_up, job_event
+from mltidy.watch import WatchOptions, poll
+from mltidy.watch_state import WatchState
 
 
 def demo_command(
@@ -34,14 +42,18 @@ def demo_command(
             "anything else is refused.",
         ),
     ] = Path("mltidy-demo"),
+    notify: NotifyOption = None,
 ) -> None:
     """Build a sandbox with real training jobs (MLflow runs inside Optuna trials), kill some with
     SIGKILL and SIGTERM, let one finish, keep one training; then scan, close (dry run, then
-    applied), declutter and link what they left behind."""
+    applied), supervise a job that gets killed, watch, declutter and link what they left
+    behind. Shows the notifications it would send, and sends them to --notify targets."""
     from mltidy.demo import sandbox as demo
 
     out = stdout_console()
     with translated_errors():
+        targets = resolve_targets(notify, None)
+        validate(targets)
         out.print(
             f"[bold]1. Building a sandbox in {path}/[/] (MLflow sqlite store, Optuna storage)"
         )
@@ -81,14 +93,16 @@ def demo_command(
             "mltidy.closed_* tags saying who, when and why"
         )
         time.sleep(1.1)
-        out.print("[bold]6. mltidy declutter --older-than 1s --yes[/] (empty closed runs only)")
+        _supervised(box, specs, targets)
+        _watch(box, specs, targets)
+        out.print("[bold]8. mltidy declutter --older-than 1s --yes[/] (empty closed runs only)")
         report = declutter(
             specs, Selection(), now=utc_now(), older_than=timedelta(seconds=1), apply=True
         )
         out.print(runs_table(report))
         out.print(studies_table(report))
         gone = [d for d in report.runs if d.action is RunAction.DELETED]
-        out.print("[bold]7. mltidy link[/] (trials <-> runs, both ways)")
+        out.print("[bold]9. mltidy link[/] (trials <-> runs, both ways)")
         linked = link(specs, Selection(), LinkBases())
         out.print(links_table(linked))
         example = next((c for c in linked.changes if c.status is LinkStatus.LINKED), None)
@@ -110,3 +124,66 @@ def demo_command(
         )
         if gone:
             out.print(f"   {restore_command(gone[0])}  # undo the declutter", soft_wrap=True)
+        out.print(
+            "   mltidy run -- python train.py      # in job scripts: closes and notifies at once\n"
+            "   mltidy watch --notify ntfy://TOPIC     # or --once from cron (see docs/watch.md)",
+            soft_wrap=True,
+        )
+
+
+def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:
+    """Step 6: a job under ``mltidy run``, killed with SIGKILL; closed the moment it dies."""
+    from mltidy.demo import sandbox as demo
+
+    out = stdout_console()
+    out.print(
+        "[bold]6. mltidy run -- python worker.py[/] (a supervised job, killed with SIGKILL while "
+        "it trains)"
+    )
+    supervision = demo.supervised_job(box)
+    exit_ = supervision.exit
+    out.print(f"   the supervisor saw process {exit_.pid} die: {exit_.describe()}")
+    if exit_.oom:
+        out.print(f"   memory: {exit_.oom}")
+    cleanup = clean_up(supervision, specs, Selection())
+    out.print(changes_table(cleanup.report))
+    _show(compose([job_event(supervision, cleanup, LinkSettings())]), targets)
+
+
+def _watch(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:
+    """Step 7: one ``watch`` poll over everything that happened, as one grouped message."""
+    out = stdout_console()
+    out.print(
+        "[bold]7. mltidy watch --once --since 1h --idle-after 1s[/] (what happened, as events; "
+        "each is sent once)"
+    )
+    time.sleep(1.1)
+    with WatchState(box.path / ".mltidy-watch.db") as state:
+        result = poll(
+            specs,
+            Selection(),
+            state,
+            [],
+            WatchOptions(
+                stale_after=DEFAULT_STALE_AFTER,
+                idle_after=timedelta(seconds=1),
+                lookback=timedelta(hours=1),
+            ),
+        )
+    for event in result.events:
+        out.print(f"   [bold]{event.kind.value}[/]: {event.headline}", soft_wrap=True)
+    if result.events:
+        _show(compose(list(result.events)), targets)
+
+
+def _show(message: Message, targets: list[Target]) -> None:
+    """Print a message as it would be sent, and send it to the targets."""
+    out = stdout_console()
+    to = ", ".join(t.shown for t in targets) or "nobody (no --notify given)"
+    out.print(f"   [dim]message for {to}:[/]")
+    out.print(Text(f"   {message.title}", style="bold"), soft_wrap=True)
+    for line in message.body.rstrip().splitlines():
+        out.print(f"   | {line}", soft_wrap=True, markup=False, highlight=False)
+    for delivery in deliver(message, targets):
+        state = "sent" if delivery.ok else f"[red]not sent[/]: {delivery.error}"
+        out.print(f"   {delivery.target}: {state}")

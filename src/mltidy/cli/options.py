@@ -129,3 +129,16 @@ DashboardUrlOption = Annotated[
         show_default=False,
     ),
 ]
+NotifyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        metavar="URL",
+        envvar="MLTIDY_NOTIFY",
+        help="Send notifications to this apprise URL (slack://, mailto://, ntfy://, discord://, "
+        "json://, workflows:// ...). Repeatable; MLTIDY_NOTIFY takes several, space-separated. "
+        "Default: notify in the config file. URLs are secrets: mltidy prints only their scheme.",
+        show_default=False,
+        show_envvar=False,
+    ),
+]

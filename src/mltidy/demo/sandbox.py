@@ -3,15 +3,23 @@ training jobs, some of them killed with real signals."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mltidy.demo.jobs import Job, create_stores, start_job
 from mltidy.errors import UsageError
+
+if TYPE_CHECKING:
+    from mltidy.supervise import Supervision
 
 MARKER = ".mltidy-demo"
 STUDY = "demo-tuning"
@@ -110,3 +118,49 @@ def run_jobs(sandbox: Sandbox, say: Callable[[str], None]) -> tuple[list[JobOutc
 def stop_job(job: Job) -> None:
     """Stop a job the polite way (Ctrl-C): Optuna and MLflow close their trial and run."""
     job.kill(signal.SIGINT)
+
+
+def supervised_job(sandbox: Sandbox) -> Supervision:
+    """``mltidy run -- python -m mltidy.demo.worker``, killed with SIGKILL once it trains.
+
+    The job runs under the supervisor (in this process); a helper thread waits for its first
+    metric and kills it from outside, as the OOM killer would.
+    """
+    from mltidy.supervise import supervise
+
+    command = [
+        sys.executable,
+        "-m",
+        "mltidy.demo.worker",
+        "--mlflow",
+        sandbox.mlflow_uri,
+        "--optuna",
+        sandbox.optuna_url,
+        "--study",
+        STUDY,
+        "--epochs",
+        "600",
+        "--epoch-seconds",
+        "0.3",
+    ]
+
+    def kill_when_ready(child: subprocess.Popen[str]) -> None:
+        def wait_and_kill() -> None:
+            assert child.stdout is not None
+            for line in child.stdout:
+                if line.startswith("ready "):
+                    os.kill(child.pid, signal.SIGKILL)
+                    return
+
+        threading.Thread(target=wait_and_kill, daemon=True).start()
+
+    logs = sandbox.path / ".jobs"
+    logs.mkdir(exist_ok=True)
+    with (logs / "supervised-job.log").open("w") as log:
+        return supervise(
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            on_start=kill_when_ready,
+            stdout=subprocess.PIPE,
+            stderr=log.fileno(),
+        )

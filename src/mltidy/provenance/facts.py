@@ -29,6 +29,9 @@ SLURM_JOB_ID = PREFIX + "slurm_job_id"
 K8S_POD = PREFIX + "k8s_pod"
 VERSION = PREFIX + "version"
 HEARTBEAT_AT = PREFIX + "heartbeat_at"
+#: The ``mltidy run`` supervision the job runs under (its ``MLTIDY_SUPERVISION`` id).
+SUPERVISION = PREFIX + "supervision"
+SUPERVISION_ENV = "MLTIDY_SUPERVISION"
 
 
 def read_boot_id() -> str | None:
@@ -93,4 +96,6 @@ def _facts_of(pid: int) -> dict[str, str]:
     )
     if pod:
         facts[K8S_POD] = pod
+    if os.environ.get(SUPERVISION_ENV):
+        facts[SUPERVISION] = os.environ[SUPERVISION_ENV][:64]
     return facts

@@ -1,0 +1,185 @@
+"""``mltidy run -- CMD``: supervise a training command; close what it leaves when it dies."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from mltidy.cli.errors import print_error, translated_errors
+from mltidy.cli.options import (
+    ExperimentOption,
+    MlflowOption,
+    NotifyOption,
+    OptunaOption,
+    StudyOption,
+)
+from mltidy.cli.selection import Resolved, resolve
+from mltidy.close import Outcome
+from mltidy.errors import MltidyError, UsageError
+from mltidy.events import Event, LinkSettings, compose, describe_record
+from mltidy.notify import Target, deliver, resolve_targets, validate
+from mltidy.supervise import (
+    Cleanup,
+    CommandNotFound,
+    Supervision,
+    clean_up,
+    job_event,
+    job_label,
+    supervise,
+    warmed_up,
+)
+
+
+class NotifyOn(str, Enum):
+    """When ``mltidy run`` sends a notification."""
+
+    FAILURE = "failure"
+    SUCCESS = "success"
+    ALWAYS = "always"
+    NEVER = "never"
+
+    def wants(self, ok: bool) -> bool:
+        """Whether a job that ended ``ok`` (exit 0) or not is notified."""
+        if self is NotifyOn.ALWAYS:
+            return True
+        if self is NotifyOn.NEVER:
+            return False
+        return ok is (self is NotifyOn.SUCCESS)
+
+
+def run_command(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="-- CMD [ARGS]",
+            help="The command to run (after --; everything from its first word on is its own).",
+            show_default=False,
+        ),
+    ] = None,
+    mlflow: MlflowOption = None,
+    optuna: OptunaOption = None,
+    experiment: ExperimentOption = None,
+    study: StudyOption = None,
+    notify: NotifyOption = None,
+    notify_on: Annotated[
+        NotifyOn,
+        typer.Option(
+            "--notify-on",
+            envvar="MLTIDY_NOTIFY_ON",
+            help="When to notify: failure (non-zero exit or a signal), success (exit 0), "
+            "always, or never.",
+            case_sensitive=False,
+        ),
+    ] = NotifyOn.FAILURE,
+    no_close: Annotated[
+        bool,
+        typer.Option(
+            "--no-close", help="Do not close the runs and trials the command leaves RUNNING."
+        ),
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            metavar="TEXT",
+            help="What to call the job in messages (default: the command, shortened).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Run a training command under supervision: signals are passed on to it, and the moment it
+    dies, the runs and trials it left RUNNING are closed and a notification is sent.
+
+    Runs and trials are found by the MLTIDY_SUPERVISION id their provenance carries (mltidy
+    must be installed in the job's environment) or by the pids the supervisor saw; the stores
+    are the ones mltidy scan would read. Output of the command is untouched; mltidy's own
+    lines go to stderr.
+
+    Exit code: the command's own (128 + N when a signal N killed it, as in shells); 126 or 127
+    when it cannot be started; 2 for a usage error.
+    """
+    with translated_errors():
+        if not command:
+            raise UsageError("no command to run", hint="mltidy run -- python train.py")
+        resolved = _stores(mlflow, optuna, experiment, study)
+        targets = resolve_targets(notify, resolved.config)
+        validate(targets)
+        links = LinkSettings(
+            resolved.config.get_str("mlflow_ui"), resolved.config.get_str("dashboard_url")
+        )
+    try:
+        with warmed_up(resolved.specs):
+            supervision = supervise(command)
+    except CommandNotFound as exc:
+        print_error(exc.message)
+        raise typer.Exit(exc.exit_code) from None
+    exit_ = supervision.exit
+    cleanup = None if no_close else _clean_up(supervision, mlflow, optuna, experiment, study)
+    _say(supervision, cleanup)
+    if targets and notify_on.wants(exit_.ok):
+        _notify(job_event(supervision, cleanup, links, name), targets)
+    raise typer.Exit(exit_.exit_code)
+
+
+def _stores(
+    mlflow: list[str] | None,
+    optuna: list[str] | None,
+    experiment: list[str] | None,
+    study: list[str] | None,
+) -> Resolved:
+    return resolve(
+        mlflow=mlflow, optuna=optuna, experiments=experiment, studies=study, stale_after=None
+    )
+
+
+def _clean_up(
+    supervision: Supervision,
+    mlflow: list[str] | None,
+    optuna: list[str] | None,
+    experiment: list[str] | None,
+    study: list[str] | None,
+) -> Cleanup | None:
+    """Close what the job left; stores are resolved again, since a first run may have just
+    created them. A failure here is reported and never changes the exit code."""
+    try:
+        resolved = _stores(mlflow, optuna, experiment, study)
+        cleanup = clean_up(supervision, resolved.specs, resolved.selection)
+    except MltidyError as exc:
+        print_error(f"could not close what the job left RUNNING: {exc.message}", exc.hint)
+        return None
+    for status in cleanup.report.stores:
+        if not status.ok:
+            print_error(f"cannot read {status.kind.value} store: {status.error}")
+    return cleanup
+
+
+def _say(supervision: Supervision, cleanup: Cleanup | None) -> None:
+    exit_ = supervision.exit
+    if exit_.ok and (cleanup is None or not cleanup.report.changes):
+        return
+    job = f"{job_label(exit_.command)} (pid {exit_.pid})"
+    lines = [f"mltidy run: {job} {exit_.describe()} after {exit_.duration}"]
+    if exit_.oom and exit_.maybe_oom:
+        lines.append(f"mltidy run: {exit_.oom}")
+    if cleanup is not None:
+        for change in cleanup.report.changes:
+            record = change.item.record
+            what = describe_record(record)
+            if change.outcome is Outcome.CLOSED:
+                lines.append(f"mltidy run: closed {what}: now {change.new_state}")
+            else:
+                lines.append(f"mltidy run: error: could not close {what}: {change.detail}")
+        for item in cleanup.alive:
+            lines.append(f"mltidy run: left {item.record.name} alone: {item.verdict.reason}")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _notify(event: Event, targets: list[Target]) -> None:
+    for delivery in deliver(compose([event]), targets):
+        if delivery.ok:
+            sys.stderr.write(f"mltidy run: notified {delivery.target}\n")
+        else:
+            print_error(f"could not notify {delivery.target}: {delivery.error}")

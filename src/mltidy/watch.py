@@ -1,0 +1,418 @@
+"""``watch``: poll the stores, turn what changed into events, and notify each event once.
+
+One poll:
+
+1. scan every store (the same verdicts as ``mltidy scan``);
+2. per store, gather events: runs that ended since the last poll (finished, failed, killed),
+   runs and trials that are dead or stale, studies that finished (nothing RUNNING or WAITING,
+   and idle for ``--idle-after`` or their trial budget reached), studies whose RUNNING trials
+   are all dead or stale (stopped), experiments that went idle, stores that keep failing;
+3. optionally close what is dead (``--close``: :mod:`mltidy.close`, the same safety as
+   ``mltidy close --yes``);
+4. record the events in the state (deduplicated) and send everything still pending to each
+   target as one grouped message (the outbox retries what failed).
+
+The first poll of a store only establishes where things stand: finished studies and ended runs
+from before it (or before ``--since``) are recorded as known, not sent. Dead and stale records
+are reported on the first poll: they need someone now.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mltidy import close
+from mltidy.backends.interface import RunHistory, Selection, StudyProgress, StudyWatcher
+from mltidy.backends.registry import backend_factory, open_backend
+from mltidy.config import StoreSpec
+from mltidy.durations import format_duration
+from mltidy.errors import MltidyError, StoreError
+from mltidy.events import (
+    Event,
+    EventKind,
+    LinkSettings,
+    compose,
+    ended_run_event,
+    experiment_idle_event,
+    store_failing_event,
+    study_finished_event,
+    study_stopped_event,
+    verdict_event,
+    when,
+)
+from mltidy.judge import Policy
+from mltidy.model import (
+    JudgedRecord,
+    Record,
+    RecordKind,
+    StoreKind,
+    StoreStatus,
+    VerdictKind,
+    utc_now,
+)
+from mltidy.notify import Delivery, Target, deliver
+from mltidy.probe import LocalFacts, LocalProbe
+from mltidy.redact import redact
+from mltidy.scan import iter_scan
+from mltidy.watch_state import WatchState
+
+DEFAULT_INTERVAL = timedelta(seconds=60)
+DEFAULT_IDLE_AFTER = timedelta(minutes=30)
+#: The ended-runs query starts this long before the last successful poll: run end times come
+#: from the training machines' clocks, and a run may be written late. Duplicates are dropped.
+SLACK = timedelta(minutes=10)
+#: A store must fail this many polls in a row before "store unreadable" is sent.
+FAILURES_BEFORE_ALERT = 2
+GONE = (VerdictKind.DEAD, VerdictKind.STALE)
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    """What ``watch`` looks for and does.
+
+    Attributes:
+        stale_after: the judge's silence limit.
+        idle_after: a study with nothing running, or an experiment with no live run, for this
+            long has finished / gone idle.
+        budget: a trial budget for every study without its own ``mltidy.budget`` attribute.
+        lookback: on a store's first poll, also report what ended this long before it.
+        close: close dead records (``mltidy close --yes`` semantics).
+        skip: event kinds not to record or send.
+        links: where the MLflow UI and optuna-dashboard live.
+    """
+
+    stale_after: timedelta
+    idle_after: timedelta = DEFAULT_IDLE_AFTER
+    budget: int | None = None
+    lookback: timedelta = timedelta(0)
+    close: bool = False
+    skip: frozenset[EventKind] = frozenset()
+    links: LinkSettings = field(default_factory=LinkSettings)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll saw, recorded and sent."""
+
+    at: datetime
+    stores: tuple[StoreStatus, ...]
+    events: tuple[Event, ...]
+    known: int
+    deliveries: tuple[Delivery, ...]
+    given_up: int = 0
+    closed: close.CloseReport | None = None
+
+    @property
+    def failed_stores(self) -> tuple[StoreStatus, ...]:
+        """Stores that could not be read."""
+        return tuple(s for s in self.stores if not s.ok)
+
+    @property
+    def failed_deliveries(self) -> tuple[Delivery, ...]:
+        """Messages that did not reach their target (they stay in the outbox)."""
+        return tuple(d for d in self.deliveries if not d.ok)
+
+    @property
+    def failed_closes(self) -> tuple[close.Change, ...]:
+        """Records ``--close`` could not close."""
+        return self.closed.failed if self.closed is not None else ()
+
+
+@dataclass
+class _Found:
+    """Events gathered in one poll, before they are recorded."""
+
+    events: list[Event] = field(default_factory=list)
+    known: list[Event] = field(default_factory=list)
+    ok: list[str] = field(default_factory=list)
+
+
+def check_specs(specs: Iterable[StoreSpec]) -> None:
+    """Fail at once on a URI no backend reads (before a daemon starts its loop).
+
+    Raises:
+        UsageError: an unknown scheme.
+    """
+    for spec in specs:
+        backend_factory(spec.kind, spec.uri)
+
+
+def poll(
+    specs: Sequence[StoreSpec],
+    selection: Selection,
+    state: WatchState,
+    targets: Sequence[Target],
+    options: WatchOptions,
+    *,
+    probe: Callable[[], LocalFacts] = LocalProbe,
+    now: datetime | None = None,
+) -> PollResult:
+    """One poll: gather events, record them once, deliver what is pending.
+
+    Raises:
+        UsageError: a store URI has a scheme mltidy cannot read.
+        ChangeRefused: another watch holds this state for too long.
+    """
+    with state.lock():
+        now = now or utc_now()
+        policy = Policy(now=now, stale_after=options.stale_after)
+        facts = probe()
+        state.register(((t.key, t.shown) for t in targets), now)
+        statuses, items = _scan(specs, selection, policy, facts)
+        found = _Found()
+        by_uri = {s.uri: s for s in statuses}
+        for spec in specs:
+            status = by_uri.get(redact(spec.uri))
+            if status is None:
+                continue
+            if not status.ok:
+                _store_failed(state, status, now, found, options)
+                continue
+            try:
+                _store_events(
+                    spec, status.uri, selection, items[status.uri], state, now, found, options
+                )
+            except StoreError as exc:
+                failed = StoreStatus(status.uri, status.kind, ok=False, error=exc.message)
+                by_uri[status.uri] = failed
+                _store_failed(state, failed, now, found, options)
+        closed = _close(specs, selection, policy, facts, found) if options.close else None
+        events = state.add([e for e in found.events if e.kind not in options.skip], now)
+        known = state.add(found.known, now, baseline=True)
+        for uri in found.ok:
+            state.mark_ok(uri, now)
+        given_up = sum(state.give_up(t.key, now) for t in targets)
+        deliveries = deliver_pending(state, targets, now)
+        state.prune(now)
+    return PollResult(
+        at=now,
+        stores=tuple(by_uri.values()),
+        events=tuple(events),
+        known=len(known),
+        deliveries=tuple(deliveries),
+        given_up=given_up,
+        closed=closed,
+    )
+
+
+def deliver_pending(state: WatchState, targets: Sequence[Target], now: datetime) -> list[Delivery]:
+    """Send each target everything pending for it, as one grouped message."""
+    done: list[Delivery] = []
+    for target in targets:
+        pending = state.pending(target.key)
+        if not pending:
+            continue
+        (delivery,) = deliver(compose(pending), [target])
+        state.delivered([e.key for e in pending], target.key, delivery.ok, delivery.error, now)
+        done.append(delivery)
+    return done
+
+
+def watch_forever(
+    run_poll: Callable[[], PollResult],
+    interval: timedelta,
+    stop: threading.Event,
+    on_poll: Callable[[PollResult], None],
+    on_error: Callable[[MltidyError], None],
+) -> None:
+    """Poll every ``interval`` until ``stop`` is set; a failed poll is reported, not fatal."""
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            on_poll(run_poll())
+        except MltidyError as exc:
+            on_error(exc)
+        stop.wait(max(0.0, interval.total_seconds() - (time.monotonic() - started)))
+
+
+# -- gathering ----------------------------------------------------------------------------
+
+
+def _scan(
+    specs: Sequence[StoreSpec], selection: Selection, policy: Policy, facts: LocalFacts
+) -> tuple[list[StoreStatus], dict[str, list[JudgedRecord]]]:
+    statuses: list[StoreStatus] = []
+    items: dict[str, list[JudgedRecord]] = defaultdict(list)
+    for event in iter_scan(specs, selection, policy, facts):
+        if isinstance(event, StoreStatus):
+            statuses.append(event)
+        else:
+            items[event.record.store].append(event)
+    return statuses, items
+
+
+def _store_failed(
+    state: WatchState, status: StoreStatus, now: datetime, found: _Found, options: WatchOptions
+) -> None:
+    mark = state.mark_failed(status.uri, now)
+    if mark.failures >= FAILURES_BEFORE_ALERT and mark.failing_since is not None:
+        found.events.append(store_failing_event(status, mark.failing_since, now))
+
+
+def _store_events(
+    spec: StoreSpec,
+    shown: str,
+    selection: Selection,
+    items: list[JudgedRecord],
+    state: WatchState,
+    now: datetime,
+    found: _Found,
+    options: WatchOptions,
+) -> None:
+    """Every event of one store that was read.
+
+    Raises:
+        StoreError: the store failed while its history or study progress was read.
+    """
+    mark = state.store_mark(shown)
+    first = mark is None or mark.last_ok_at is None
+    known_before = now - options.lookback if first else None
+    for item in items:
+        if item.verdict.kind in GONE:
+            found.events.append(verdict_event(item, options.links, now))
+    with open_backend(spec.kind, spec.uri) as backend:
+        if spec.kind is StoreKind.MLFLOW and isinstance(backend, RunHistory):
+            last_ok = mark.last_ok_at if mark is not None else None
+            since = now - options.lookback if last_ok is None else last_ok - SLACK
+            ended = list(backend.iter_ended_runs(selection, since))
+            found.events += [ended_run_event(run, options.links) for run in ended]
+            _experiments(state, shown, items, ended, now, found, options)
+        if spec.kind is StoreKind.OPTUNA and isinstance(backend, StudyWatcher):
+            progress = backend.study_progress(selection)
+            _studies(shown, progress, items, now, known_before, found, options)
+    found.ok.append(shown)
+
+
+def _experiments(
+    state: WatchState,
+    store: str,
+    items: list[JudgedRecord],
+    ended: list[Record],
+    now: datetime,
+    found: _Found,
+    options: WatchOptions,
+) -> None:
+    """Track when each experiment was last active; report the ones that went quiet.
+
+    Only runs that are alive (or too young to judge) and runs that ended count as activity:
+    a zombie RUNNING run is not work going on.
+    """
+    live: dict[str, str] = {}
+    for item in items:
+        record = item.record
+        if record.kind is RecordKind.MLFLOW_RUN and item.verdict.kind not in GONE:
+            live[record.container_id] = record.container
+            state.touch(store, record.container_id, record.container, now)
+    for run in ended:
+        if run.ended_at is not None:
+            state.touch(store, run.container_id, run.container, min(run.ended_at, now))
+    for experiment_id, (name, last) in state.activity(store).items():
+        if experiment_id in live or now - last < options.idle_after:
+            continue
+        found.events.append(
+            experiment_idle_event(
+                store, name, experiment_id, last, options.idle_after, options.links
+            )
+        )
+
+
+def _studies(
+    store: str,
+    progress: list[StudyProgress],
+    items: list[JudgedRecord],
+    now: datetime,
+    known_before: datetime | None,
+    found: _Found,
+    options: WatchOptions,
+) -> None:
+    running: dict[str, list[JudgedRecord]] = defaultdict(list)
+    names: dict[str, str] = {}
+    for item in items:
+        if item.record.kind is RecordKind.OPTUNA_TRIAL:
+            running[item.record.container_id].append(item)
+            names[item.record.container_id] = item.record.container
+    by_id = {p.study_id: p for p in progress}
+    for p in progress:
+        why = _finished_because(p, now, options)
+        if why is None:
+            continue
+        event = study_finished_event(store, p, why, options.links)
+        if known_before is not None and event.at < known_before:
+            found.known.append(event)
+        else:
+            found.events.append(event)
+    for study_id, trials in running.items():
+        if trials and all(t.verdict.kind in GONE for t in trials):
+            found.events.append(
+                study_stopped_event(
+                    store,
+                    names[study_id],
+                    study_id,
+                    trials,
+                    options.links,
+                    now,
+                    by_id.get(study_id),
+                )
+            )
+
+
+def _finished_because(p: StudyProgress, now: datetime, options: WatchOptions) -> str | None:
+    """Why a study counts as finished, or ``None`` while it does not."""
+    if p.trials == 0 or p.running or p.waiting:
+        return None
+    budget = p.budget or options.budget
+    if budget is not None and p.finished >= budget:
+        source = "mltidy.budget" if p.budget else "--budget"
+        return f"its trial budget ({source}) of {budget} is reached"
+    last = p.last_activity_at
+    if last is not None and now - last >= options.idle_after:
+        return (
+            f"no trial started or ended since {when(last)} "
+            f"(--idle-after {format_duration(options.idle_after)})"
+        )
+    return None
+
+
+def _close(
+    specs: Sequence[StoreSpec],
+    selection: Selection,
+    policy: Policy,
+    facts: LocalFacts,
+    found: _Found,
+) -> close.CloseReport:
+    """Close what is dead, as ``mltidy close --yes`` would, and say so in the dead events."""
+    options = close.CloseOptions()
+    report = close.plan(specs, selection, policy, facts, options)
+    if report.changes:
+        report = close.apply(report, specs, options)
+    outcomes = {(c.item.record.store, c.item.record.id): c for c in report.changes}
+    for i, event in enumerate(found.events):
+        if event.kind is not EventKind.DEAD or not event.subject:
+            continue
+        change = outcomes.get((event.store or "", event.subject.split(":", 1)[1]))
+        if change is None:
+            continue
+        if change.outcome is close.Outcome.CLOSED:
+            fact = ("closed by mltidy", f"now {change.new_state}, end time {when(change.end_time)}")
+        else:
+            fact = ("close failed", change.detail or "unknown error")
+        found.events[i] = dataclasses.replace(event, facts=(*event.facts, fact))
+    return report
+
+
+__all__ = [
+    "DEFAULT_IDLE_AFTER",
+    "DEFAULT_INTERVAL",
+    "PollResult",
+    "WatchOptions",
+    "check_specs",
+    "deliver_pending",
+    "poll",
+    "watch_forever",
+]

@@ -1,0 +1,301 @@
+"""``mltidy run -- CMD``: real jobs under supervision, killed from outside with real signals.
+
+The supervisor must pass signals on, exit with the job's code, and the moment the job dies close
+the runs and trials it left RUNNING, naming the signal, and notify a real receiver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from labs import Lab
+from mltidy.cli.app import app
+from receivers import HttpReceiver
+
+MLTIDY = str(Path(sys.executable).with_name("mltidy"))
+PY = sys.executable
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
+    }
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _query(db: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    path = db.removeprefix("sqlite:///")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        return list(conn.execute(sql, args))
+
+
+def _run_status(lab: Lab, run_id: str) -> str:
+    return str(_query(lab.mlflow, "SELECT status FROM runs WHERE run_uuid = ?", run_id)[0][0])
+
+
+def _run_tag(lab: Lab, run_id: str, key: str) -> str:
+    rows = _query(lab.mlflow, "SELECT value FROM tags WHERE run_uuid = ? AND key = ?", run_id, key)
+    return str(rows[0][0]) if rows else ""
+
+
+def _trial_state(lab: Lab, number: int) -> str:
+    rows = _query(lab.optuna, "SELECT state FROM trials WHERE number = ?", number)
+    return str(rows[0][0])
+
+
+def _start(lab: Lab, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [MLTIDY, "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd or lab.root,
+        env=_env(),
+    )
+
+
+def _ready(proc: subprocess.Popen[str]) -> tuple[str, int]:
+    """The job's ``ready RUN_ID TRIAL`` line (its stdout passes through mltidy untouched)."""
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("ready "), (line, proc.stderr.read() if proc.stderr else "")
+    _, run_id, number = line.split()
+    return run_id, int(number)
+
+
+def test_a_job_killed_from_outside_is_closed_at_once_and_notified(
+    lab: Lab, http_receiver: HttpReceiver
+) -> None:
+    url = http_receiver.url()
+    proc = _start(
+        lab,
+        "--notify",
+        url,
+        "--mlflow",
+        lab.mlflow,
+        "--optuna",
+        lab.optuna,
+        "--",
+        PY,
+        *lab.worker(3000),
+    )
+    try:
+        run_id, number = _ready(proc)
+        (job,) = psutil.Process(proc.pid).children()
+        assert _run_status(lab, run_id) == "RUNNING"
+        os.kill(job.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while _run_status(lab, run_id) == "RUNNING" and time.monotonic() - killed < 30:
+            time.sleep(0.02)
+        took = time.monotonic() - killed
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert took < 3.0, f"closed {took:.2f} s after the kill"
+    assert proc.returncode == 128 + 9
+    assert _run_status(lab, run_id) == "KILLED"
+    assert _trial_state(lab, number) == "FAIL"
+    reason = _run_tag(lab, run_id, "mltidy.closed_reason")
+    assert reason.startswith(
+        f"dead: the supervisor (mltidy run) saw process {job.pid} (python -m mltidy.demo.worker) "
+        "die on "
+    )
+    assert ": killed by SIGKILL (signal 9)" in reason
+    assert "killed by SIGKILL (signal 9) after " in err
+    assert f"closed run trial-{number} ({run_id[:8]}) in experiment tuning: now KILLED" in err
+    assert f"closed trial {number} of study tuning: now FAIL" in err
+    (message,) = http_receiver.wait_for(1)
+    assert message.body["type"] == "failure"
+    assert message.body["title"].startswith(
+        "mltidy: job python -m mltidy.demo.worker was killed by SIGKILL (signal 9) on "
+    )
+    text = message.body["message"]
+    assert f"  closed: run trial-{number} ({run_id[:8]}) in experiment tuning -> KILLED" in text
+    assert f"  closed: trial {number} of study tuning -> FAIL" in text
+    assert f"/#/experiments/1/runs/{run_id}" in text
+    assert "mltidy run exits 137" in text
+
+
+SIGNALLED = """
+import pathlib, signal, sys, time
+got = []
+def handler(signum, frame):
+    got.append(signum)
+    pathlib.Path(sys.argv[1]).write_text(str(len(got)))
+    time.sleep(0.5)  # a second, duplicated signal would land here
+    sys.exit(42)
+signal.signal(signal.SIGTERM, handler)
+print("ready - 0", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def empty(tmp_path: Path) -> Lab:
+    """A folder without stores: a job that tracks nothing."""
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return Lab(folder)
+
+
+def test_sigterm_is_passed_on_once_and_the_jobs_exit_code_returned(empty: Lab) -> None:
+    count = empty.root / "count"
+    proc = _start(empty, "--", PY, "-c", SIGNALLED, str(count))
+    _ready(proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 42, err
+    assert count.read_text() == "1"
+    assert "exited with code 42 after mltidy passed on SIGTERM" in err
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_job_that_dies_of_the_passed_signal_gives_128_plus_n(
+    empty: Lab, sig: signal.Signals, code: int
+) -> None:
+    script = "import time; print('ready - 0', flush=True); time.sleep(120)"
+    proc = _start(empty, "--", PY, "-c", script)
+    _ready(proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert f"killed by {sig.name} (signal {int(sig)}) after mltidy passed on {sig.name}" in err
+
+
+WRAPPER = "import subprocess, sys; sys.exit(1 if subprocess.call(sys.argv[1:]) else 0)"
+
+
+def test_runs_of_the_jobs_children_are_found_and_an_exit_code_closes_them_failed(
+    lab: Lab,
+) -> None:
+    """The training runs in a grandchild: its run carries the supervision id and is closed
+    (FAILED, since the job itself exited with a code) when the job ends."""
+    proc = _start(
+        lab,
+        "--mlflow",
+        lab.mlflow,
+        "--optuna",
+        lab.optuna,
+        "--",
+        PY,
+        "-c",
+        WRAPPER,
+        PY,
+        *lab.worker(3000),
+    )
+    try:
+        run_id, number = _ready(proc)
+        (wrapper,) = psutil.Process(proc.pid).children()
+        (worker,) = wrapper.children()
+        assert _run_tag(lab, run_id, "mltidy.supervision")
+        worker.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert _run_status(lab, run_id) == "FAILED"
+    assert _trial_state(lab, number) == "FAIL"
+    reason = _run_tag(lab, run_id, "mltidy.closed_reason")
+    assert f"saw process {wrapper.pid} (python -c) die on " in reason
+    assert f"exited with code 1; its process {worker.pid} is gone too" in reason
+
+
+def test_exit_codes_and_when_to_notify(empty: Lab, http_receiver: HttpReceiver) -> None:
+    runner = CliRunner()
+    url = http_receiver.url()
+    failing = ["--", PY, "-c", "import sys; sys.exit(3)"]
+    fine = ["--", PY, "-c", "pass"]
+    os.chdir(empty.root)
+    assert runner.invoke(app, ["run", "--notify", url, *failing]).exit_code == 3
+    (failed,) = http_receiver.wait_for(1)
+    assert "exited with code 3 on " in failed.body["title"]
+    assert runner.invoke(app, ["run", "--notify", url, *fine]).exit_code == 0
+    assert (
+        runner.invoke(app, ["run", "--notify", url, "--notify-on", "never", *failing]).exit_code
+        == 3
+    )
+    assert (
+        runner.invoke(app, ["run", "--notify", url, "--notify-on", "success", *fine]).exit_code == 0
+    )
+    time.sleep(0.2)
+    assert len(http_receiver.requests) == 2
+    assert http_receiver.requests[1].body["type"] == "success"
+    assert " finished on " in http_receiver.requests[1].body["title"]
+
+
+def test_bad_commands_and_usage(empty: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(empty.root)
+    runner = CliRunner()
+    missing = runner.invoke(app, ["run", "--", "no-such-command-xyz"])
+    assert missing.exit_code == 127
+    assert missing.stderr == "mltidy: error: cannot run 'no-such-command-xyz': no such command\n"
+    none = runner.invoke(app, ["run"])
+    assert none.exit_code == 2
+    assert "Traceback" not in none.output
+    secret = runner.invoke(app, ["run", "--notify", "nope://t0ken-123", "--", PY, "-c", "pass"])
+    assert secret.exit_code == 2
+    assert "t0ken-123" not in secret.output
+    # Options after the command belong to the command, not to mltidy.
+    passed = runner.invoke(app, ["run", PY, "-c", "import sys; sys.exit(len(sys.argv))", "-e", "x"])
+    assert passed.exit_code == 3
+
+
+@contextlib.contextmanager
+def _memory_cgroup(limit: int) -> Iterator[Path]:
+    """A memory cgroup with a limit (v1 or v2); skips where cgroups cannot be made."""
+    name = f"mltidy-test-{os.getpid()}-{time.monotonic_ns()}"
+    candidates = [
+        (Path("/sys/fs/cgroup/memory") / name, "memory.limit_in_bytes"),
+        (Path("/sys/fs/cgroup") / name, "memory.max"),
+    ]
+    for path, limit_file in candidates:
+        if not path.parent.is_dir() or not (path.parent / "cgroup.procs").exists():
+            continue
+        try:
+            path.mkdir()
+        except OSError:
+            continue
+        try:
+            (path / limit_file).write_text(str(limit))
+            with contextlib.suppress(OSError):
+                (path / "memory.memsw.limit_in_bytes").write_text(str(limit))
+        except OSError:
+            path.rmdir()
+            continue
+        try:
+            yield path
+        finally:
+            for _ in range(50):
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        return
+    pytest.skip("cannot create a memory cgroup here (needs root and a writable cgroup tree)")
+
+
+def test_the_oom_killer_is_named(empty: Lab, http_receiver: HttpReceiver) -> None:
+    with _memory_cgroup(150 * 2**20) as cgroup:
+        hog = "b = []\nwhile True: b.append(bytearray(20 * 2**20))"
+        script = f"echo $$ > {cgroup}/cgroup.procs && sleep 1 && exec {PY} -c '{hog}'"
+        proc = _start(empty, "--notify", http_receiver.url(), "--", "sh", "-c", script)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 137, err
+    assert "killed by SIGKILL (signal 9)" in err
+    assert "OOM killer" in err
+    (message,) = http_receiver.wait_for(1)
+    assert message.body["title"].endswith(": the OOM killer")
+    assert "  memory: " in message.body["message"]
