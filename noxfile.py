@@ -19,8 +19,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "bench", "docs", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "bench", "docs", "noxfile.py")
 
 
 @nox.session
@@ -35,3 +35,15 @@ def docs(session: nox.Session) -> None:
     """Check that docs/cli.md matches the CLI's --help (regenerate with: nox -s docs -- --write)."""
     session.install("-e", ".")
     session.run("python", "docs/gen_cli_reference.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not tests): mltidy scan against what users would run instead, on generated
+    stores of up to 1,000,000 runs cached outside the repository; rewrites docs/performance.md.
+
+    ``nox -s bench -- --quick`` for a one-round smoke run; other options: ``--help``.
+    """
+    session.install("-e", ".[test]")
+    args = session.posargs or ["--write", "docs/performance.md"]
+    session.run("python", "bench/scan_speed.py", *args)

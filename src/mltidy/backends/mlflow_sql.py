@@ -152,7 +152,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, MlflowSqlLin
             )
         try:
             with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
-                result = conn.execution_options(yield_per=CHUNK).execute(query)
+                result = conn.execute(query, execution_options={"yield_per": CHUNK})
                 for chunk in result.partitions():
                     tags = self._tags(side, [row.run_uuid for row in chunk])
                     for row in chunk:

@@ -177,7 +177,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, StudyWatche
         try:
             with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
                 offset = self._db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
-                result = conn.execution_options(yield_per=CHUNK).execute(query)
+                result = conn.execute(query, execution_options={"yield_per": CHUNK})
                 for chunk in result.partitions():
                     attrs = self._attrs(side, [row.trial_id for row in chunk])
                     for row in chunk:

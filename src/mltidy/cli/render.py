@@ -86,13 +86,21 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
 def write_json(
     stores: Sequence[StoreStatus], records: Sequence[JudgedRecord], out: TextIO | None = None
 ) -> None:
-    """The whole scan as one JSON object."""
+    """The whole scan as one JSON object, text for text what ``json.dumps(payload, indent=2)``
+    gives, but written record by record: with 10,000 records the whole document as dicts and
+    then as one string would double the memory a large scan needs."""
     out = out or sys.stdout
-    payload = {
-        "stores": [store_dict(s) for s in stores],
-        "records": [record_dict(r) for r in records],
-    }
-    out.write(json.dumps(payload, indent=2) + "\n")
+    out.write('{\n  "stores": ')
+    out.write(json.dumps([store_dict(s) for s in stores], indent=2).replace("\n", "\n  "))
+    out.write(',\n  "records": ')
+    if not records:
+        out.write("[]")
+    else:
+        for index, item in enumerate(records):
+            out.write(",\n    " if index else "[\n    ")
+            out.write(json.dumps(record_dict(item), indent=2).replace("\n", "\n    "))
+        out.write("\n  ]")
+    out.write("\n}\n")
 
 
 def write_jsonl_record(item: JudgedRecord, out: TextIO | None = None) -> None:

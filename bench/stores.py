@@ -1,0 +1,449 @@
+"""Generate large MLflow and Optuna stores for the benchmarks, fast, with the real schemas.
+
+The schema always comes from the library itself: MLflow creates (and migrates to its head
+revision) an empty tracking database, Optuna's ``RDBStorage`` creates an empty storage. Only then
+are rows added, with SQLAlchemy Core bulk inserts (``executemany``), because creating 100,000 runs
+through ``MlflowClient`` would take an hour and tell us nothing about reading them.
+
+The content imitates what a busy team's store holds:
+
+* MLflow: ``experiments`` experiments; each run has the four tags MLflow's own context providers
+  write (``mlflow.user``, ``mlflow.source.name``, ``mlflow.source.type``, ``mlflow.runName``),
+  three params, ``metrics`` metrics (one history row and one ``latest_metrics`` row each); half of
+  the runs also carry the seven ``mltidy.*`` provenance tags of mltidy's MLflow plugin, from
+  training hosts that are not this machine. 1% of the runs are ``RUNNING``, 2% of the others are
+  soft-deleted.
+* Optuna: ``studies`` studies of ``trials`` trials; two params per trial, a value per complete
+  trial; half of the trials carry mltidy's provenance system attributes and an ``mlflow_run_id``
+  user attribute; one trial per hundred is ``RUNNING``, half of those with an Optuna heartbeat.
+
+Stores are deterministic for a given size (seeded), so cached files can be reused across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+#: Bump when the generated content changes, so cached stores are rebuilt.
+GENERATOR_VERSION = 1
+BATCH = 20_000
+HOSTS = [f"gpu-{n:02d}" for n in range(1, 17)]
+NOW_MS = int(time.time() * 1000)
+DAY_MS = 86_400_000
+
+Progress = Callable[[str], None]
+
+
+def _quiet_libraries() -> None:
+    for name in ("alembic", "mlflow", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _engine(url: str) -> Any:
+    import sqlalchemy as sa
+
+    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
+
+def _fast_sqlite(conn: Any) -> None:
+    """Bulk load without a journal: a half-written bench store is simply regenerated."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA synchronous=OFF")
+        conn.exec_driver_sql("PRAGMA journal_mode=OFF")
+
+
+def _reflect(engine: Any, *names: str) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    meta.reflect(engine, only=list(names))
+    return {name: meta.tables[name] for name in names}
+
+
+def _insert(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """A Core bulk insert. On sqlite the rows go to the driver's ``executemany`` as tuples:
+    building SQLAlchemy's per-row parameter dicts would cost more than sqlite's own work."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' for _ in columns)})"
+    )
+    conn.exec_driver_sql(sql, [tuple(_sqlite_value(row[c]) for c in columns) for row in rows])
+
+
+def _sqlite_value(value: Any) -> Any:
+    # SQLAlchemy's DateTime type stores this text form in sqlite (and parses it back).
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def _analyze(engine: Any) -> None:
+    """PostgreSQL's autovacuum would have analysed a real store long ago; sqlite stores made by
+    MLflow or Optuna have no statistics, so they are left without (as users have them)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
+
+
+# ------------------------------------------------------------------------------------------
+# MLflow
+# ------------------------------------------------------------------------------------------
+
+
+def create_mlflow_schema(url: str) -> None:
+    """An empty MLflow tracking database at MLflow's head revision, made by MLflow itself."""
+    _quiet_libraries()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=url)
+    client.search_experiments(max_results=1)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    # MLflow caches one engine per URI for the life of the process; let go of the file.
+    engine = SqlAlchemyStore._engine_map.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def fill_mlflow(
+    url: str,
+    *,
+    runs: int,
+    experiments: int = 100,
+    metrics: int = 3,
+    running_every: int = 100,
+    seed: int = 7,
+    progress: Progress = print,
+) -> None:
+    """Add ``experiments`` experiments and ``runs`` runs to an empty MLflow database."""
+    rng = random.Random(seed)
+    engine = _engine(url)
+    t = _reflect(engine, "experiments", "runs", "tags", "params", "metrics", "latest_metrics")
+    began = time.monotonic()
+    with engine.begin() as conn:
+        _fast_sqlite(conn)
+        _insert(
+            conn,
+            t["experiments"],
+            [
+                {
+                    "experiment_id": i,
+                    "name": f"experiment-{i:04d}",
+                    "artifact_location": f"/srv/mlflow/artifacts/{i}",
+                    "lifecycle_stage": "active",
+                    "creation_time": NOW_MS - 400 * DAY_MS,
+                    "last_update_time": NOW_MS - 400 * DAY_MS,
+                }
+                for i in range(1, experiments + 1)
+            ],
+        )
+        for start in range(0, runs, BATCH):
+            batch = _mlflow_batch(
+                rng, start, min(BATCH, runs - start), experiments, metrics, running_every
+            )
+            for name, rows in batch.items():
+                _insert(conn, t[name], rows)
+            done = start + len(batch["runs"])
+            progress(f"  mlflow: {done:,}/{runs:,} runs ({time.monotonic() - began:.0f} s)")
+    _analyze(engine)
+    engine.dispose()
+
+
+def _mlflow_batch(
+    rng: random.Random,
+    start: int,
+    count: int,
+    experiments: int,
+    metrics: int,
+    running_every: int,
+) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {
+        "runs": [],
+        "tags": [],
+        "params": [],
+        "metrics": [],
+        "latest_metrics": [],
+    }
+    for i in range(start, start + count):
+        run_id = uuid.UUID(int=rng.getrandbits(128)).hex
+        running = i % running_every == 0
+        age_days = rng.uniform(0.01, 30) if running else rng.uniform(0, 365)
+        started = NOW_MS - int(age_days * DAY_MS)
+        status = "RUNNING" if running else rng.choice(("FINISHED",) * 8 + ("FAILED", "KILLED"))
+        ended = None if running else started + rng.randint(60_000, 6 * 3_600_000)
+        deleted = not running and rng.random() < 0.02
+        experiment_id = rng.randint(1, experiments)
+        user = f"user{rng.randint(1, 40)}"
+        name = f"run-{i}"
+        out["runs"].append(
+            {
+                "run_uuid": run_id,
+                "name": name,
+                "source_type": "LOCAL",
+                "source_name": "train.py",
+                "entry_point_name": "",
+                "user_id": user,
+                "status": status,
+                "start_time": started,
+                "end_time": ended,
+                "deleted_time": ended if deleted else None,
+                "source_version": "",
+                "lifecycle_stage": "deleted" if deleted else "active",
+                "artifact_uri": f"/srv/mlflow/artifacts/{experiment_id}/{run_id}/artifacts",
+                "experiment_id": experiment_id,
+            }
+        )
+        tags = {
+            "mlflow.user": user,
+            "mlflow.source.name": "train.py",
+            "mlflow.source.type": "LOCAL",
+            "mlflow.runName": name,
+        }
+        if i % 2 == 0:
+            host = rng.choice(HOSTS)
+            pid = rng.randint(1000, 4_000_000)
+            tags.update(
+                {
+                    "mltidy.host": host,
+                    "mltidy.boot_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                    "mltidy.pid": str(pid),
+                    "mltidy.pid_start": f"{started / 1000 - 2:.2f}",
+                    "mltidy.user": user,
+                    "mltidy.cmd": "python train.py --config sweep.yaml",
+                    "mltidy.version": "0.1.0",
+                }
+            )
+        out["tags"] += [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()]
+        out["params"] += [
+            {"key": "lr", "value": str(rng.choice((1e-4, 3e-4, 1e-3))), "run_uuid": run_id},
+            {"key": "batch_size", "value": str(rng.choice((32, 64, 128))), "run_uuid": run_id},
+            {"key": "seed", "value": str(i), "run_uuid": run_id},
+        ]
+        last = (started + DAY_MS // 2) if ended is None else ended
+        last = min(last, NOW_MS - 60_000)
+        for m in range(metrics):
+            stamp = last - m * 1000
+            value = rng.random()
+            row = {
+                "key": f"metric_{m}",
+                "value": value,
+                "timestamp": stamp,
+                "step": 100,
+                "is_nan": False,
+                "run_uuid": run_id,
+            }
+            out["metrics"].append(row)
+            out["latest_metrics"].append(dict(row))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Optuna
+# ------------------------------------------------------------------------------------------
+
+
+def create_optuna_schema(url: str) -> None:
+    """An empty Optuna storage, made by Optuna's ``RDBStorage`` itself."""
+    _quiet_libraries()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url)
+    storage.remove_session()
+    storage.engine.dispose()
+
+
+def fill_optuna(
+    url: str,
+    *,
+    studies: int,
+    trials: int,
+    running_every: int = 100,
+    seed: int = 11,
+    progress: Progress = print,
+) -> None:
+    """Add ``studies`` studies of ``trials`` trials each to an empty Optuna storage."""
+    rng = random.Random(seed)
+    engine = _engine(url)
+    names = (
+        "studies",
+        "study_directions",
+        "trials",
+        "trial_params",
+        "trial_values",
+        "trial_system_attributes",
+        "trial_user_attributes",
+        "trial_heartbeats",
+    )
+    t = _reflect(engine, *names)
+    began = time.monotonic()
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # Optuna 5 writes naive UTC
+    trial_id = 0
+    per_batch = max(1, BATCH // trials)
+    with engine.begin() as conn:
+        _fast_sqlite(conn)
+        for first in range(1, studies + 1, per_batch):
+            out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for study_id in range(first, min(first + per_batch, studies + 1)):
+                out["studies"].append({"study_id": study_id, "study_name": f"study-{study_id:05d}"})
+                out["study_directions"].append(
+                    {"study_id": study_id, "direction": "MINIMIZE", "objective": 0}
+                )
+                running = set(rng.sample(range(trials), round(trials / running_every)))
+                for number in range(trials):
+                    trial_id += 1
+                    _optuna_trial(
+                        rng, out, now, study_id, trial_id, number, running=number in running
+                    )
+            for name in names:
+                _insert(conn, t[name], out[name])
+            progress(
+                f"  optuna: {min(first + per_batch - 1, studies):,}/{studies:,} studies "
+                f"({time.monotonic() - began:.0f} s)"
+            )
+    _analyze(engine)
+    engine.dispose()
+
+
+def _optuna_trial(
+    rng: random.Random,
+    out: dict[str, list[dict[str, Any]]],
+    now: datetime,
+    study_id: int,
+    trial_id: int,
+    number: int,
+    *,
+    running: bool,
+) -> None:
+    state = "RUNNING" if running else rng.choice(("COMPLETE",) * 17 + ("FAIL", "PRUNED", "PRUNED"))
+    started = now - timedelta(days=rng.uniform(0.01, 30) if running else rng.uniform(0, 365))
+    complete = None if running else started + timedelta(seconds=rng.randint(30, 7200))
+    out["trials"].append(
+        {
+            "trial_id": trial_id,
+            "number": number,
+            "study_id": study_id,
+            "state": state,
+            "datetime_start": started,
+            "datetime_complete": complete,
+        }
+    )
+    for name, low, high in (("x", -10.0, 10.0), ("lr", 1e-5, 1e-1)):
+        out["trial_params"].append(
+            {
+                "trial_id": trial_id,
+                "param_name": name,
+                "param_value": rng.uniform(low, high),
+                "distribution_json": json.dumps(
+                    {
+                        "name": "FloatDistribution",
+                        "attributes": {"log": name == "lr", "step": None, "low": low, "high": high},
+                    }
+                ),
+            }
+        )
+    if state == "COMPLETE":
+        out["trial_values"].append(
+            {"trial_id": trial_id, "objective": 0, "value": rng.random(), "value_type": "FINITE"}
+        )
+    if trial_id % 2 == 0 or running:
+        host = rng.choice(HOSTS)
+        attrs = {
+            "mltidy.host": host,
+            "mltidy.boot_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "mltidy.pid": str(rng.randint(1000, 4_000_000)),
+            "mltidy.pid_start": f"{started.replace(tzinfo=timezone.utc).timestamp() - 2:.2f}",
+            "mltidy.user": f"user{rng.randint(1, 40)}",
+            "mltidy.cmd": "python tune.py",
+        }
+        out["trial_system_attributes"] += [
+            {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()
+        ]
+        out["trial_user_attributes"].append(
+            {
+                "trial_id": trial_id,
+                "key": "mlflow_run_id",
+                "value_json": json.dumps(uuid.UUID(int=rng.getrandbits(128)).hex),
+            }
+        )
+    if running and trial_id % 2 == 0:
+        out["trial_heartbeats"].append(
+            {"trial_id": trial_id, "heartbeat": started + timedelta(minutes=rng.randint(1, 60))}
+        )
+
+
+def count_rows(url: str, table: str, where: str = "") -> int:
+    """How many rows a table holds (for checking a cached store)."""
+    import sqlalchemy as sa
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            sql = f"SELECT count(*) FROM {table}" + (f" WHERE {where}" if where else "")
+            return int(conn.execute(sa.text(sql)).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
+# ------------------------------------------------------------------------------------------
+# Cached sqlite files
+# ------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where generated stores are kept between runs (never inside the repository)."""
+    if explicit := os.environ.get("MLTIDY_BENCH_CACHE"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mltidy-bench"
+
+
+def _cached(name: str, build: Callable[[str], None], progress: Progress) -> str:
+    """A sqlite store built once: the file is written under a temporary name and renamed when
+    complete, so an interrupted build is never mistaken for a finished one."""
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-g{GENERATOR_VERSION}.db"
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        progress(f"generating {path.name} (cached for later runs)")
+        build(f"sqlite:///{partial}")
+        partial.rename(path)
+    return f"sqlite:///{path}"
+
+
+def mlflow_sqlite(runs: int, running: int, progress: Progress = print) -> str:
+    """The URL of a cached MLflow sqlite store: ``runs`` runs in 100 experiments, ``running`` of
+    them RUNNING (spread evenly through the history)."""
+
+    def build(url: str) -> None:
+        create_mlflow_schema(url)
+        fill_mlflow(url, runs=runs, running_every=max(1, runs // running), progress=progress)
+
+    return _cached(f"mlflow-{runs}runs-{running}running", build, progress)
+
+
+def optuna_sqlite(studies: int, trials: int, progress: Progress = print) -> str:
+    """The URL of a cached Optuna sqlite storage with ``studies`` x ``trials`` trials."""
+
+    def build(url: str) -> None:
+        create_optuna_schema(url)
+        fill_optuna(url, studies=studies, trials=trials, progress=progress)
+
+    return _cached(f"optuna-{studies}x{trials}", build, progress)
