@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import signal
 import sqlite3
 import subprocess
@@ -247,6 +249,10 @@ def test_bad_commands_and_usage(empty: Lab, monkeypatch: pytest.MonkeyPatch) -> 
     secret = runner.invoke(app, ["run", "--notify", "nope://t0ken-123", "--", PY, "-c", "pass"])
     assert secret.exit_code == 2
     assert "t0ken-123" not in secret.output
+    # A store mltidy cannot read is refused before the job runs, not after it.
+    bad = runner.invoke(app, ["run", "--mlflow", "foo://x", "--", PY, "-c", "open('ran', 'w')"])
+    assert bad.exit_code == 2
+    assert "foo:// scheme" in bad.stderr and not (empty.root / "ran").exists()
     # Options after the command belong to the command, not to mltidy.
     passed = runner.invoke(app, ["run", PY, "-c", "import sys; sys.exit(len(sys.argv))", "-e", "x"])
     assert passed.exit_code == 3
@@ -299,3 +305,82 @@ def test_the_oom_killer_is_named(empty: Lab, http_receiver: HttpReceiver) -> Non
     (message,) = http_receiver.wait_for(1)
     assert message.body["title"].endswith(": the OOM killer")
     assert "  memory: " in message.body["message"]
+
+
+AT_A_TERMINAL = """
+import pathlib, signal, sys, time
+got = []
+def handler(signum, frame):
+    got.append(signum)
+    pathlib.Path(sys.argv[1]).write_text(str(len(got)))
+    time.sleep(0.5)  # a second, duplicated Ctrl-C would land here
+    sys.exit(42)
+name = input("name? ")
+signal.signal(signal.SIGINT, handler)
+print(f"hello {name}", flush=True)
+time.sleep(120)
+"""
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 60.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+def test_at_a_terminal_the_job_reads_it_and_ctrl_c_reaches_it_once(empty: Lab) -> None:
+    """In a real pseudo-terminal: the job can read the terminal (it stays in the foreground
+    group), and Ctrl-C typed there reaches it exactly once."""
+    count = empty.root / "count"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session whose controlling terminal is the pty
+        os.chdir(empty.root)
+        os.execve(MLTIDY, [MLTIDY, "run", "--", PY, "-c", AT_A_TERMINAL, str(count)], _env())
+    try:
+        assert b"name? " in _read_until(fd, b"name? ")
+        os.write(fd, b"world\n")
+        assert b"hello world" in _read_until(fd, b"hello world")
+        os.write(fd, b"\x03")  # Ctrl-C, turned into SIGINT by the terminal
+        rest = _read_until(fd, b"after ")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 42, rest
+    assert count.read_text() == "1"
+    assert b"exited with code 42" in rest and b"passed on" not in rest
+
+
+def test_signals_ignored_on_entry_stay_ignored_for_the_job(empty: Lab) -> None:
+    """``cmd &`` and nohup start commands with SIGINT (SIGHUP) ignored; the job sees the same
+    under ``mltidy run`` as without it."""
+    script = (
+        "import signal; print('SIGINT', 'ignored' if signal.getsignal(signal.SIGINT) "
+        "is signal.SIG_IGN else 'handled')"
+    )
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    done = subprocess.run(
+        [MLTIDY, "run", "--", PY, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=empty.root,
+        env=_env(),
+        preexec_fn=ignore_sigint,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (0, "SIGINT ignored\n"), done.stderr

@@ -84,7 +84,8 @@ def test_each_event_is_reported_once_as_it_happens(lab: Lab, http_receiver: Http
         code, third, _ = invoke(*watch)
         assert (code, third["events"], len(http_receiver.requests)) == (0, [], 1)
 
-        live.kill(signal.SIGINT)  # Optuna and MLflow end its trial and run themselves
+        os.kill(live.pid, signal.SIGINT)  # Optuna and MLflow end its trial and run themselves
+        live.process.wait(timeout=120)
         time.sleep(1.2)
         code, fourth, err = invoke(*watch)
         assert code == 0, err

@@ -223,9 +223,6 @@ def describe_record(record: Record) -> str:
     return f"trial {record.trial_number} of study {record.container}"
 
 
-_who = describe_record
-
-
 def _subject(record: Record) -> str:
     noun = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
     return f"{noun}:{record.id}"
@@ -299,7 +296,7 @@ def verdict_event(item: JudgedRecord, links: LinkSettings, now: datetime) -> Eve
         kind=kind,
         key=f"{prefix}:{record.store}:{noun}:{record.id}",
         at=now,
-        headline=f"{_who(record)} is {what}: {verdict.reason}",
+        headline=f"{describe_record(record)} is {what}: {verdict.reason}",
         severity=Severity.FAILURE if dead else Severity.WARNING,
         facts=tuple(facts),
         links=tuple(links_),
@@ -331,7 +328,7 @@ def ended_run_event(record: Record, links: LinkSettings) -> Event:
     facts += _process_facts(record)
     if closed:
         kind, severity = EventKind.RUN_KILLED, Severity.FAILURE
-        headline = f"{_who(record)} was closed by mltidy as {record.state}: {closed}"
+        headline = f"{describe_record(record)} was closed by mltidy as {record.state}: {closed}"
         key = f"gone:{record.store}:run:{record.id}"
         facts.insert(1, ("closed by", record.tags.get(keys.PREFIX + "closed_by", "mltidy")))
     else:
@@ -339,7 +336,7 @@ def ended_run_event(record: Record, links: LinkSettings) -> Event:
             "FINISHED": (EventKind.RUN_FINISHED, Severity.SUCCESS, "finished"),
             "FAILED": (EventKind.RUN_FAILED, Severity.FAILURE, "failed"),
         }.get(record.state, (EventKind.RUN_KILLED, Severity.FAILURE, "was killed"))
-        headline = f"{_who(record)} {verb}{took}"
+        headline = f"{describe_record(record)} {verb}{took}"
         key = f"run-ended:{record.store}:{record.id}"
     return Event(
         kind=kind,

@@ -1,11 +1,11 @@
 """``run``: supervise a training command, and clean up the moment it dies.
 
-The supervisor starts the command as a child in its own process group, passes signals on to
-that group (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2; Ctrl-Z suspends both), and
-waits. The child's environment carries ``MLTIDY_SUPERVISION=<id>``, which mltidy's provenance
-writes on every run and trial the job (or any process it starts) creates, so they can be found
-afterwards even if the job forked workers. While the child runs, a sampler notes its descendants
-(pid and start time) and their cgroups.
+The supervisor starts the command as a child (in a batch job, in a process group of its own;
+at a terminal, in the foreground group, so the job can read it), passes signals on exactly once
+(see :class:`_Forwarder`), and waits. The child's environment carries
+``MLTIDY_SUPERVISION=<id>``, which mltidy's provenance writes on every run and trial the job (or
+any process it starts) creates, so they can be found afterwards even if the job forked workers.
+While the child runs, a sampler notes its descendants (pid and start time) and their cgroups.
 
 When the child ends, the supervisor has certain evidence no scan can have: it saw the process
 die, and how. It reads the stores, takes the runs and trials that this supervision (or one of
@@ -199,8 +199,9 @@ def supervise(
     child_env = {**(env if env is not None else os.environ)}
     child_env[SUPERVISION_ENV] = supervision_id
     child_env[SUPERVISOR_PID_ENV] = str(os.getpid())
-    shown = redact(" ".join(command))
-    forwarder = _Forwarder()
+    shown = mask_arguments(redact(" ".join(command)))
+    own_group = not interactive()
+    forwarder = _Forwarder(own_group)
     previous = forwarder.install()
     started = utc_now()
     try:
@@ -211,7 +212,7 @@ def supervise(
                 stdout=stdout,
                 stderr=stderr,
                 text=True,
-                **_own_group(),
+                **(_own_group() if own_group else {}),
             )
         except FileNotFoundError:
             raise CommandNotFound(f"cannot run {command[0]!r}: no such command", 127) from None
@@ -251,6 +252,19 @@ def supervise(
     return Supervision(supervision_id, facts, processes)
 
 
+_SECRET_ARG = re.compile(
+    r"(?P<opt>--?[\w-]*(?:password|passwd|token|secret|api[_-]?key|credentials?)[\w-]*)"
+    r"(?P<sep>[= ])(?P<val>\S+)",
+    re.IGNORECASE,
+)
+
+
+def mask_arguments(command: str) -> str:
+    """``--api-key abc`` / ``--password=abc`` -> ``--api-key ***``: a command line goes into
+    messages, and people pass secrets as options."""
+    return _SECRET_ARG.sub(lambda m: f"{m['opt']}{m['sep']}***", command)
+
+
 def _own_group() -> dict[str, Any]:
     """Popen arguments that put the child in a process group of its own: a signal to the
     supervisor reaches the job once (passed on), not twice (terminal + passed on)."""
@@ -259,21 +273,43 @@ def _own_group() -> dict[str, Any]:
     return {"preexec_fn": os.setpgrp}  # pragma: no cover - Python 3.10
 
 
+#: Signals a terminal sends to its whole foreground process group (Ctrl-C, Ctrl-\\, hangup).
+TERMINAL = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+
+
+def interactive() -> bool:
+    """Whether the supervisor runs in the foreground of a terminal (a person typed the command)."""
+    try:
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
 class _Forwarder:
-    """Signal handlers that pass signals on to the child's process group.
+    """Signal handlers that pass signals on to the job.
+
+    In a batch job the child has a process group of its own and every signal is passed to that
+    group, once. At a terminal the child stays in the foreground group, so that it can read the
+    terminal (``input()``, ``pdb``) and Ctrl-Z works as usual; the terminal's own signals then
+    reach it directly and are not passed on again (the supervisor just survives them, to clean
+    up); the others (``kill``) are passed to the child.
 
     Installed before the child starts, so a signal arriving in between is kept and passed on as
     soon as the child exists, instead of killing the supervisor and orphaning the job.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, own_group: bool) -> None:
+        self.own_group = own_group
         self.child: int | None = None
         self.early: list[int] = []
         self.sent: list[str] = []
 
     def install(self) -> dict[int, Any]:
+        wanted = (*FORWARDED, *SUSPENDING, signal.SIGCONT) if self.own_group else FORWARDED
         previous: dict[int, Any] = {}
-        for sig in (*FORWARDED, *SUSPENDING, signal.SIGCONT):
+        for sig in wanted:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # ignored on entry (`cmd &`, nohup): the job inherits that, as without us
             with contextlib.suppress(OSError, ValueError):
                 previous[sig] = signal.signal(sig, self._handle)
         return previous
@@ -297,6 +333,13 @@ class _Forwarder:
 
     def _pass(self, signum: int) -> None:
         assert self.child is not None
+        if not self.own_group:
+            if signum in (int(s) for s in TERMINAL):
+                return  # the terminal sent it to the job too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child, signum)
+                self.sent.append(signal.Signals(signum).name)
+            return
         try:
             os.killpg(self.child, signum)
         except ProcessLookupError:
@@ -633,6 +676,7 @@ __all__ = [
     "is_ours",
     "job_event",
     "job_label",
+    "mask_arguments",
     "supervise",
     "supervisor_verdict",
     "warmed_up",

@@ -172,7 +172,7 @@ def poll(
             if status is None:
                 continue
             if not status.ok:
-                _store_failed(state, status, now, found, options)
+                _store_failed(state, status, now, found)
                 continue
             try:
                 _store_events(
@@ -181,7 +181,7 @@ def poll(
             except StoreError as exc:
                 failed = StoreStatus(status.uri, status.kind, ok=False, error=exc.message)
                 by_uri[status.uri] = failed
-                _store_failed(state, failed, now, found, options)
+                _store_failed(state, failed, now, found)
         closed = _close(specs, selection, policy, facts, found) if options.close else None
         events = state.add([e for e in found.events if e.kind not in options.skip], now)
         known = state.add(found.known, now, baseline=True)
@@ -247,9 +247,7 @@ def _scan(
     return statuses, items
 
 
-def _store_failed(
-    state: WatchState, status: StoreStatus, now: datetime, found: _Found, options: WatchOptions
-) -> None:
+def _store_failed(state: WatchState, status: StoreStatus, now: datetime, found: _Found) -> None:
     mark = state.mark_failed(status.uri, now)
     if mark.failures >= FAILURES_BEFORE_ALERT and mark.failing_since is not None:
         found.events.append(store_failing_event(status, mark.failing_since, now))

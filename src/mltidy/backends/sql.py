@@ -84,9 +84,12 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         if not path.is_file() or not is_sqlite_file(path):
             raise NotAStore(f"{path} is not a SQLite database")
         mode = "rw" if writable else "ro"
-        target = f"file:{quote(str(path.resolve()))}?mode={mode}"
+        resolved = path.resolve()
+        target = f"file:{quote(str(resolved))}?mode={mode}"
 
         def connect() -> sqlite3.Connection:
+            if not writable:
+                recover_hot_journal(resolved)
             return sqlite3.connect(
                 target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
             )
@@ -132,6 +135,51 @@ def takes_libpq_options(url: str) -> bool:
     return parsed.get_backend_name() in ("postgresql", "postgres") and (
         parsed.get_driver_name() in ("psycopg2", "psycopg")
     )
+
+
+def recover_hot_journal(path: Path) -> None:
+    """Roll back the transaction of a writer that died mid-write, so the file can be read.
+
+    A process killed inside a write transaction (SIGKILL, the OOM killer: exactly the jobs
+    mltidy is about) leaves a "hot" rollback journal next to the database. SQLite must roll it
+    back before anyone reads, and a read-only connection cannot ("attempt to write a readonly
+    database"). Rolling back restores the last committed state, which is what the next writer
+    (or the next ``mlflow``/``optuna`` call) does anyway; it creates and migrates nothing.
+
+    Raises:
+        sqlite3.OperationalError: the journal is hot and may not be rolled back (no write
+            permission); the message says so.
+    """
+    journal = path.with_name(path.name + "-journal")
+    try:
+        if journal.stat().st_size == 0:
+            return
+    except OSError:
+        return
+    probe = sqlite3.connect(
+        f"file:{quote(str(path))}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S
+    )
+    try:
+        probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc).lower():
+            return  # not the hot journal: the real read reports it
+    finally:
+        probe.close()
+    try:
+        writer = sqlite3.connect(
+            f"file:{quote(str(path))}?mode=rw", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S
+        )
+    except sqlite3.OperationalError as exc:
+        raise sqlite3.OperationalError(
+            f"a process died while writing to {path.name}, and its journal cannot be rolled "
+            f"back without write access ({exc})"
+        ) from exc
+    try:
+        writer.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        writer.close()
 
 
 def translate_sql_error(exc: BaseException, where: str) -> StoreError:

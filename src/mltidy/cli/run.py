@@ -31,6 +31,7 @@ from mltidy.supervise import (
     supervise,
     warmed_up,
 )
+from mltidy.watch import check_specs
 
 
 class NotifyOn(str, Enum):
@@ -105,6 +106,7 @@ def run_command(
         if not command:
             raise UsageError("no command to run", hint="mltidy run -- python train.py")
         resolved = _stores(mlflow, optuna, experiment, study)
+        check_specs(resolved.specs)  # a bad URI fails now, not after hours of training
         targets = resolve_targets(notify, resolved.config)
         validate(targets)
         links = LinkSettings(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``--trials`` Optuna trials, each training inside an MLflow run (unless no MLflow)."""
     args = _parser().parse_args(argv)
+    # Ctrl-C (SIGINT) is how the demo and the tests stop a job politely. A job started from a
+    # background shell (`cmd &`, cron, CI) inherits SIGINT as ignored; take the default back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import optuna
 
