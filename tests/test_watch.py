@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from labs import Lab, ready
 from mltidy.cli.app import app
 from mltidy.demo.jobs import optuna_storage
-from receivers import HttpReceiver
+from receivers import HttpReceiver, SmtpReceiver
 
 SECRET = "s3cr3t-hook-7c1d"
 MLTIDY = str(Path(sys.executable).with_name("mltidy"))
@@ -56,8 +56,12 @@ def kinds(payload: dict[str, Any]) -> list[str]:
     return sorted(e["kind"] for e in payload["events"])
 
 
-def test_each_event_is_reported_once_as_it_happens(lab: Lab, http_receiver: HttpReceiver) -> None:
-    watch = watch_args(lab, "--notify", http_receiver.url(), "--idle-after", "1s")
+def test_each_event_is_reported_once_as_it_happens(
+    lab: Lab, http_receiver: HttpReceiver, smtp_receiver: SmtpReceiver
+) -> None:
+    watch = watch_args(
+        lab, "--notify", http_receiver.url(), "--notify", smtp_receiver.url(), "--idle-after", "1s"
+    )
 
     # The first poll only establishes where things stand.
     code, first, err = invoke(*watch)
@@ -80,6 +84,11 @@ def test_each_event_is_reported_once_as_it_happens(lab: Lab, http_receiver: Http
         assert f"is dead: process {killed.pid} (" in text
         assert f"  Optuna trial: tuning #{killed.trial_number}" in text
         assert text.count("is dead") == 1  # the trial is folded into its run
+        (mail,) = smtp_receiver.wait_for(1)  # the same message, by e-mail
+        assert mail["Subject"] == message.body["title"]
+        body = mail.get_body(preferencelist=("plain",))
+        assert body is not None
+        assert f"is dead: process {killed.pid} (" in body.get_content()
 
         code, third, _ = invoke(*watch)
         assert (code, third["events"], len(http_receiver.requests)) == (0, [], 1)
@@ -114,6 +123,7 @@ def test_each_event_is_reported_once_as_it_happens(lab: Lab, http_receiver: Http
         code, last, _ = invoke(*watch)
         assert (code, last["events"]) == (0, [])
         assert len(http_receiver.wait_for(3)) == 3
+        assert len(smtp_receiver.wait_for(3)) == 3
     finally:
         for job in (finisher, killed, live):
             job.kill(signal.SIGKILL)

@@ -132,7 +132,9 @@ class WatchState:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True)
+                path.parent.chmod(0o700)  # a folder of its own: the owner's only
             self._conn = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
             _owner_only(path)
             self._conn.executescript(_SCHEMA)
