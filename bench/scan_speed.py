@@ -242,6 +242,88 @@ def load_average() -> str:
 
 
 # ------------------------------------------------------------------------------------------
+# Where the time goes
+# ------------------------------------------------------------------------------------------
+
+#: ``mltidy scan`` in one process, with CPU clocks around its phases (the functions are wrapped,
+#: not changed; CPU time, because wall time on a shared machine measures the neighbours too).
+#: Prints the phases as JSON on stderr.
+PHASES = """
+import json, sys, time
+began = time.process_time()
+import mltidy.cli.app as app
+import mltidy.cli.scan as cli_scan
+import mltidy.scan as scan
+spent = {"import the CLI (typer, rich, mltidy)": time.process_time() - began}
+marks = {}
+
+def timed(label, function):
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.process_time() - start
+    return wrapper
+
+def reading(iterator):
+    while True:
+        start = time.process_time()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            spent["read the store (queries, records)"] = (
+                spent.get("read the store (queries, records)", 0.0) + time.process_time() - start)
+        yield item
+
+def open_backend(*args, **kwargs):
+    backend = opened(*args, **kwargs)
+    active = backend.iter_active
+    backend.iter_active = lambda selection: reading(active(selection))
+    return backend
+
+def resolve(*args, **kwargs):
+    marks["command"] = time.process_time()
+    return resolved(*args, **kwargs)
+
+opened = timed("open the store (SQLAlchemy import, engine, schema check)", scan.open_backend)
+scan.open_backend = open_backend
+resolved = cli_scan.resolve
+cli_scan.resolve = resolve
+scan.judge = timed("judge", scan.judge)
+cli_scan.write_json = timed("write JSON", cli_scan.write_json)
+sys.argv = ["mltidy", *sys.argv[1:]]
+main_at = time.process_time()
+try:
+    app.main()
+except SystemExit:
+    pass
+spent["parse the options (typer: pydantic import, adapters)"] = marks["command"] - main_at
+spent["total in the process"] = time.process_time() - began
+sys.stderr.write("PHASES=" + json.dumps(spent) + "\\n")
+"""
+
+
+def phases(kind: str, url: str, rounds: int) -> dict[str, float]:
+    """Median CPU seconds of the phases of ``mltidy scan`` over ``rounds`` runs."""
+    found: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        done = subprocess.run(
+            [PY, "-c", PHASES, "scan", "--format", "json", f"--{kind}", url],
+            capture_output=True,
+            text=True,
+            env=_clean_env({}),
+            check=True,
+        )
+        line = next(x for x in done.stderr.splitlines() if x.startswith("PHASES="))
+        for label, seconds in json.loads(line.removeprefix("PHASES=")).items():
+            found.setdefault(label, []).append(seconds)
+    return {label: statistics.median(values) for label, values in found.items()}
+
+
+# ------------------------------------------------------------------------------------------
 # Query plans
 # ------------------------------------------------------------------------------------------
 
@@ -381,6 +463,10 @@ def main() -> int:
         alternative("optuna-sql", optuna_url, "one raw SQL query (sqlite3)"),
     ]
     op_t = compare(op, args.slow_rounds, log)
+
+    log("phases of mltidy scan")
+    ml_phases = phases("mlflow", mlflow_url, r)
+    op_phases = phases("optuna", optuna_url, r)
 
     log("library path (MLTIDY_READ_PATH=library)")
     lib = [
@@ -550,6 +636,45 @@ def main() -> int:
         for title, programs, timings in pg_sections:
             report.add(f"## {title}", "")
             report.table(HEADER, comparison_rows(programs, timings))
+
+        report.add(
+            "## Where the time of `mltidy scan` goes",
+            "",
+            "CPU seconds of each phase inside one `mltidy scan --format json` process (medians "
+            f"of {r} runs, `PHASES` in `bench/scan_speed.py`); the last row is the rest of the "
+            "process's CPU time from the tables above: the interpreter's start and exit. "
+            "Reading the store, judging and writing the report are the part mltidy's own code "
+            "decides; most of the rest is importing typer (whose installed release coerces every "
+            "option through a pydantic `TypeAdapter`), rich and SQLAlchemy, which any Python "
+            "tool built on them pays.",
+            "",
+        )
+        rows = []
+        order = sorted(
+            ml_phases,
+            key=lambda x: (
+                x.startswith("total"),
+                not x.startswith("import"),
+                not x.startswith("parse"),
+            ),
+        )
+        for label in order:
+            rows.append([label, _s(ml_phases[label]), _s(op_phases.get(label, 0.0))])
+        rows.append(
+            [
+                "interpreter start and exit",
+                _s(max(ml_t[0].cpu_median - ml_phases["total in the process"], 0.0)),
+                _s(max(op_t[0].cpu_median - op_phases["total in the process"], 0.0)),
+            ]
+        )
+        report.table(
+            [
+                "phase",
+                f"MLflow sqlite, {main_runs:,} runs",
+                f"Optuna sqlite, {studies:,} x {trials}",
+            ],
+            rows,
+        )
 
         report.add(
             "## The library path",
