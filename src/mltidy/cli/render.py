@@ -83,6 +83,10 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
     return {"uri": status.uri, "kind": status.kind.value, "ok": status.ok, "error": status.error}
 
 
+#: What ``json.dumps(..., indent=2)`` builds on every call, built once.
+_INDENTED = json.JSONEncoder(indent=2)
+
+
 def write_json(
     stores: Sequence[StoreStatus], records: Sequence[JudgedRecord], out: TextIO | None = None
 ) -> None:
@@ -98,7 +102,7 @@ def write_json(
     else:
         for index, item in enumerate(records):
             out.write(",\n    " if index else "[\n    ")
-            out.write(json.dumps(record_dict(item), indent=2).replace("\n", "\n    "))
+            out.write(_INDENTED.encode(record_dict(item)).replace("\n", "\n    "))
         out.write("\n  ]")
     out.write("\n}\n")
 
