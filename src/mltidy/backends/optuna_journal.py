@@ -150,18 +150,13 @@ class OptunaJournalBackend(
                 trial = self._storage.get_trial(trial_id)
             except KeyError:
                 return None
-            for study in self._storage.get_all_studies():
-                study_id = study._study_id
-                try:
-                    lookup = self._storage.get_trial_id_from_study_id_trial_number
-                    same = lookup(study_id, trial.number) == trial_id
-                except KeyError:
-                    continue
-                if same:
-                    return self._record(trial, study.study_name, study_id)
+            study_id = self._study_of(trial_id)
+            if study_id is None:
+                return None
+            name = self._storage.get_study_name_from_id(study_id)
         except Exception as exc:
             raise self._translate(exc) from exc
-        return None
+        return self._record(trial, name, study_id)
 
     def _study_of(self, trial_id: int) -> int | None:
         trial = self._storage.get_trial(trial_id)
