@@ -4,9 +4,10 @@ Same shape as :class:`servers.PostgresServer`: a throw-away server in a private 
 directory, listening on a free port on 127.0.0.1 only, with an all-privilege user ``mltidy``
 that logs in with a random password.  ``stop()`` is idempotent and removes the directory.
 
-Debian/Ubuntu packages: ``mariadb-server-core`` (``mariadbd``, ``mariadb-install-db``) and,
-optionally, ``mariadb-client-core`` (the ``mariadb`` CLI; this module does not need it).  The
-``-core`` packages start no service and create no ``mysql`` system user.
+Debian/Ubuntu packages: ``mariadb-server-core`` (``mariadbd``, ``mariadb-install-db``) and
+``mariadb-client-core`` (``my_print_defaults``, which ``mariadb-install-db`` calls: without it
+the data directory cannot be initialised).  The ``-core`` packages start no service and create
+no ``mysql`` system user.
 
 Implementation notes:
 
@@ -104,7 +105,10 @@ def find_mysql_binaries() -> tuple[Path, Path] | None:
 
     install_db = find(("mariadb-install-db", "mysql_install_db"))
     server = find(("mariadbd", "mysqld"))
-    if install_db is None or server is None:
+    # mariadb-install-db runs my_print_defaults (package mariadb-client-core) from its own
+    # folder or PATH; without it the bootstrap fails with a confusing error.
+    print_defaults = find(("my_print_defaults",))
+    if install_db is None or server is None or print_defaults is None:
         return None
     return install_db, server
 
@@ -244,9 +248,10 @@ class MysqlServer:
         binaries = self._binaries or find_mysql_binaries()
         if binaries is None:
             raise ServerUnavailable(
-                "MariaDB server binaries (mariadb-install-db/mysql_install_db and "
-                "mariadbd/mysqld) not found: tried $MLTIDY_MYSQL_BINDIR, $PATH, /usr/bin and "
-                "/usr/sbin. Install e.g. the Debian package mariadb-server-core."
+                "MariaDB binaries (mariadb-install-db/mysql_install_db, mariadbd/mysqld and "
+                "my_print_defaults) not found: tried $MLTIDY_MYSQL_BINDIR, $PATH, /usr/bin and "
+                "/usr/sbin. Install the Debian packages mariadb-server-core and "
+                "mariadb-client-core."
             )
         if importlib.util.find_spec("pymysql") is None:
             raise ServerUnavailable("the pymysql package is not installed (pip install pymysql)")
