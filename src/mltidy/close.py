@@ -15,19 +15,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    CloseRequest,
-    CloseStatus,
-    Selection,
-    TrialRetrier,
-)
+from mltidy.backends.interface import Backend, Closer, TrialRetrier
 from mltidy.backends.registry import open_backend
 from mltidy.config import StoreSpec
 from mltidy.errors import StoreError, UsageError
 from mltidy.judge import Policy, heartbeat_at
-from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, VerdictKind, utc_now
+from mltidy.model import (
+    CloseRequest,
+    CloseStatus,
+    JudgedRecord,
+    Record,
+    RecordKind,
+    Selection,
+    StoreStatus,
+    VerdictKind,
+    utc_now,
+)
 from mltidy.probe import LocalFacts
 from mltidy.redact import redact
 from mltidy.scan import iter_scan

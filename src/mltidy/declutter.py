@@ -13,19 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from mltidy.backends.interface import (
-    Backend,
-    RunContents,
-    RunDeclutterer,
-    Selection,
-    StudyHealth,
-    StudyReporter,
-)
+from mltidy.backends.interface import Backend, RunDeclutterer, StudyReporter
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.durations import format_duration
 from mltidy.errors import StoreError
-from mltidy.model import StoreKind, StoreStatus
+from mltidy.model import RunContents, Selection, StoreKind, StoreStatus, StudyHealth
 from mltidy.redact import redact
 
 

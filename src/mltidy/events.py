@@ -21,7 +21,6 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
 
-from mltidy.backends.interface import StudyProgress
 from mltidy.durations import format_duration
 from mltidy.judge import short_command
 from mltidy.links import (
@@ -32,7 +31,7 @@ from mltidy.links import (
     mlflow_run_url,
     mlflow_ui_for,
 )
-from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, VerdictKind
+from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, StudyProgress, VerdictKind
 from mltidy.provenance import facts as keys
 from mltidy.provenance.mlflow_keys import STUDY, TRIAL_NUMBER
 

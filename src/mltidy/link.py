@@ -27,20 +27,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from mltidy.backends.interface import (
-    Backend,
-    RunLinker,
-    RunRef,
-    Selection,
-    TrialLinker,
-    TrialRef,
-)
+from mltidy.backends.interface import Backend, RunLinker, TrialLinker
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.dashboard_notes import with_section
 from mltidy.errors import StoreError
 from mltidy.links import LinkBases, dashboard_trial_url, mlflow_run_url, mlflow_ui_for
-from mltidy.model import StoreKind, StoreStatus
+from mltidy.model import RunRef, Selection, StoreKind, StoreStatus, TrialRef
 from mltidy.redact import redact
 
 STUDY_TAG = "optuna.study_name"

@@ -13,9 +13,9 @@ import os
 from typing import Any
 
 from mltidy import dashboard_notes
-from mltidy.backends.interface import RunRef, TrialRef
 from mltidy.link import RUN_URL_ATTR, link_values
 from mltidy.links import DEFAULT_DASHBOARD, LinkBases
+from mltidy.model import RunRef, TrialRef
 from mltidy.provenance.mlflow_keys import TRIAL_ID
 from mltidy.provenance.mlflow_plugin import storage_name
 

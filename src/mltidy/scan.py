@@ -10,13 +10,21 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.interface import Backend
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.errors import StoreError
 from mltidy.judge import Policy, Provenance, judge
 from mltidy.links import LinkBases, record_url
-from mltidy.model import JudgedRecord, Record, RecordKind, StoreKind, StoreStatus, VerdictKind
+from mltidy.model import (
+    JudgedRecord,
+    Record,
+    RecordKind,
+    Selection,
+    StoreKind,
+    StoreStatus,
+    VerdictKind,
+)
 from mltidy.probe import LocalFacts
 from mltidy.provenance import facts as keys
 from mltidy.provenance.mlflow_keys import STUDY, TRIAL_ID, TRIAL_NUMBER

@@ -36,12 +36,11 @@ from types import FrameType
 from typing import Any
 
 from mltidy import close
-from mltidy.backends.interface import Selection
 from mltidy.config import StoreSpec
 from mltidy.durations import format_duration
 from mltidy.events import Event, EventKind, LinkSettings, Severity, describe_record, when
 from mltidy.judge import Policy, short_command
-from mltidy.model import JudgedRecord, RecordKind, Verdict, VerdictKind, utc_now
+from mltidy.model import JudgedRecord, RecordKind, Selection, Verdict, VerdictKind, utc_now
 from mltidy.probe import LocalFacts, LocalProbe
 from mltidy.provenance import facts as keys
 from mltidy.redact import redact

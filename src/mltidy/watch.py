@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mltidy import close
-from mltidy.backends.interface import RunHistory, Selection, StudyProgress, StudyWatcher
+from mltidy.backends.interface import RunHistory, StudyWatcher
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.durations import format_duration
@@ -51,8 +51,10 @@ from mltidy.model import (
     JudgedRecord,
     Record,
     RecordKind,
+    Selection,
     StoreKind,
     StoreStatus,
+    StudyProgress,
     VerdictKind,
     utc_now,
 )

@@ -3,7 +3,8 @@
 Importing this package imports no database or ML library; backends import them when opened.
 """
 
-from mltidy.backends.interface import Backend, Selection
+from mltidy.backends.interface import Backend
 from mltidy.backends.registry import open_backend
+from mltidy.model import Selection
 
 __all__ = ["Backend", "Selection", "open_backend"]

@@ -21,27 +21,20 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
 
-from mltidy.model import Record, StoreKind
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which containers to read. Empty tuples mean all of them."""
-
-    experiments: tuple[str, ...] = ()
-    studies: tuple[str, ...] = ()
-
-    def wants_experiment(self, name: str, experiment_id: str) -> bool:
-        """Whether an experiment (by name or id) is selected."""
-        return not self.experiments or name in self.experiments or experiment_id in self.experiments
-
-    def wants_study(self, name: str) -> bool:
-        """Whether a study is selected."""
-        return not self.studies or name in self.studies
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    Record,
+    RunContents,
+    RunRef,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+    TrialRef,
+)
 
 
 class Backend(abc.ABC):
@@ -101,41 +94,6 @@ class Backend(abc.ABC):
         self.close()
 
 
-class CloseStatus(str, Enum):
-    """What happened to one record a close tried to change."""
-
-    CLOSED = "closed"
-    NOT_RUNNING = "not_running"
-    MISSING = "missing"
-
-
-@dataclass(frozen=True)
-class CloseRequest:
-    """Close one record, if and only if it is still running.
-
-    Attributes:
-        record_id: the run id or trial id.
-        new_state: ``KILLED``/``FAILED`` for MLflow runs, ``FAIL`` for Optuna trials.
-        end_time: the true end (last activity), written as the run's ``end_time`` or the
-            trial's ``datetime_complete`` where the store allows it.
-        attributes: the audit trail (``mltidy.closed_*``) written on the record in the same
-            change, as tags or trial system attributes.
-    """
-
-    record_id: str
-    new_state: str
-    end_time: datetime
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CloseResult:
-    """The outcome of one :class:`CloseRequest`, and the state found when it was not closed."""
-
-    status: CloseStatus
-    state: str | None = None
-
-
 class Closer(abc.ABC):
     """Capability: end a running record with a compare-and-set.
 
@@ -173,23 +131,6 @@ class TrialRetrier(abc.ABC):
         """
 
 
-@dataclass(frozen=True)
-class RunContents:
-    """What a finished run holds, to tell an empty leftover from a run worth keeping."""
-
-    record: Record
-    closed_at: datetime | None
-    metrics: int
-    params: int
-    artifacts: int | None
-    """``None`` when the artifact store cannot be checked cheaply (kept, to be safe)."""
-
-    @property
-    def is_empty(self) -> bool:
-        """Nothing worth keeping: no metrics, no params, no artifacts."""
-        return self.metrics == 0 and self.params == 0 and self.artifacts == 0
-
-
 class RunDeclutterer(abc.ABC):
     """Capability: find the runs mltidy closed, and soft-delete (restorable) empty ones."""
 
@@ -203,58 +144,12 @@ class RunDeclutterer(abc.ABC):
         brings it back). Returns ``False`` when the run is running, gone or already deleted."""
 
 
-@dataclass(frozen=True)
-class StudyHealth:
-    """How many of a study's trials are failures or zombies, and what they cost."""
-
-    study: str
-    trials: int
-    running: int
-    failed: int
-    closed_by_mltidy: int
-    failed_seconds: float
-
-
 class StudyReporter(abc.ABC):
     """Capability: per-study counts of failed and unfinished trials."""
 
     @abc.abstractmethod
     def study_health(self, selection: Selection) -> list[StudyHealth]:
         """One entry per selected study."""
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """An MLflow run as the linker sees it (any state).
-
-    ``tags`` holds the keys linking reads: ``mltidy.optuna.*`` (the plugin's), ``optuna.*``
-    (mltidy's links), ``number``/``datetime_start`` (optuna-integration's MLflowCallback) and
-    ``mlflow.note.content`` (the run's description).
-    """
-
-    store: str
-    run_id: str
-    name: str
-    experiment_id: str
-    experiment: str
-    tags: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class TrialRef:
-    """An Optuna trial as the linker sees it (any state)."""
-
-    store: str
-    study: str
-    study_id: str
-    trial_id: str
-    number: int
-    state: str
-    started_at: datetime | None
-    run_id_user_attr: str | None
-    run_id_system_attr: str | None
-    run_url: str | None
-    note: str
 
 
 class RunLinker(abc.ABC):
@@ -306,52 +201,6 @@ class RunHistory(abc.ABC):
         Raises:
             StoreError: the store cannot be read.
         """
-
-
-@dataclass(frozen=True)
-class StudyProgress:
-    """Where an Optuna study stands, for ``watch``'s "study finished" and "study stopped".
-
-    Attributes:
-        study: the study name.
-        study_id: the storage's study id (as a string; optuna-dashboard links use it).
-        directions: ``MINIMIZE``/``MAXIMIZE`` per objective.
-        trials: all trials, in any state.
-        running, waiting, complete, pruned, failed: trials per state.
-        first_started_at: the earliest trial start (aware UTC), if any.
-        last_started_at: the newest trial start, if any.
-        last_completed_at: the newest trial end, if any.
-        best_value: the best objective value of a single-objective study, if any trial completed.
-        best_trial_number: the number of that trial.
-        budget: the trial budget from the study's ``mltidy.budget`` user attribute, if set.
-    """
-
-    study: str
-    study_id: str
-    directions: tuple[str, ...]
-    trials: int
-    running: int
-    waiting: int
-    complete: int
-    pruned: int
-    failed: int
-    first_started_at: datetime | None = None
-    last_started_at: datetime | None = None
-    last_completed_at: datetime | None = None
-    best_value: float | None = None
-    best_trial_number: int | None = None
-    budget: int | None = None
-
-    @property
-    def finished(self) -> int:
-        """Trials that ended, whatever their outcome (complete, pruned, failed)."""
-        return self.complete + self.pruned + self.failed
-
-    @property
-    def last_activity_at(self) -> datetime | None:
-        """The newest trial start or end."""
-        times = [t for t in (self.last_started_at, self.last_completed_at) if t is not None]
-        return max(times) if times else None
 
 
 class StudyWatcher(abc.ABC):

@@ -12,17 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    CloseRequest,
-    CloseResult,
-    CloseStatus,
-    RunContents,
-    RunDeclutterer,
-    RunHistory,
-    Selection,
-)
+from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory
 from mltidy.backends.mlflow_client_links import MlflowClientLinks
 from mltidy.errors import (
     NotAStore,
@@ -31,7 +21,18 @@ from mltidy.errors import (
     StoreNotFound,
     StoreUnreachable,
 )
-from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms, utc_now
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RecordKind,
+    RunContents,
+    Selection,
+    StoreKind,
+    from_epoch_ms,
+    utc_now,
+)
 from mltidy.redact import redact
 
 if TYPE_CHECKING:

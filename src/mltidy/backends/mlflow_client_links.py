@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import RunLinker, RunRef
+from mltidy.backends.interface import RunLinker
 from mltidy.errors import StoreError
+from mltidy.model import RunRef
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

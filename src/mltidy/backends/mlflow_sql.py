@@ -17,17 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    CloseRequest,
-    CloseResult,
-    CloseStatus,
-    RunContents,
-    RunDeclutterer,
-    RunHistory,
-    Selection,
-)
+from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory
 from mltidy.backends.mlflow_sql_links import MlflowSqlLinks
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
@@ -39,7 +29,18 @@ from mltidy.backends.sql import (
     translate_sql_error,
 )
 from mltidy.errors import NotAStore
-from mltidy.model import Record, RecordKind, StoreKind, from_epoch_ms, utc_now
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RecordKind,
+    RunContents,
+    Selection,
+    StoreKind,
+    from_epoch_ms,
+    utc_now,
+)
 from mltidy.redact import redact
 
 if TYPE_CHECKING:

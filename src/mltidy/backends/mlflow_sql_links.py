@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import RunLinker, RunRef
+from mltidy.backends.interface import RunLinker
 from mltidy.backends.sql import retry_locked, translate_sql_error
+from mltidy.model import RunRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

@@ -11,23 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    CloseRequest,
-    CloseResult,
-    CloseStatus,
-    Selection,
-    StudyHealth,
-    StudyProgress,
-    StudyReporter,
-    StudyWatcher,
-    TrialRetrier,
-)
+from mltidy.backends.interface import Backend, Closer, StudyReporter, StudyWatcher, TrialRetrier
 from mltidy.backends.optuna_journal_links import OptunaJournalLinks
 from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
-from mltidy.model import Record, RecordKind, StoreKind
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RecordKind,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+)
 from mltidy.redact import redact
 
 if TYPE_CHECKING:

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes
-from mltidy.backends.interface import Selection, TrialLinker, TrialRef
+from mltidy.backends.interface import TrialLinker
 from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import StoreError
+from mltidy.model import Selection, TrialRef
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage

@@ -20,19 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    CloseRequest,
-    CloseResult,
-    CloseStatus,
-    Selection,
-    StudyHealth,
-    StudyProgress,
-    StudyReporter,
-    StudyWatcher,
-    TrialRetrier,
-)
+from mltidy.backends.interface import Backend, Closer, StudyReporter, StudyWatcher, TrialRetrier
 from mltidy.backends.optuna_sql_links import OptunaSqlLinks
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
 from mltidy.backends.schema_versions import OPTUNA_REVISIONS, OPTUNA_SCHEMA_VERSION
@@ -44,7 +32,18 @@ from mltidy.backends.sql import (
     translate_sql_error,
 )
 from mltidy.errors import NotAStore, StoreError
-from mltidy.model import Record, RecordKind, StoreKind, utc_now
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RecordKind,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+    utc_now,
+)
 from mltidy.redact import redact
 
 if TYPE_CHECKING:

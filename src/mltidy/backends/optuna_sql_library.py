@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from mltidy.backends.interface import Selection
 from mltidy.backends.optuna_journal import LINK_KEYS, OptunaJournalBackend
 from mltidy.backends.optuna_sql import db_clock_offset, inspect_storage
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
@@ -43,7 +42,7 @@ from mltidy.backends.sql import (
     translate_sql_error,
 )
 from mltidy.errors import StoreError, UnsupportedSchema
-from mltidy.model import Record, RecordKind, utc_now
+from mltidy.model import Record, RecordKind, Selection, utc_now
 from mltidy.redact import redact
 
 if TYPE_CHECKING:

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes
-from mltidy.backends.interface import Selection, TrialLinker, TrialRef
+from mltidy.backends.interface import TrialLinker
 from mltidy.backends.sql import retry_locked, translate_sql_error
+from mltidy.model import Selection, TrialRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine

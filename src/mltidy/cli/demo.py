@@ -11,7 +11,6 @@ import typer
 from rich.text import Text
 
 from mltidy import close
-from mltidy.backends.interface import Selection
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.link import links_table
 from mltidy.cli.options import NotifyOption
@@ -24,7 +23,7 @@ from mltidy.events import LinkSettings, Message, compose
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.link import LinkStatus, link
 from mltidy.links import LinkBases
-from mltidy.model import StoreKind, utc_now
+from mltidy.model import Selection, StoreKind, utc_now
 from mltidy.notify import Target, deliver, resolve_targets, validate
 from mltidy.probe import LocalProbe
 from mltidy.scan import scan

@@ -6,12 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mltidy.backends.interface import Selection
 from mltidy.config import FileConfig, StoreSpec, load_file_config, resolve_stores
 from mltidy.durations import parse_duration
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.links import DEFAULT_DASHBOARD, LinkBases
-from mltidy.model import utc_now
+from mltidy.model import Selection, utc_now
 
 
 @dataclass(frozen=True)
