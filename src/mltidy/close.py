@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, TrialRetrier
 from mltidy.backends.registry import open_backend
 from mltidy.config import StoreSpec
@@ -32,7 +33,6 @@ from mltidy.model import (
     utc_now,
 )
 from mltidy.probe import LocalFacts
-from mltidy.redact import redact
 from mltidy.scan import iter_scan
 
 MAX_REASON = 500
@@ -222,7 +222,7 @@ def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
 
 def apply(report: CloseReport, specs: Iterable[StoreSpec], options: CloseOptions) -> CloseReport:
     """Make the planned changes, store by store; failures are recorded, the rest goes on."""
-    by_uri = {redact(spec.uri): spec for spec in specs}
+    by_uri = {store_id(spec.kind, spec.uri): spec for spec in specs}
     done: list[Change] = []
     skipped = list(report.skipped)
     backends: dict[str, Backend | StoreError] = {}

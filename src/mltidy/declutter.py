@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, RunDeclutterer, StudyReporter
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
 from mltidy.durations import format_duration
 from mltidy.errors import StoreError
 from mltidy.model import RunContents, Selection, StoreKind, StoreStatus, StudyHealth
-from mltidy.redact import redact
 
 
 class RunAction(str, Enum):
@@ -98,7 +98,7 @@ def declutter(
     runs: list[RunDecision] = []
     studies: list[tuple[str, StudyHealth]] = []
     for spec in specs:
-        shown = redact(spec.uri)
+        shown = store_id(spec.kind, spec.uri)
         try:
             backend = open_backend(spec.kind, spec.uri, writable=apply)
         except StoreError as exc:
@@ -139,7 +139,7 @@ def _runs(
                     action, why = RunAction.KEEP, "changed since the scan; left alone"
             except StoreError as exc:
                 action, why = RunAction.FAILED, exc.message
-        decisions.append(RunDecision(contents, action, why, redact(spec.uri)))
+        decisions.append(RunDecision(contents, action, why, store_id(spec.kind, spec.uri)))
     return decisions
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, RunLinker, TrialLinker
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
@@ -34,7 +35,6 @@ from mltidy.dashboard_notes import with_section
 from mltidy.errors import StoreError
 from mltidy.links import LinkBases, dashboard_trial_url, mlflow_run_url, mlflow_ui_for
 from mltidy.model import RunRef, Selection, StoreKind, StoreStatus, TrialRef
-from mltidy.redact import redact
 
 STUDY_TAG = "optuna.study_name"
 NUMBER_TAG = "optuna.trial_number"
@@ -219,7 +219,7 @@ def link(
     index = _Index()
     try:
         for spec in sorted(specs, key=lambda s: s.kind is StoreKind.MLFLOW):
-            shown = redact(spec.uri)
+            shown = store_id(spec.kind, spec.uri)
             try:
                 backend = open_backend(spec.kind, spec.uri, writable=not dry_run)
             except StoreError as exc:

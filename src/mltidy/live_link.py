@@ -13,9 +13,10 @@ import os
 from typing import Any
 
 from mltidy import dashboard_notes
+from mltidy.backends.identity import store_id
 from mltidy.link import RUN_URL_ATTR, link_values
 from mltidy.links import DEFAULT_DASHBOARD, LinkBases
-from mltidy.model import RunRef, TrialRef
+from mltidy.model import RunRef, StoreId, StoreKind, TrialRef
 from mltidy.provenance.mlflow_keys import TRIAL_ID
 from mltidy.provenance.mlflow_plugin import storage_name
 
@@ -57,7 +58,7 @@ def link_live(trial: Any, bases: LinkBases) -> bool:
         version, note, chunks = dashboard_notes.read_note(study_attrs, trial._trial_id)
         experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id)
         trial_ref = TrialRef(
-            store=storage_name(storage) or "",
+            store=storage_name(storage) or StoreId(""),
             study=trial.study.study_name,
             study_id=str(study_id),
             trial_id=str(trial._trial_id),
@@ -70,7 +71,7 @@ def link_live(trial: Any, bases: LinkBases) -> bool:
             note=note,
         )
         run_ref = RunRef(
-            store=mlflow.get_tracking_uri(),
+            store=store_id(StoreKind.MLFLOW, mlflow.get_tracking_uri()),
             run_id=run.info.run_id,
             name=run.info.run_name or run.info.run_id,
             experiment_id=str(run.info.experiment_id),

@@ -7,6 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from types import MappingProxyType
+from typing import NewType
+
+#: A store's canonical, secret-free identity: the absolute path of a file store, the normalised
+#: URI without credentials of a server (``backends/identity.py`` computes it).
+StoreId = NewType("StoreId", str)
 
 
 class StoreKind(str, Enum):
@@ -49,7 +54,7 @@ class Record:
 
     Attributes:
         kind: run or trial.
-        store: the store's display URI (already redacted).
+        store: the identity of the store it was read from.
         id: the MLflow run id, or the Optuna trial id (as a string).
         name: run name, or ``"trial N"``.
         container: experiment name or study name.
@@ -66,7 +71,7 @@ class Record:
     """
 
     kind: RecordKind
-    store: str
+    store: StoreId
     id: str
     name: str
     container: str
@@ -92,9 +97,12 @@ class JudgedRecord:
 
 @dataclass(frozen=True)
 class StoreStatus:
-    """How reading one store went (the ``stores`` list of the JSON contract)."""
+    """How reading one store went (the ``stores`` list of the JSON contract).
 
-    uri: str
+    ``uri`` is the store's identity (secret-free, absolute), shown and written as JSON.
+    """
+
+    uri: StoreId
     kind: StoreKind
     ok: bool
     error: str | None = None
@@ -218,7 +226,7 @@ class RunRef:
     ``mlflow.note.content`` (the run's description).
     """
 
-    store: str
+    store: StoreId
     run_id: str
     name: str
     experiment_id: str
@@ -230,7 +238,7 @@ class RunRef:
 class TrialRef:
     """An Optuna trial as the linker sees it (any state)."""
 
-    store: str
+    store: StoreId
     study: str
     study_id: str
     trial_id: str

@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
@@ -21,6 +22,7 @@ from mltidy.model import (
     Record,
     RecordKind,
     Selection,
+    StoreId,
     StoreKind,
     StoreStatus,
     VerdictKind,
@@ -28,7 +30,6 @@ from mltidy.model import (
 from mltidy.probe import LocalFacts
 from mltidy.provenance import facts as keys
 from mltidy.provenance.mlflow_keys import STUDY, TRIAL_ID, TRIAL_NUMBER
-from mltidy.redact import redact
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _scan_store(
     this_host: bool,
     bases: LinkBases | None,
 ) -> Iterator[ScanEvent]:
-    shown = redact(spec.uri)
+    shown = store_id(spec.kind, spec.uri)
     tracking = spec.uri if spec.uri.startswith("http") else None
     try:
         backend = open_backend(spec.kind, spec.uri)
@@ -183,7 +184,7 @@ def _scan_store(
     yield StoreStatus(shown, spec.kind, ok=True, source=spec.source, detail=detail)
 
 
-def _failed(spec: StoreSpec, shown: str, exc: StoreError) -> StoreStatus:
+def _failed(spec: StoreSpec, shown: StoreId, exc: StoreError) -> StoreStatus:
     message = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
     return StoreStatus(shown, spec.kind, ok=False, error=message, source=spec.source)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mltidy import close
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import RunHistory, StudyWatcher
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.config import StoreSpec
@@ -52,6 +53,7 @@ from mltidy.model import (
     Record,
     RecordKind,
     Selection,
+    StoreId,
     StoreKind,
     StoreStatus,
     StudyProgress,
@@ -60,7 +62,6 @@ from mltidy.model import (
 )
 from mltidy.notify import Delivery, Target, deliver
 from mltidy.probe import LocalFacts, LocalProbe
-from mltidy.redact import redact
 from mltidy.scan import iter_scan
 from mltidy.watch_state import WatchState
 
@@ -170,7 +171,7 @@ def poll(
         found = _Found()
         by_uri = {s.uri: s for s in statuses}
         for spec in specs:
-            status = by_uri.get(redact(spec.uri))
+            status = by_uri.get(store_id(spec.kind, spec.uri))
             if status is None:
                 continue
             if not status.ok:
@@ -395,7 +396,7 @@ def _close(
     for i, event in enumerate(found.events):
         if event.kind is not EventKind.DEAD or not event.subject:
             continue
-        change = outcomes.get((event.store or "", event.subject.split(":", 1)[1]))
+        change = outcomes.get((StoreId(event.store or ""), event.subject.split(":", 1)[1]))
         if change is None:
             continue
         if change.outcome is close.Outcome.CLOSED:

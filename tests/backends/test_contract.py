@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from mltidy.backends import Selection, open_backend
+from mltidy.backends.identity import sqlite_file
 from mltidy.backends.interface import RunHistory, StudyWatcher
-from mltidy.backends.sql import sqlite_path
 from mltidy.errors import StoreError, StoreNotFound
 from mltidy.model import Record, RecordKind, StoreKind, utc_now
 
@@ -104,7 +104,7 @@ def test_selection_filters_by_experiment_or_study(case: StoreCase) -> None:
 
 def _fingerprint(uri: str) -> str | None:
     """Hash of a local store's bytes (sqlite file, journal file, mlruns tree)."""
-    path = sqlite_path(uri)
+    path = sqlite_file(uri)
     if path is None and "://" not in uri:
         path = Path(uri.removeprefix("file:"))
     if path is None:

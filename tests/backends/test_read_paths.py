@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from killed_jobs import KilledJobs
 from mltidy.backends import Selection, open_backend
+from mltidy.backends.identity import sqlite_file
 from mltidy.backends.mlflow_sql import MlflowSqlBackend
 from mltidy.backends.mlflow_sql_library import MlflowSqlLibraryBackend
 from mltidy.backends.optuna_sql import OptunaSqlBackend
 from mltidy.backends.optuna_sql_library import OptunaSqlLibraryBackend
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
-from mltidy.backends.sql import sqlite_path
 from mltidy.cli.app import app
 from mltidy.errors import NotAStore, UnsupportedSchema, UsageError
 from mltidy.model import Record, StoreKind
@@ -154,7 +154,7 @@ def copies(sqlite_world: KilledJobs, tmp_path: Path, monkeypatch: pytest.MonkeyP
     """Copies of the sqlite world's stores, to change their schema version; run in an empty
     working folder, so that anything a library writes next to it would show."""
     for uri, name in ((sqlite_world.mlflow_uri, "mlflow.db"), (sqlite_world.optuna_url, "o.db")):
-        source = sqlite_path(uri)
+        source = sqlite_file(uri)
         assert source is not None
         shutil.copy(source, tmp_path / name)
     work = tmp_path / "cwd"

@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 
 from killed_jobs import KilledJobs
 from mltidy.backends import Selection, open_backend
+from mltidy.backends.identity import sqlite_file
 from mltidy.backends.mlflow_sql import CHUNK
-from mltidy.backends.sql import sqlite_path
 from mltidy.model import StoreKind
 
 
@@ -59,7 +59,7 @@ def _add_running_runs(path: Path, count: int) -> None:
 def test_tags_are_read_one_partition_at_a_time(
     sqlite_world: KilledJobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = sqlite_path(sqlite_world.mlflow_uri)
+    source = sqlite_file(sqlite_world.mlflow_uri)
     assert source is not None
     copy = tmp_path / "mlflow.db"
     shutil.copy(source, copy)

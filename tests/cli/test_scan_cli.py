@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from killed_jobs import KilledJobs
-from mltidy.backends.sql import sqlite_path
+from mltidy.backends.identity import sqlite_file
 from mltidy.cli.app import app
 
 RECORD_KEYS = [
@@ -42,7 +42,7 @@ def lab(sqlite_world: KilledJobs, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (sqlite_world.mlflow_uri, "tracking.sqlite"),
         (sqlite_world.optuna_url, "hpo.bin"),
     ):
-        source = sqlite_path(uri)
+        source = sqlite_file(uri)
         assert source is not None
         shutil.copy(source, tmp_path / name)
     monkeypatch.chdir(tmp_path)
@@ -222,7 +222,7 @@ def test_passwords_are_never_printed(tmp_path: Path) -> None:
     code, out, err = invoke("scan", "-f", "json", "--mlflow", url)
     assert code == 3
     assert "hunter2" not in out + err
-    assert "bob:***@" in out
+    assert "postgresql://bob@127.0.0.1" in out  # the identity: no password at all
 
 
 def test_usage_errors_in_json_mode_are_json(tmp_path: Path) -> None:

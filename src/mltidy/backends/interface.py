@@ -30,6 +30,7 @@ from mltidy.model import (
     RunContents,
     RunRef,
     Selection,
+    StoreId,
     StoreKind,
     StudyHealth,
     StudyProgress,
@@ -42,11 +43,11 @@ class Backend(abc.ABC):
 
     Attributes:
         kind: which kind of store this is.
-        uri: the store's URI for display, with secrets redacted.
+        uri: the store's identity (secret-free, absolute; ``backends/identity.py``).
     """
 
     kind: StoreKind
-    uri: str
+    uri: StoreId
 
     @abc.abstractmethod
     def describe(self) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory
 from mltidy.backends.mlflow_client_links import MlflowClientLinks
 from mltidy.errors import (
@@ -93,7 +94,7 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, RunHistory, MlflowCli
     )
 
     def __init__(self, uri: str, *, writable: bool = False) -> None:
-        self.uri = redact(uri)
+        self.uri = store_id(self.kind, uri)
         self.is_server = uri.startswith(("http://", "https://"))
         if self.is_server:
             for key, value in HTTP_DEFAULTS.items():

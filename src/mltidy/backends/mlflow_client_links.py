@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from mltidy.backends.interface import RunLinker
 from mltidy.errors import StoreError
-from mltidy.model import RunRef
+from mltidy.model import RunRef, StoreId
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -23,7 +23,7 @@ LINK_TAG_PREFIXES = ("mltidy.optuna.", "optuna.")
 class MlflowClientLinks(RunLinker):
     """Run-side linking through MLflow's client."""
 
-    uri: str
+    uri: StoreId
     _client: MlflowClient
     _experiments: dict[str, str]
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory
 from mltidy.backends.mlflow_sql_links import MlflowSqlLinks
 from mltidy.backends.schema_versions import mlflow_fast_revisions
@@ -41,7 +42,6 @@ from mltidy.model import (
     from_epoch_ms,
     utc_now,
 )
-from mltidy.redact import redact
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -96,7 +96,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, MlflowSqlLin
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
-        self.uri = redact(url)
+        self.uri = store_id(self.kind, url)
         self._engine: Engine = create_reader_engine(url, writable=writable)
         self._t = _schema()
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.mlflow_client import MlflowClientBackend
 from mltidy.backends.mlflow_sql import inspect_store
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
@@ -35,7 +36,6 @@ from mltidy.backends.sql import (
     translate_sql_error,
 )
 from mltidy.errors import StoreError, UnsupportedSchema
-from mltidy.redact import redact
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -46,7 +46,7 @@ class MlflowSqlLibraryBackend(MlflowClientBackend):
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
-        self.uri = redact(url)
+        self.uri = store_id(self.kind, url)
         self.is_server = False
         url = "postgresql://" + url[len("postgres://") :] if url.startswith("postgres://") else url
         self.revision: str = _check_safe_to_open(url, self.uri)

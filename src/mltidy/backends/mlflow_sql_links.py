@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from mltidy.backends.interface import RunLinker
 from mltidy.backends.sql import retry_locked, translate_sql_error
-from mltidy.model import RunRef
+from mltidy.model import RunRef, StoreId
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -25,7 +25,7 @@ CHUNK = 500
 class MlflowSqlLinks(RunLinker):
     """Run-side linking over SQL (no mlflow import)."""
 
-    uri: str
+    uri: StoreId
     _engine: Engine
     _t: dict[str, Any]
 

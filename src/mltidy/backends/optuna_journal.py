@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, StudyReporter, StudyWatcher, TrialRetrier
 from mltidy.backends.optuna_journal_links import OptunaJournalLinks
 from mltidy.backends.optuna_time import journal_to_utc
@@ -70,7 +71,7 @@ class OptunaJournalBackend(
     )
 
     def __init__(self, uri: str, *, writable: bool = False) -> None:
-        self.uri = redact(uri)
+        self.uri = store_id(self.kind, uri)
         self.is_redis = uri.startswith(("redis://", "rediss://", "unix://"))
         if not self.is_redis:
             path = journal_path(uri)

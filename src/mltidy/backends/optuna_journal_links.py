@@ -14,7 +14,7 @@ from mltidy import dashboard_notes
 from mltidy.backends.interface import TrialLinker
 from mltidy.backends.optuna_time import journal_to_utc
 from mltidy.errors import StoreError
-from mltidy.model import Selection, TrialRef
+from mltidy.model import Selection, StoreId, TrialRef
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class OptunaJournalLinks(TrialLinker):
     """Trial-side linking through optuna's journal storage."""
 
-    uri: str
+    uri: StoreId
     _storage: BaseStorage
 
     def _translate(self, exc: BaseException) -> StoreError:

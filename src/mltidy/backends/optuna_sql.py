@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, StudyReporter, StudyWatcher, TrialRetrier
 from mltidy.backends.optuna_sql_links import OptunaSqlLinks
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
@@ -44,7 +45,6 @@ from mltidy.model import (
     StudyProgress,
     utc_now,
 )
-from mltidy.redact import redact
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -116,7 +116,7 @@ class OptunaSqlBackend(Backend, Closer, TrialRetrier, StudyReporter, StudyWatche
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
-        self.uri = redact(url)
+        self.uri = store_id(self.kind, url)
         self._engine: Engine = create_reader_engine(url, writable=writable)
         self._t = _schema()
         try:

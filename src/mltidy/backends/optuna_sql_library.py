@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from mltidy.backends.identity import sqlite_file, store_id
 from mltidy.backends.optuna_journal import LINK_KEYS, OptunaJournalBackend
 from mltidy.backends.optuna_sql import db_clock_offset, inspect_storage
 from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
@@ -37,7 +38,6 @@ from mltidy.backends.sql import (
     PG_READ_ONLY_OPTIONS,
     SQLITE_BUSY_TIMEOUT_S,
     create_reader_engine,
-    sqlite_path,
     takes_libpq_options,
     translate_sql_error,
 )
@@ -64,7 +64,7 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
     def __init__(self, url: str, *, writable: bool = False) -> None:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
-        self.uri = redact(url)
+        self.uri = store_id(self.kind, url)
         self._uri = url
         self.is_redis = False
         self.path = None
@@ -254,7 +254,7 @@ def _engine_kwargs(url: str, writable: bool) -> dict[str, Any]:
     A sqlite file opens through a ``mode=ro`` URI (``mode=rw`` to write: still never created);
     PostgreSQL sessions start with ``default_transaction_read_only``.
     """
-    path = sqlite_path(url)
+    path = sqlite_file(url)
     if path is not None:
         target = f"file:{quote(str(path.resolve()))}?mode={'rw' if writable else 'ro'}"
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mltidy import dashboard_notes
 from mltidy.backends.interface import TrialLinker
 from mltidy.backends.sql import retry_locked, translate_sql_error
-from mltidy.model import Selection, TrialRef
+from mltidy.model import Selection, StoreId, TrialRef
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -32,7 +32,7 @@ def _decode(value_json: str | None) -> Any:
 class OptunaSqlLinks(TrialLinker):
     """Trial-side linking over SQL (no optuna import)."""
 
-    uri: str
+    uri: StoreId
     _engine: Engine
     _t: dict[str, Any]
     _naive_utc: bool

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from mltidy.backends.identity import scheme_of
 from mltidy.backends.interface import Backend
 from mltidy.errors import UsageError
 from mltidy.model import StoreKind
@@ -97,14 +98,6 @@ def open_optuna_sql(uri: str, *, writable: bool = False) -> Backend:
     from mltidy.backends.optuna_sql_library import OptunaSqlLibraryBackend
 
     return OptunaSqlLibraryBackend(uri, writable=writable)
-
-
-def scheme_of(uri: str) -> str:
-    """The URI scheme without a driver suffix (``postgresql+psycopg2`` -> ``postgresql``)."""
-    head, sep, _ = uri.partition(":")
-    if not sep or len(head) == 1 or "/" in head:  # a plain path, or a Windows drive letter
-        return ""
-    return head.split("+", 1)[0].lower()
 
 
 def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:

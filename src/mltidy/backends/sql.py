@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
+from mltidy.backends.identity import sqlite_file
 from mltidy.errors import (
     NotAStore,
     StoreAccessDenied,
@@ -31,19 +32,6 @@ CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 10.0
 #: libpq options that make every transaction of a session read-only (the library paths' guard).
 PG_READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a ``sqlite:///`` URL, or ``None`` for other URLs and in-memory databases."""
-    if not url.startswith("sqlite:"):
-        return None
-    rest = url.split(":", 1)[1]
-    if rest.startswith("////"):
-        return Path(rest[3:])
-    if rest.startswith("///"):
-        path = rest[3:]
-        return None if path in ("", ":memory:") else Path(path)
-    return None
 
 
 def is_sqlite_file(path: Path) -> bool:
@@ -70,7 +58,7 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
     from sqlalchemy.pool import NullPool
 
-    path = sqlite_path(url)
+    path = sqlite_file(url)
     if url.startswith("sqlite:"):
         if path is None:
             raise StoreNotFound(

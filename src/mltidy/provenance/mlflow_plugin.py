@@ -25,10 +25,11 @@ from typing import Any
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
+from mltidy.backends.identity import store_id
+from mltidy.model import StoreId, StoreKind
 from mltidy.provenance.facts import process_facts
 from mltidy.provenance.heartbeat import ensure_process_heartbeat
 from mltidy.provenance.mlflow_keys import STORAGE, STUDY, TRIAL_ID, TRIAL_NUMBER
-from mltidy.redact import redact
 
 _log = logging.getLogger(__name__)
 OFF = frozenset({"0", "false", "no", "off"})
@@ -92,14 +93,15 @@ def optuna_trial_tags(frame: FrameType | None) -> dict[str, str]:
     return tags
 
 
-def storage_name(storage: Any) -> str | None:
-    """A redacted name for an Optuna storage: its URL, or its journal file's path."""
+def storage_name(storage: Any) -> StoreId | None:
+    """The identity of an Optuna storage (absolute, secret-free): from its URL, or its journal
+    file's path."""
     for candidate in (storage, getattr(storage, "_backend", None)):
         url = getattr(candidate, "url", None)
         if isinstance(url, str):
-            return redact(url)
+            return store_id(StoreKind.OPTUNA, url)
         backend = getattr(candidate, "_backend", None)
         path = getattr(backend, "_file_path", None)
         if isinstance(path, str):
-            return path
+            return store_id(StoreKind.OPTUNA, path)
     return None

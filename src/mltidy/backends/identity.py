@@ -1,0 +1,95 @@
+"""A store's one canonical identity: what reports, links and the watch state call it.
+
+The URI a person typed is relative to a folder and may hold a password; the identity is neither.
+Files become absolute (symlinks resolved, so two paths to one store are one store); servers
+lose their credentials, driver suffix and query string, and get a lower-case host. The identity
+is secret-free by construction, so it is safe to print, to store in a tag and to key state by.
+Computing it does no I/O beyond resolving a path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mltidy.model import StoreId, StoreKind
+from mltidy.redact import split_credentials
+
+_SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+
+
+def scheme_of(uri: str) -> str:
+    """The URI scheme without a driver suffix (``postgresql+psycopg2`` -> ``postgresql``)."""
+    head, sep, _ = uri.partition(":")
+    if not sep or len(head) == 1 or "/" in head:  # a plain path, or a Windows drive letter
+        return ""
+    return head.split("+", 1)[0].lower()
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, or ``None`` for other URLs and in-memory databases."""
+    if not uri.startswith("sqlite:"):
+        return None
+    rest = uri.split(":", 1)[1]
+    if rest.startswith("////"):
+        return Path(rest[3:])
+    if rest.startswith("///"):
+        path = rest[3:].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
+    return None
+
+
+def local_path(kind: StoreKind, uri: str) -> Path | None:
+    """The file or folder a local store lives in (sqlite file, ``mlruns`` folder, journal file),
+    or ``None`` for server stores."""
+    scheme = scheme_of(uri)
+    if scheme == "sqlite":
+        return sqlite_file(uri)
+    if kind is StoreKind.MLFLOW and scheme in ("", "file"):
+        return _strip_file_scheme(uri, ("file://", "file:"))
+    if kind is StoreKind.OPTUNA and scheme in ("", "file", "journal"):
+        return _strip_file_scheme(uri, ("journal://", "journal:", "file://", "file:"))
+    return None
+
+
+def _strip_file_scheme(uri: str, prefixes: tuple[str, ...]) -> Path:
+    for prefix in prefixes:
+        if uri.startswith(prefix):
+            return Path(uri[len(prefix) :])
+    return Path(uri)
+
+
+def absolute(path: Path, cwd: Path | None = None) -> Path:
+    """``path`` made absolute against ``cwd`` (default: the current folder), symlinks resolved."""
+    if not path.is_absolute():
+        path = (cwd or Path.cwd()) / path
+    try:
+        return path.resolve(strict=False)
+    except (OSError, RuntimeError):
+        return path
+
+
+def store_id(kind: StoreKind, uri: str, cwd: Path | None = None) -> StoreId:
+    """The canonical identity of the store ``uri`` names (no secrets, no relative paths)."""
+    path = local_path(kind, uri)
+    scheme = scheme_of(uri)
+    if path is not None:
+        where = absolute(path, cwd)
+        if scheme == "sqlite":
+            return StoreId(f"sqlite:///{where}")
+        if kind is StoreKind.MLFLOW:
+            return StoreId(f"file://{where}")
+        return StoreId(str(where))
+    parts = split_credentials(uri)
+    if not parts.scheme:
+        return StoreId(uri)
+    base = _SCHEME_ALIASES.get(scheme, scheme)
+    rest = parts.rest.split("?", 1)[0].split("#", 1)[0]
+    host, slash, tail = rest.partition("/")
+    user = f"{parts.user}@" if parts.user else ""
+    normalised = f"{base}://{user}{host.lower()}{slash}{tail}"
+    if base in ("http", "https"):
+        normalised = normalised.rstrip("/")
+    return StoreId(normalised)
+
+
+__all__ = ["StoreId", "absolute", "local_path", "scheme_of", "sqlite_file", "store_id"]
