@@ -21,10 +21,11 @@ from sqlalchemy.engine import make_url
 from close_world import CloseWorld, make_close_world, mlflow_snapshot, optuna_snapshot
 from mltidy import close
 from mltidy.backends import Selection
-from mltidy.config import StoreSpec
+from mltidy.backends.identity import store_spec
+from mltidy.backends.session import StoreSession
 from mltidy.demo.jobs import optuna_storage
 from mltidy.judge import Policy
-from mltidy.model import StoreKind, utc_now
+from mltidy.model import StoreKind, StoreSpec, utc_now
 from mltidy.probe import LocalProbe
 
 KINDS = [
@@ -51,8 +52,8 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CloseWorld
 
 def _specs(world: CloseWorld) -> list[StoreSpec]:
     return [
-        StoreSpec(StoreKind.MLFLOW, world.mlflow_uri, "test"),
-        StoreSpec(StoreKind.OPTUNA, world.optuna_url, "test"),
+        store_spec(StoreKind.MLFLOW, world.mlflow_uri, "test"),
+        store_spec(StoreKind.OPTUNA, world.optuna_url, "test"),
     ]
 
 
@@ -60,7 +61,8 @@ def test_a_record_that_finishes_between_plan_and_apply_stays_finished(world: Clo
     specs = _specs(world)
     selection = Selection(experiments=(world.name,), studies=(world.name,))
     options = close.CloseOptions()
-    planned = close.plan(specs, selection, Policy(now=utc_now()), LocalProbe(), options)
+    session = StoreSession(specs)
+    planned = close.plan(session, selection, Policy(now=utc_now()), LocalProbe(), options)
     killed_run = str(world.killed.run_id)
     assert killed_run in {c.item.record.id for c in planned.changes}
 
@@ -74,7 +76,8 @@ def test_a_record_that_finishes_between_plan_and_apply_stays_finished(world: Clo
     storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.COMPLETE, [0.5])
     runs_before = mlflow_snapshot(world.mlflow_uri, world.name)
 
-    applied = close.apply(planned, specs, options)
+    applied = close.apply(session, planned, options)
+    session.close()
     skipped = {s.item.record.id: s.why for s in applied.skipped}
     assert skipped[killed_run].startswith("already FINISHED")
     assert skipped[str(trial._trial_id)].startswith("already COMPLETE")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from mltidy.config import FileConfig, discover, load_file_config, resolve_stores
+from mltidy.config import STALE_AFTER, Config, FileConfig, load_file_config
+from mltidy.discovery import discover
 from mltidy.errors import UsageError
 from mltidy.model import StoreKind
 
@@ -51,11 +53,12 @@ def test_discovery_goes_by_content_not_name(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE things (x INTEGER)")
     specs = discover(tmp_path)
     found = {(s.kind, s.uri) for s in specs}
+    root = tmp_path.resolve()
     assert found == {
-        (StoreKind.MLFLOW, "sqlite:///tracking.bin"),
-        (StoreKind.OPTUNA, "sqlite:///hpo/studies.sqlite3"),
-        (StoreKind.OPTUNA, "hpo/journal.txt"),
-        (StoreKind.MLFLOW, "file:experiments"),
+        (StoreKind.MLFLOW, f"sqlite:///{root}/tracking.bin"),
+        (StoreKind.OPTUNA, f"sqlite:///{root}/hpo/studies.sqlite3"),
+        (StoreKind.OPTUNA, f"{root}/hpo/journal.txt"),
+        (StoreKind.MLFLOW, f"file://{root}/experiments"),
     }
     assert all(s.source.startswith("found ") for s in specs)
 
@@ -78,11 +81,10 @@ def test_discovery_does_not_modify_what_it_inspects(tmp_path: Path) -> None:
 
 def test_options_win_over_everything(tmp_path: Path) -> None:
     _mlflow_db(tmp_path / "mlflow.db")
-    specs = resolve_stores(
-        mlflow=["sqlite:///x.db"], env={"OPTUNA_STORAGE": "sqlite:///o.db"}, cwd=tmp_path
-    )
+    config = Config(env={"OPTUNA_STORAGE": "sqlite:///o.db"}, cwd=tmp_path)
+    specs = config.stores(mlflow=["sqlite:///x.db"])
     assert [(s.kind, s.uri, s.source) for s in specs] == [
-        (StoreKind.MLFLOW, "sqlite:///x.db", "--mlflow")
+        (StoreKind.MLFLOW, f"sqlite:///{tmp_path}/x.db", "--mlflow")
     ]
 
 
@@ -90,10 +92,10 @@ def test_environment_then_config_then_discovery_per_kind(tmp_path: Path) -> None
     _mlflow_db(tmp_path / "mlflow.db")
     _optuna_db(tmp_path / "optuna.db")
     env = {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"}
-    specs = resolve_stores(env=env, cwd=tmp_path, config=FileConfig())
+    specs = Config(FileConfig(), env, tmp_path).stores()
     assert [(s.kind, s.uri, s.source) for s in specs] == [
         (StoreKind.MLFLOW, "http://127.0.0.1:5000", "MLFLOW_TRACKING_URI"),
-        (StoreKind.OPTUNA, "sqlite:///optuna.db", "found optuna.db"),
+        (StoreKind.OPTUNA, f"sqlite:///{tmp_path}/optuna.db", "found optuna.db"),
     ]
 
 
@@ -102,13 +104,13 @@ def test_pyproject_tool_table(tmp_path: Path) -> None:
         '[project]\nname = "x"\n\n[tool.mltidy]\nmlflow = "sqlite:///runs.db"\n'
         'optuna = ["sqlite:///a.db", "journal.log"]\nstale_after = "2h"\n'
     )
-    config = load_file_config(tmp_path)
-    assert config.get_str("stale_after") == "2h"
-    specs = resolve_stores(env={}, cwd=tmp_path, config=config)
+    config = Config(load_file_config(tmp_path), {}, tmp_path)
+    assert config.value(STALE_AFTER) == timedelta(hours=2)
+    specs = config.stores()
     assert [(s.uri, s.source) for s in specs] == [
-        ("sqlite:///runs.db", "pyproject.toml"),
-        ("sqlite:///a.db", "pyproject.toml"),
-        ("journal.log", "pyproject.toml"),
+        (f"sqlite:///{tmp_path}/runs.db", "pyproject.toml"),
+        (f"sqlite:///{tmp_path}/a.db", "pyproject.toml"),
+        (f"{tmp_path}/journal.log", "pyproject.toml"),
     ]
 
 
@@ -117,14 +119,16 @@ def test_mltidy_toml_is_found_from_a_subfolder(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     config = load_file_config(tmp_path / "sub")
     assert config.path == tmp_path / "mltidy.toml"
-    assert config.get_list("optuna") == ["sqlite:///o.db"]
+    assert config.values["optuna"] == ["sqlite:///o.db"]
+    # a relative store in a config file is relative to the file's folder, not to where mltidy runs
+    (spec,) = Config(config, {}, tmp_path / "sub").stores()
+    assert spec.uri == f"sqlite:///{tmp_path}/o.db"
 
 
 def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "mltidy.toml").write_text("mlflow = [1, 2]\n")
-    config = load_file_config(tmp_path)
     with pytest.raises(UsageError):
-        config.get_list("mlflow")
+        load_file_config(tmp_path)
     (tmp_path / "mltidy.toml").write_text("mlflow = \n")
     with pytest.raises(UsageError):
         load_file_config(tmp_path)

@@ -16,21 +16,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import psutil
 import pytest
 
 from mltidy.backends import Selection
-from mltidy.config import StoreSpec
+from mltidy.backends.identity import store_spec
+from mltidy.backends.session import StoreSession
 from mltidy.demo.jobs import Job, create_stores, start_job
 from mltidy.judge import Policy
-from mltidy.model import JudgedRecord, RecordKind, StoreKind, VerdictKind, utc_now
+from mltidy.model import JudgedRecord, RecordKind, StoreKind, StoreSpec, VerdictKind, utc_now
 from mltidy.probe import LocalProbe, StaticFacts
 from mltidy.provenance.facts import read_boot_id
-from mltidy.scan import scan
+from mltidy.scan import ScanResult, scan
 
 STUDY = "liveness"
+
+
+def _scan(specs: list[StoreSpec], *args: Any, **kwargs: Any) -> ScanResult:
+    """mltidy's scan over a session of these stores."""
+    with StoreSession(specs) as session:
+        return scan(session, *args, **kwargs)
 
 
 class Lab:
@@ -57,11 +65,11 @@ class Lab:
     def scan(self, stale_after: str = "1h", facts: object | None = None) -> list[JudgedRecord]:
         seconds = {"1s": 1, "2s": 2, "1h": 3600}[stale_after]
         specs = [
-            StoreSpec(StoreKind.MLFLOW, self.mlflow_uri, "test"),
-            StoreSpec(StoreKind.OPTUNA, self.optuna_url, "test"),
+            store_spec(StoreKind.MLFLOW, self.mlflow_uri, "test"),
+            store_spec(StoreKind.OPTUNA, self.optuna_url, "test"),
         ]
         policy = Policy(now=utc_now(), stale_after=timedelta(seconds=seconds))
-        result = scan(specs, Selection(), policy, facts or LocalProbe())  # type: ignore[arg-type]
+        result = _scan(specs, Selection(), policy, facts or LocalProbe())  # type: ignore[arg-type]
         assert all(s.ok for s in result.stores)
         return list(result.records)
 
@@ -205,11 +213,11 @@ def test_optuna_opt_ins_without_mlflow(tmp_path: Path, optin: str) -> None:
     )
     try:
         create_journal.wait_ready()
-        spec = StoreSpec(StoreKind.OPTUNA, journal, "test")
-        before = scan([spec], Selection(), Policy(now=utc_now()), LocalProbe()).records
+        spec = store_spec(StoreKind.OPTUNA, journal, "test")
+        before = _scan([spec], Selection(), Policy(now=utc_now()), LocalProbe()).records
         assert [r.verdict.kind for r in before] == [VerdictKind.ALIVE]
         create_journal.kill(signal.SIGKILL)
-        after = scan([spec], Selection(), Policy(now=utc_now()), LocalProbe()).records
+        after = _scan([spec], Selection(), Policy(now=utc_now()), LocalProbe()).records
         (trial,) = after
         assert trial.verdict.kind is VerdictKind.DEAD
         assert trial.verdict.reason.startswith(f"process {create_journal.pid} ")
@@ -372,20 +380,20 @@ def test_optunas_own_heartbeat_counts_as_activity(tmp_path: Path) -> None:
         epochs=2000,
         heartbeat=1,
     )
-    spec = [StoreSpec(StoreKind.OPTUNA, url, "test")]
+    spec = [store_spec(StoreKind.OPTUNA, url, "test")]
     elsewhere = StaticFacts(host="another-host")
     try:
         job.wait_ready()
         time.sleep(2.5)
         policy = Policy(now=utc_now(), stale_after=timedelta(seconds=2))
-        (trial,) = scan(spec, Selection(), policy, elsewhere).records
+        (trial,) = _scan(spec, Selection(), policy, elsewhere).records
         assert trial.record.last_activity_at is not None
         assert trial.verdict.kind is VerdictKind.ALIVE
         assert trial.verdict.reason.startswith("last heartbeat")
         job.kill(signal.SIGKILL)
         time.sleep(3.5)
         policy = Policy(now=utc_now(), stale_after=timedelta(seconds=2))
-        (trial,) = scan(spec, Selection(), policy, elsewhere).records
+        (trial,) = _scan(spec, Selection(), policy, elsewhere).records
         assert trial.verdict.kind is VerdictKind.STALE
     finally:
         job.kill(signal.SIGKILL)

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from mltidy.backends.identity import store_id
+from mltidy import names
 from mltidy.backends.interface import Backend, Closer, TrialRetrier
-from mltidy.backends.registry import open_backend
-from mltidy.config import StoreSpec
+from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError, UsageError
 from mltidy.judge import Policy, heartbeat_at
 from mltidy.model import (
@@ -158,7 +157,7 @@ def _matches(record: Record, options: CloseOptions) -> bool:
 
 
 def plan(
-    specs: Iterable[StoreSpec],
+    session: StoreSession,
     selection: Selection,
     policy: Policy,
     facts: LocalFacts,
@@ -167,12 +166,20 @@ def plan(
     this_host: bool = False,
 ) -> CloseReport:
     """Scan and decide what to close; changes nothing."""
+    events = iter_scan(session, selection, policy, facts, this_host=this_host)
+    return plan_scanned(events, policy, options)
+
+
+def plan_scanned(
+    events: Iterable[StoreStatus | JudgedRecord], policy: Policy, options: CloseOptions
+) -> CloseReport:
+    """Decide what to close from a scan already made (``watch`` reuses its poll's scan)."""
     stores: list[StoreStatus] = []
     changes: list[Change] = []
     skipped: list[Skip] = []
     seen_runs: set[str] = set()
     seen_trials: set[tuple[str, int]] = set()
-    for event in iter_scan(specs, selection, policy, facts, this_host=this_host):
+    for event in events:
         if isinstance(event, StoreStatus):
             stores.append(event)
             continue
@@ -187,14 +194,21 @@ def plan(
         if why is not None:
             skipped.append(Skip(event, why))
             continue
-        if record.kind is RecordKind.MLFLOW_RUN:
-            state = "FAILED" if options.as_failed else "KILLED"
-        else:
-            state = "FAIL"
-        changes.append(Change(event, state, end_time_of(record, policy.now)))
+        changes.append(planned_change(event, options, policy.now))
     missing = [r for r in options.runs if r not in seen_runs]
     missing += [f"{s}:{n}" for s, n in options.trials if (s, n) not in seen_trials]
     return CloseReport(tuple(stores), tuple(changes), tuple(skipped), True, tuple(missing))
+
+
+def planned_change(item: JudgedRecord, options: CloseOptions, now: datetime) -> Change:
+    """The change that closes ``item``: runs become ``KILLED`` (``FAILED`` with ``--as
+    failed``), trials ``FAIL``; the end time is the record's last activity."""
+    record = item.record
+    if record.kind is RecordKind.MLFLOW_RUN:
+        state = "FAILED" if options.as_failed else "KILLED"
+    else:
+        state = "FAIL"
+    return Change(item, state, end_time_of(record, now))
 
 
 def closed_by() -> str:
@@ -210,45 +224,32 @@ def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
     """What mltidy writes on the record it closes, so a person can see it and revert."""
     verdict = change.item.verdict
     return {
-        "mltidy.closed_at": now.isoformat(timespec="seconds"),
-        "mltidy.closed_reason": f"{verdict.kind.value}: {verdict.reason}"[:MAX_REASON],
-        "mltidy.closed_by": closed_by(),
-        "mltidy.previous_state": change.item.record.state,
-        "mltidy.end_time_source": "last activity"
+        names.CLOSED_AT: now.isoformat(timespec="seconds"),
+        names.CLOSED_REASON: f"{verdict.kind.value}: {verdict.reason}"[:MAX_REASON],
+        names.CLOSED_BY: closed_by(),
+        names.PREVIOUS_STATE: change.item.record.state,
+        names.END_TIME_SOURCE: "last activity"
         if change.item.record.last_activity_at
         else "start time",
     }
 
 
-def apply(report: CloseReport, specs: Iterable[StoreSpec], options: CloseOptions) -> CloseReport:
-    """Make the planned changes, store by store; failures are recorded, the rest goes on."""
-    by_uri = {store_id(spec.kind, spec.uri): spec for spec in specs}
+def apply(session: StoreSession, report: CloseReport, options: CloseOptions) -> CloseReport:
+    """Make the planned changes; failures are recorded, the rest goes on."""
     done: list[Change] = []
     skipped = list(report.skipped)
-    backends: dict[str, Backend | StoreError] = {}
     now = utc_now()
-    try:
-        for change in report.changes:
-            shown = change.item.record.store
-            if shown not in backends:
-                spec = by_uri[shown]
-                try:
-                    backends[shown] = open_backend(spec.kind, spec.uri, writable=True)
-                except StoreError as exc:
-                    backends[shown] = exc
-            backend = backends[shown]
-            if isinstance(backend, StoreError):
-                done.append(_failed(change, backend.message))
-                continue
-            result = _apply_one(backend, change, options, now)
-            if isinstance(result, Skip):
-                skipped.append(result)
-            else:
-                done.append(result)
-    finally:
-        for backend in backends.values():
-            if isinstance(backend, Backend):
-                backend.close()
+    for change in report.changes:
+        store = change.item.record.store_key
+        backend = session.writable(store)
+        if backend is None:
+            done.append(_failed(change, session.status(store).error or "cannot be opened"))
+            continue
+        result = _apply_one(backend, change, options, now)
+        if isinstance(result, Skip):
+            skipped.append(result)
+        else:
+            done.append(result)
     return CloseReport(report.stores, tuple(done), tuple(skipped), False, report.missing)
 
 

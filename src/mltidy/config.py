@@ -1,81 +1,159 @@
-"""Where the stores are: options, environment, ``[tool.mltidy]``, then discovery by schema.
+"""Settings, and the one order in which mltidy looks for each: option, environment, config file,
+default.
 
-Order, for each kind of store (MLflow, Optuna) on its own:
+Every setting is declared once (:class:`Setting`: its config key, its environment variable, how
+to parse it, what a valid value looks like) and resolved by one function,
+:meth:`Config.value`. Stores follow the same order per kind (MLflow, Optuna), with discovery by
+content as the last step:
 
 1. ``--mlflow`` / ``--optuna`` options (when any is given, only those are read);
 2. ``MLFLOW_TRACKING_URI`` / ``OPTUNA_STORAGE``;
-3. ``mlflow`` / ``optuna`` keys of ``[tool.mltidy]`` in ``pyproject.toml`` or of ``mltidy.toml``;
-4. stores found in the current directory and one level below, recognised by their content
-   (SQLite schema, journal format, ``mlruns`` layout), never by file name.
+3. ``mlflow`` / ``optuna`` in ``mltidy.toml`` or ``[tool.mltidy]`` of ``pyproject.toml``;
+4. stores found in the current directory and one level below (:mod:`mltidy.discovery`).
+
+A config file is validated when it is read: an unknown key or a value of the wrong form is a
+usage error that names the file, the key and the expected form.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import difflib
+import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Generic, TypeVar
 
+from mltidy.backends.identity import store_spec
+from mltidy.durations import parse_duration
 from mltidy.errors import UsageError
-from mltidy.model import StoreKind
+from mltidy.linking.urls import DEFAULT_DASHBOARD, LinkBases
+from mltidy.model import StoreKind, StoreSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-SKIP_DIRS = frozenset(
-    {"node_modules", "__pycache__", "site-packages", "venv", "env", "build", "dist", "artifacts"}
-)
-SQLITE_MAGIC = b"SQLite format 3\x00"
+T = TypeVar("T")
+
+CONFIG_NAMES = ("mltidy.toml", "pyproject.toml")
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("empty")
+    return value.strip()
+
+
+def _url(value: str) -> str:
+    value = value.strip()
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    return value
 
 
 @dataclass(frozen=True)
-class StoreSpec:
-    """A store to read and how mltidy came to it (shown to the user)."""
+class Setting(Generic[T]):
+    """One setting: where it is looked for, and what a valid value is.
 
-    kind: StoreKind
-    uri: str
-    source: str
+    Attributes:
+        key: its key in the config file.
+        env: its environment variable (``None``: the command line and the file only).
+        parse: turns the text into the value; raises ``ValueError`` or ``UsageError``.
+        expected: what a valid value looks like, for error messages.
+        many: a list of strings in the file (a string with spaces in the environment).
+    """
+
+    key: str
+    env: str | None
+    parse: Callable[[str], T]
+    expected: str
+    many: bool = False
+
+
+DURATION = "a duration such as 90s, 30m, 2h or 7d"
+STALE_AFTER: Setting[timedelta] = Setting(
+    "stale_after", "MLTIDY_STALE_AFTER", parse_duration, DURATION
+)
+IDLE_AFTER: Setting[timedelta] = Setting(
+    "idle_after", "MLTIDY_IDLE_AFTER", parse_duration, DURATION
+)
+MLFLOW_UI: Setting[str] = Setting("mlflow_ui", "MLTIDY_MLFLOW_UI", _url, "an http(s) URL")
+DASHBOARD_URL: Setting[str] = Setting(
+    "dashboard_url", "MLTIDY_DASHBOARD_URL", _url, "an http(s) URL"
+)
+NOTIFY: Setting[str] = Setting(
+    "notify", "MLTIDY_NOTIFY", _text, "an apprise URL or a list of them", many=True
+)
+MLFLOW_STORES: Setting[str] = Setting(
+    "mlflow", "MLFLOW_TRACKING_URI", _text, "a tracking URI or a list of them", many=True
+)
+OPTUNA_STORES: Setting[str] = Setting(
+    "optuna", "OPTUNA_STORAGE", _text, "a storage URL or a list of them", many=True
+)
+SETTINGS: tuple[Setting[Any], ...] = (
+    STALE_AFTER,
+    IDLE_AFTER,
+    MLFLOW_UI,
+    DASHBOARD_URL,
+    NOTIFY,
+    MLFLOW_STORES,
+    OPTUNA_STORES,
+)
+_BY_KEY = {s.key: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
 class FileConfig:
-    """The ``[tool.mltidy]`` table (or ``mltidy.toml``) and where it came from."""
+    """The ``[tool.mltidy]`` table (or ``mltidy.toml``), validated, and where it came from."""
 
     path: Path | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
 
-    def get_list(self, key: str) -> list[str]:
-        """A key that may be one string or a list of strings."""
-        value = self.values.get(key)
-        if value is None:
-            return []
-        if isinstance(value, str):
-            return [value]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return list(value)
-        raise UsageError(f"{self.path}: '{key}' must be a string or a list of strings")
+    @property
+    def name(self) -> str:
+        """How messages call the file."""
+        return str(self.path) if self.path else "config"
 
-    def get_str(self, key: str) -> str | None:
-        """A key that must be a string, if present."""
-        value = self.values.get(key)
-        if value is None or isinstance(value, str):
-            return value
-        raise UsageError(f"{self.path}: '{key}' must be a string")
+
+def _check(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The table with every key known and every value of the right form.
+
+    Raises:
+        UsageError: an unknown key (with the closest known ones) or a bad value.
+    """
+    checked: dict[str, Any] = {}
+    where = f"[tool.mltidy] in {path}" if path.name == "pyproject.toml" else str(path)
+    for key, value in table.items():
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            close = difflib.get_close_matches(key, list(_BY_KEY), n=3)
+            hint = f"did you mean {' or '.join(close)}?" if close else None
+            known = ", ".join(_BY_KEY)
+            raise UsageError(f"{where}: unknown key {key!r}", hint=hint or f"known keys: {known}")
+        values = value if setting.many and isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in values):
+            raise UsageError(f"{where}: {key} must be {setting.expected}, not {value!r}")
+        for text in values:
+            try:
+                setting.parse(text)
+            except (ValueError, UsageError):
+                raise UsageError(f"{where}: {key} = {text!r} is not {setting.expected}") from None
+        checked[key] = values if setting.many else value
+    return checked
 
 
 def load_file_config(cwd: Path) -> FileConfig:
     """Read ``mltidy.toml`` or ``[tool.mltidy]`` of ``pyproject.toml`` in ``cwd`` or a parent.
 
     Raises:
-        UsageError: the file exists but is not valid TOML.
+        UsageError: the file exists but is not valid TOML, or holds unknown keys or bad values.
     """
     for folder in (cwd, *cwd.parents):
-        for name, table_path in (("mltidy.toml", ()), ("pyproject.toml", ("tool", "mltidy"))):
+        for name in CONFIG_NAMES:
             candidate = folder / name
             if not candidate.is_file():
                 continue
@@ -83,118 +161,120 @@ def load_file_config(cwd: Path) -> FileConfig:
                 data: Any = tomllib.loads(candidate.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise UsageError(f"{candidate} is not valid TOML ({exc})") from exc
-            for key in table_path:
-                data = data.get(key) if isinstance(data, dict) else None
+            if name == "pyproject.toml":
+                data = data.get("tool", {}).get("mltidy") if isinstance(data, dict) else None
             if isinstance(data, dict):
-                return FileConfig(candidate, data)
+                return FileConfig(candidate, _check(candidate, data))
         if (folder / ".git").exists():
             break
     return FileConfig()
 
 
-def resolve_stores(
-    *,
-    mlflow: Iterable[str] = (),
-    optuna: Iterable[str] = (),
-    env: Mapping[str, str],
-    cwd: Path,
-    config: FileConfig | None = None,
-) -> list[StoreSpec]:
-    """The stores a command reads, in the documented order of precedence."""
-    explicit = [StoreSpec(StoreKind.MLFLOW, uri, "--mlflow") for uri in mlflow]
-    explicit += [StoreSpec(StoreKind.OPTUNA, uri, "--optuna") for uri in optuna]
-    if explicit:
-        return explicit
-    config = config if config is not None else load_file_config(cwd)
-    found: list[StoreSpec] | None = None
-    specs: list[StoreSpec] = []
-    for kind, variable in (
-        (StoreKind.MLFLOW, "MLFLOW_TRACKING_URI"),
-        (StoreKind.OPTUNA, "OPTUNA_STORAGE"),
-    ):
-        if env.get(variable):
-            specs.append(StoreSpec(kind, env[variable], variable))
-        elif config.get_list(kind.value):
-            name = config.path.name if config.path else "config"
-            specs += [StoreSpec(kind, uri, name) for uri in config.get_list(kind.value)]
-        else:
-            if found is None:
-                found = discover(cwd)
-            specs += [spec for spec in found if spec.kind is kind]
-    return specs
+@dataclass(frozen=True)
+class Config:
+    """Everything a command's settings come from, besides its own options."""
 
+    file: FileConfig = field(default_factory=FileConfig)
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path = field(default_factory=Path.cwd)
 
-def discover(cwd: Path) -> list[StoreSpec]:
-    """Stores in ``cwd`` and one level below, recognised by content, in a stable order."""
-    specs: list[StoreSpec] = []
-    for entry in _entries(cwd):
-        spec = identify(entry, cwd)
-        if spec is not None:
-            specs.append(spec)
-        elif entry.is_dir() and not _skipped(entry):
-            for child in _entries(entry):
-                child_spec = identify(child, cwd)
-                if child_spec is not None:
-                    specs.append(child_spec)
-    return specs
+    def value(self, setting: Setting[T], given: str | None = None) -> T | None:
+        """The setting's value: ``given`` (the command-line option), else its environment
+        variable, else the config file, else ``None`` (the caller's default).
 
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    except OSError:
-        return []
-
-
-def _skipped(folder: Path) -> bool:
-    return folder.name in SKIP_DIRS or (folder / "pyvenv.cfg").exists()
-
-
-def identify(path: Path, cwd: Path) -> StoreSpec | None:
-    """What store ``path`` holds, judged by its content, or ``None``."""
-    from mltidy.backends.mlflow_client import looks_like_mlruns
-    from mltidy.backends.optuna_journal import looks_like_journal
-
-    shown = _display(path, cwd)
-    source = f"found {shown}"
-    if path.is_dir():
-        if looks_like_mlruns(path):
-            return StoreSpec(StoreKind.MLFLOW, f"file:{shown}", source)
+        Raises:
+            UsageError: the value does not parse; the message names where it came from.
+        """
+        for text, source in self._sources(setting, given):
+            try:
+                return setting.parse(text)
+            except (ValueError, UsageError) as exc:
+                detail = f" ({exc.message})" if isinstance(exc, UsageError) else ""
+                raise UsageError(f"{source}: {text!r} is not {setting.expected}{detail}") from None
         return None
-    if not path.is_file():
-        return None
-    kind = sqlite_store_kind(path)
-    if kind is not None:
-        return StoreSpec(kind, f"sqlite:///{shown}", source)
-    if looks_like_journal(path):
-        return StoreSpec(StoreKind.OPTUNA, shown, source)
-    return None
+
+    def values(self, setting: Setting[str], given: Iterable[str] | None = None) -> list[str]:
+        """A setting that takes several values (URLs): the first source that has any."""
+        listed = [v for item in given or () for v in item.split()]
+        if listed:
+            return listed
+        if setting.env and self.env.get(setting.env, "").strip():
+            return self.env[setting.env].split()
+        found = self.file.values.get(setting.key, [])
+        return [v for item in found for v in item.split()]
+
+    def source_of(self, setting: Setting[Any], given: object = None) -> str:
+        """Where the setting's value comes from, for messages (``--notify``, ``MLTIDY_NOTIFY``,
+        the config file)."""
+        if given:
+            return f"--{setting.key.replace('_', '-')}"
+        if setting.env and self.env.get(setting.env, "").strip():
+            return setting.env
+        return self.file.path.name if self.file.path else "config"
+
+    def _sources(self, setting: Setting[Any], given: str | None) -> Iterable[tuple[str, str]]:
+        if given is not None:
+            yield given, f"--{setting.key.replace('_', '-')}"
+            return
+        if setting.env and self.env.get(setting.env, "").strip():
+            yield self.env[setting.env], setting.env
+            return
+        if setting.key in self.file.values:
+            yield str(self.file.values[setting.key]), f"{self.file.name}: {setting.key}"
+
+    def link_bases(self, mlflow_ui: str | None = None, dashboard: str | None = None) -> LinkBases:
+        """Where people open runs and trials: options, else environment, else the file."""
+        return LinkBases(
+            mlflow_ui=self.value(MLFLOW_UI, mlflow_ui),
+            dashboard=self.value(DASHBOARD_URL, dashboard) or DEFAULT_DASHBOARD,
+        )
+
+    def stores(self, mlflow: Iterable[str] = (), optuna: Iterable[str] = ()) -> list[StoreSpec]:
+        """The stores a command works on, in the documented order of precedence."""
+        explicit = [store_spec(StoreKind.MLFLOW, u, "--mlflow", self.cwd) for u in mlflow]
+        explicit += [store_spec(StoreKind.OPTUNA, u, "--optuna", self.cwd) for u in optuna]
+        if explicit:
+            return explicit
+        found: list[StoreSpec] | None = None
+        specs: list[StoreSpec] = []
+        for kind, setting in ((StoreKind.MLFLOW, MLFLOW_STORES), (StoreKind.OPTUNA, OPTUNA_STORES)):
+            if setting.env and self.env.get(setting.env, "").strip():
+                specs.append(store_spec(kind, self.env[setting.env], setting.env, self.cwd))
+            elif self.file.values.get(setting.key):
+                base = self.file.path.parent if self.file.path else self.cwd
+                name = self.file.path.name if self.file.path else "config"
+                specs += [
+                    store_spec(kind, uri, name, base) for uri in self.file.values[setting.key]
+                ]
+            else:
+                if found is None:
+                    from mltidy.discovery import discover
+
+                    found = discover(self.cwd)
+                specs += [spec for spec in found if spec.kind is kind]
+        return specs
 
 
-def sqlite_store_kind(path: Path) -> StoreKind | None:
-    """Whether a file is an MLflow or an Optuna SQLite database, read-only, or ``None``."""
-    try:
-        with path.open("rb") as handle:
-            if handle.read(16) != SQLITE_MAGIC:
-                return None
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=2)
-        try:
-            names = {
-                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-        finally:
-            conn.close()
-    except (OSError, sqlite3.Error):
-        return None
-    if {"runs", "experiments", "alembic_version"} <= names:
-        return StoreKind.MLFLOW
-    if {"studies", "trials", "version_info"} <= names:
-        return StoreKind.OPTUNA
-    return None
+def load_config(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """The configuration in force for a command started in ``cwd`` (default: here).
+
+    Raises:
+        UsageError: a config file that is invalid.
+    """
+    cwd = cwd or Path.cwd()
+    return Config(load_file_config(cwd), dict(os.environ if env is None else env), cwd)
 
 
-def _display(path: Path, cwd: Path) -> str:
-    try:
-        return str(path.relative_to(cwd))
-    except ValueError:
-        return str(path)
+__all__ = [
+    "DASHBOARD_URL",
+    "IDLE_AFTER",
+    "MLFLOW_UI",
+    "NOTIFY",
+    "SETTINGS",
+    "STALE_AFTER",
+    "Config",
+    "FileConfig",
+    "Setting",
+    "load_config",
+    "load_file_config",
+]

@@ -8,18 +8,16 @@ Optuna cannot delete trials; for studies mltidy reports what failed and zombie t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from mltidy.backends.identity import store_id
-from mltidy.backends.interface import Backend, RunDeclutterer, StudyReporter
-from mltidy.backends.registry import backend_factory, open_backend
-from mltidy.config import StoreSpec
+from mltidy.backends.interface import RunDeclutterer, StudyReporter
+from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
 from mltidy.errors import StoreError
-from mltidy.model import RunContents, Selection, StoreKind, StoreStatus, StudyHealth
+from mltidy.model import RunContents, Selection, StoreId, StoreKind, StoreStatus, StudyHealth
 
 
 class RunAction(str, Enum):
@@ -38,7 +36,7 @@ class RunDecision:
     contents: RunContents
     action: RunAction
     why: str
-    tracking_uri: str
+    store: StoreId
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,7 @@ class DeclutterReport:
 
     stores: tuple[StoreStatus, ...]
     runs: tuple[RunDecision, ...]
-    studies: tuple[tuple[str, StudyHealth], ...]
+    studies: tuple[tuple[StoreId, StudyHealth], ...]
     dry_run: bool
 
     @property
@@ -82,70 +80,52 @@ def _judge(contents: RunContents, now: datetime, older_than: timedelta) -> tuple
     return RunAction.DELETE, f"empty, closed by mltidy {format_duration(age)} ago"
 
 
-def declutter(
-    specs: Iterable[StoreSpec],
-    selection: Selection,
-    *,
-    now: datetime,
-    older_than: timedelta,
-    apply: bool,
+def plan(
+    session: StoreSession, selection: Selection, *, now: datetime, older_than: timedelta
 ) -> DeclutterReport:
-    """Find (and with ``apply``, soft-delete) empty closed runs; report study health."""
-    specs = list(specs)
-    for spec in specs:
-        backend_factory(spec.kind, spec.uri)
-    stores: list[StoreStatus] = []
+    """Find the empty closed runs to soft-delete, and each study's health; changes nothing."""
     runs: list[RunDecision] = []
-    studies: list[tuple[str, StudyHealth]] = []
-    for spec in specs:
-        shown = store_id(spec.kind, spec.uri)
+    studies: list[tuple[StoreId, StudyHealth]] = []
+    for spec, backend in session.backends():
         try:
-            backend = open_backend(spec.kind, spec.uri, writable=apply)
+            if isinstance(backend, RunDeclutterer):
+                for contents in backend.iter_closed_runs(selection):
+                    action, why = _judge(contents, now, older_than)
+                    runs.append(RunDecision(contents, action, why, spec.id))
+            if isinstance(backend, StudyReporter):
+                studies += [(spec.id, h) for h in backend.study_health(selection)]
         except StoreError as exc:
-            stores.append(StoreStatus(shown, spec.kind, False, exc.message, spec.source))
-            continue
-        try:
-            if spec.kind is StoreKind.MLFLOW:
-                runs += _runs(backend, spec, selection, now, older_than, apply)
-            elif isinstance(backend, StudyReporter):
-                studies += [(shown, h) for h in backend.study_health(selection)]
-        except StoreError as exc:
-            stores.append(StoreStatus(shown, spec.kind, False, exc.message, spec.source))
-            continue
-        finally:
-            backend.close()
-        stores.append(StoreStatus(shown, spec.kind, True, source=spec.source))
-    return DeclutterReport(tuple(stores), tuple(runs), tuple(studies), not apply)
+            session.fail(spec.key, exc)
+    return DeclutterReport(session.statuses(), tuple(runs), tuple(studies), dry_run=True)
 
 
-def _runs(
-    backend: Backend,
-    spec: StoreSpec,
-    selection: Selection,
-    now: datetime,
-    older_than: timedelta,
-    apply: bool,
-) -> list[RunDecision]:
-    if not isinstance(backend, RunDeclutterer):
-        return []
-    decisions: list[RunDecision] = []
-    for contents in backend.iter_closed_runs(selection):
-        action, why = _judge(contents, now, older_than)
-        if action is RunAction.DELETE and apply:
+def apply(session: StoreSession, report: DeclutterReport) -> DeclutterReport:
+    """Soft-delete the runs the plan would delete, each only if still finished and active."""
+    runs: list[RunDecision] = []
+    for decision in report.runs:
+        if decision.action is not RunAction.DELETE:
+            runs.append(decision)
+            continue
+        key = (StoreKind.MLFLOW, decision.store)
+        backend = session.writable(key)
+        action, why = RunAction.DELETED, decision.why
+        if backend is None:
+            action, why = RunAction.FAILED, session.status(key).error or "unreadable"
+        elif not isinstance(backend, RunDeclutterer):
+            action, why = RunAction.FAILED, "this store cannot delete runs"
+        else:
             try:
-                if backend.soft_delete(contents.record.id):
-                    action = RunAction.DELETED
-                else:
+                if not backend.soft_delete(decision.contents.record.id):
                     action, why = RunAction.KEEP, "changed since the scan; left alone"
             except StoreError as exc:
                 action, why = RunAction.FAILED, exc.message
-        decisions.append(RunDecision(contents, action, why, store_id(spec.kind, spec.uri)))
-    return decisions
+        runs.append(dataclasses.replace(decision, action=action, why=why))
+    return DeclutterReport(report.stores, tuple(runs), report.studies, dry_run=False)
 
 
 def restore_command(decision: RunDecision) -> str:
     """How a person brings a soft-deleted run back."""
     return (
-        f"MLFLOW_TRACKING_URI='{decision.tracking_uri}' mlflow runs restore "
+        f"MLFLOW_TRACKING_URI='{decision.store}' mlflow runs restore "
         f"--run-id {decision.contents.record.id}"
     )

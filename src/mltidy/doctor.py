@@ -9,16 +9,13 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
 from mltidy import __version__
-from mltidy.backends.registry import open_backend
-from mltidy.config import FileConfig, StoreSpec
-from mltidy.errors import StoreError
+from mltidy.backends.session import StoreSession
+from mltidy.config import Config
 from mltidy.provenance.facts import read_boot_id
-from mltidy.redact import redact
 
 OFF = frozenset({"0", "false", "no", "off"})
 
@@ -44,7 +41,7 @@ def _plugin_registered() -> bool:
     return any(ep.value.startswith("mltidy.") for ep in group)
 
 
-def diagnose(specs: Iterable[StoreSpec], config: FileConfig) -> list[Check]:
+def diagnose(session: StoreSession, config: Config) -> list[Check]:
     """Everything doctor reports, store checks included (stores are opened read-only)."""
     checks = [
         Check("mltidy", __version__),
@@ -79,13 +76,14 @@ def diagnose(specs: Iterable[StoreSpec], config: FileConfig) -> list[Check]:
     )
     beat = os.environ.get("MLTIDY_HEARTBEAT")
     checks.append(Check("heartbeat", f"every {beat} s (MLTIDY_HEARTBEAT)" if beat else "off"))
-    checks.append(Check("config file", str(config.path) if config.path else "none"))
-    for spec in specs:
+    checks.append(Check("config file", str(config.file.path) if config.file.path else "none"))
+    for spec in session.specs:
         topic = f"{spec.kind.value} store"
-        shown = f"{redact(spec.uri)} ({spec.source})"
-        try:
-            with open_backend(spec.kind, spec.uri) as backend:
-                checks.append(Check(topic, f"{shown}: {backend.describe()}"))
-        except StoreError as exc:
-            checks.append(Check(topic, f"{shown}: {exc.message}", ok=False))
+        shown = f"{spec.id} ({spec.source})"
+        session.backend(spec.key)
+        status = session.status(spec.key)
+        if status.ok:
+            checks.append(Check(topic, f"{shown}: {status.detail}"))
+        else:
+            checks.append(Check(topic, f"{shown}: {status.error}", ok=False))
     return checks

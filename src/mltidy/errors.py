@@ -1,4 +1,4 @@
-"""mltidy's exceptions and the exit codes they map to (a contract, see docs/exit-codes)."""
+"""mltidy's exceptions and the exit codes they map to (a contract: docs/scan.md, "Exit codes")."""
 
 from __future__ import annotations
 

@@ -85,6 +85,12 @@ class Record:
     evidence_from: str | None = None
     ended_at: datetime | None = None
 
+    @property
+    def store_key(self) -> StoreKey:
+        """The store this record was read from, as a store session calls it."""
+        kind = StoreKind.MLFLOW if self.kind is RecordKind.MLFLOW_RUN else StoreKind.OPTUNA
+        return (kind, self.store)
+
 
 @dataclass(frozen=True)
 class JudgedRecord:
@@ -93,6 +99,38 @@ class JudgedRecord:
     record: Record
     verdict: Verdict
     url: str | None = None
+
+
+#: A store as a session knows it: its kind and identity (one database may hold both kinds).
+StoreKey = tuple[StoreKind, StoreId]
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A store a command works on, and how mltidy came to it.
+
+    Attributes:
+        kind: MLflow or Optuna.
+        secret_uri: the URI as given, credentials included: only backends and the session see
+            it; never print it.
+        source: how mltidy came to it (``--mlflow``, ``MLFLOW_TRACKING_URI``, ``found mlflow.db``).
+        id: the store's identity (secret-free, absolute), what everything else calls it.
+    """
+
+    kind: StoreKind
+    secret_uri: str
+    source: str
+    id: StoreId
+
+    @property
+    def uri(self) -> str:
+        """The secret URI (an alias kept for backends' constructors)."""
+        return self.secret_uri
+
+    @property
+    def key(self) -> StoreKey:
+        """What a store session calls this store (one database may hold both kinds)."""
+        return (self.kind, self.id)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mltidy.model import StoreId, StoreKind
-from mltidy.redact import split_credentials
+from mltidy.model import StoreId, StoreKind, StoreSpec
+from mltidy.redact import register_secret, split_credentials
 
 _SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
 
@@ -92,4 +92,27 @@ def store_id(kind: StoreKind, uri: str, cwd: Path | None = None) -> StoreId:
     return StoreId(normalised)
 
 
-__all__ = ["StoreId", "absolute", "local_path", "scheme_of", "sqlite_file", "store_id"]
+def store_spec(kind: StoreKind, uri: str, source: str, cwd: Path | None = None) -> StoreSpec:
+    """A store to work on: its identity computed once, its password registered as a secret (so
+    that no message can print it, whatever characters it holds)."""
+    parts = split_credentials(uri)
+    if parts.password:
+        register_secret(parts.password)
+    identity = store_id(kind, uri, cwd)
+    if local_path(kind, uri) is not None:
+        # A relative path means one thing here and another in the next folder: from now on the
+        # store is named by its absolute path (query options of a sqlite URL are kept).
+        _, question, query = uri.partition("?")
+        uri = identity + (question + query if scheme_of(uri) == "sqlite" else "")
+    return StoreSpec(kind, uri, source, identity)
+
+
+__all__ = [
+    "StoreId",
+    "absolute",
+    "local_path",
+    "scheme_of",
+    "sqlite_file",
+    "store_id",
+    "store_spec",
+]

@@ -214,3 +214,19 @@ class StudyWatcher(abc.ABC):
         Raises:
             StoreError: the storage cannot be read.
         """
+
+
+class MakesWritable(abc.ABC):
+    """Capability: turn a backend opened read-only into a writable one, in place.
+
+    The session opens every store read-only and calls this when a command applies a change, so
+    that a store is opened once per command. A backend without it is closed and opened again.
+    """
+
+    @abc.abstractmethod
+    def make_writable(self) -> None:
+        """From now on, allow writes.
+
+        Raises:
+            StoreError: the store cannot be opened for writing (read-only file, permissions).
+        """

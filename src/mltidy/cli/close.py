@@ -104,16 +104,17 @@ def close_command(
             studies=study,
             stale_after=stale_after,
         )
-        report = plan(
-            resolved.specs,
-            resolved.selection,
-            resolved.policy,
-            LocalProbe(),
-            options,
-            this_host=this_host,
-        )
-        if yes and report.changes:
-            report = apply(report, resolved.specs, options)
+        with resolved.session() as session:
+            report = plan(
+                session,
+                resolved.selection,
+                resolved.policy,
+                LocalProbe(),
+                options,
+                this_host=this_host,
+            )
+            if yes and report.changes:
+                report = apply(session, report, options)
         _render(report, output)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))

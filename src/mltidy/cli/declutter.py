@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from typing_extensions import assert_never
 
+from mltidy import declutter
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
@@ -21,7 +22,7 @@ from mltidy.cli.options import (
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.render_changes import declutter_json, runs_table, studies_table
 from mltidy.cli.selection import resolve
-from mltidy.declutter import DeclutterReport, RunAction, declutter, restore_command
+from mltidy.declutter import DeclutterReport, RunAction, restore_command
 from mltidy.durations import parse_duration
 from mltidy.errors import ExitCode
 from mltidy.model import utc_now
@@ -56,9 +57,10 @@ def declutter_command(
         resolved = resolve(
             mlflow=mlflow, optuna=optuna, experiments=experiment, studies=study, stale_after=None
         )
-        report = declutter(
-            resolved.specs, resolved.selection, now=utc_now(), older_than=limit, apply=yes
-        )
+        with resolved.session() as session:
+            report = declutter.plan(session, resolved.selection, now=utc_now(), older_than=limit)
+            if yes:
+                report = declutter.apply(session, report)
         _render(report, output)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))

@@ -10,26 +10,31 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from mltidy import close
+from mltidy import close, declutter
+from mltidy.backends.identity import store_spec
+from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.link import links_table
 from mltidy.cli.options import NotifyOption
 from mltidy.cli.render import records_table, stdout_console
 from mltidy.cli.render_changes import changes_table, runs_table, studies_table
-from mltidy.config import StoreSpec
-from mltidy.declutter import RunAction, declutter, restore_command
+from mltidy.config import Config
+from mltidy.declutter import RunAction, restore_command
 from mltidy.demo.sandbox import Sandbox
-from mltidy.events import LinkSettings, Message, compose
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
-from mltidy.link import LinkStatus, link
-from mltidy.links import LinkBases
-from mltidy.model import Selection, StoreKind, utc_now
-from mltidy.notify import Target, deliver, resolve_targets, validate
+from mltidy.linking import link
+from mltidy.linking.link import LinkStatus
+from mltidy.linking.urls import LinkBases
+from mltidy.model import Selection, StoreKind, StoreSpec, utc_now
+from mltidy.notify.delivery import Target, deliver, resolve_targets, validate
+from mltidy.notify.events import Message
+from mltidy.notify.messages import compose
 from mltidy.probe import LocalProbe
 from mltidy.scan import scan
-from mltidy.supervise import clean_up, job_event
-from mltidy.watch import WatchOptions, poll
-from mltidy.watch_state import WatchState
+from mltidy.supervision.cleanup import clean_up
+from mltidy.supervision.report import job_event
+from mltidy.watch.poll import WatchOptions, poll
+from mltidy.watch.state import WatchState
 
 
 def demo_command(
@@ -51,7 +56,7 @@ def demo_command(
 
     out = stdout_console()
     with translated_errors():
-        targets = resolve_targets(notify, None)
+        targets = resolve_targets(notify, Config())
         validate(targets)
         out.print(
             f"[bold]1. Building a sandbox in {path}/[/] (MLflow sqlite store, Optuna storage)"
@@ -65,10 +70,11 @@ def demo_command(
         try:
             out.print("[bold]3. mltidy scan[/] (while the live job keeps training)")
             specs = [
-                StoreSpec(StoreKind.MLFLOW, box.mlflow_uri, "demo"),
-                StoreSpec(StoreKind.OPTUNA, box.optuna_url, "demo"),
+                store_spec(StoreKind.MLFLOW, box.mlflow_uri, "demo"),
+                store_spec(StoreKind.OPTUNA, box.optuna_url, "demo"),
             ]
-            result = scan(specs, Selection(), Policy(now=utc_now()), LocalProbe())
+            with StoreSession(specs) as session:
+                result = scan(session, Selection(), Policy(now=utc_now()), LocalProbe())
         finally:
             demo.stop_job(live)
         out.print(records_table(result.records))
@@ -81,10 +87,14 @@ def demo_command(
         )
         out.print("[bold]4. mltidy close[/] (dry run: the plan, nothing changes)")
         policy = Policy(now=utc_now())
-        planned = close.plan(specs, Selection(), policy, LocalProbe(), close.CloseOptions())
-        out.print(changes_table(planned))
-        out.print("[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)")
-        done = close.apply(planned, specs, close.CloseOptions())
+        with StoreSession(specs) as session:
+            options = close.CloseOptions()
+            planned = close.plan(session, Selection(), policy, LocalProbe(), options)
+            out.print(changes_table(planned))
+            out.print(
+                "[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)"
+            )
+            done = close.apply(session, planned, options)
         closed = [c for c in done.changes if c.outcome is close.Outcome.CLOSED]
         out.print(
             f"   closed {len(closed)} records ({len(done.failed)} failed, {len(done.skipped)} "
@@ -95,14 +105,17 @@ def demo_command(
         _supervised(box, specs, targets)
         _watch(box, specs, targets)
         out.print("[bold]8. mltidy declutter --older-than 1s --yes[/] (empty closed runs only)")
-        report = declutter(
-            specs, Selection(), now=utc_now(), older_than=timedelta(seconds=1), apply=True
-        )
+        with StoreSession(specs) as session:
+            planned_deletes = declutter.plan(
+                session, Selection(), now=utc_now(), older_than=timedelta(seconds=1)
+            )
+            report = declutter.apply(session, planned_deletes)
         out.print(runs_table(report))
         out.print(studies_table(report))
         gone = [d for d in report.runs if d.action is RunAction.DELETED]
         out.print("[bold]9. mltidy link[/] (trials <-> runs, both ways)")
-        linked = link(specs, Selection(), LinkBases())
+        with StoreSession(specs) as session:
+            linked = link.apply(session, link.plan(session, Selection(), LinkBases()))
         out.print(links_table(linked))
         example = next((c for c in linked.changes if c.status is LinkStatus.LINKED), None)
         if example is not None:
@@ -144,9 +157,10 @@ def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> 
     out.print(f"   the supervisor saw process {exit_.pid} die: {exit_.describe()}")
     if exit_.oom:
         out.print(f"   memory: {exit_.oom}")
-    cleanup = clean_up(supervision, specs, Selection())
+    with StoreSession(specs) as session:
+        cleanup = clean_up(supervision, session, Selection())
     out.print(changes_table(cleanup.report))
-    _show(compose([job_event(supervision, cleanup, LinkSettings())]), targets)
+    _show(compose([job_event(supervision, cleanup, LinkBases())]), targets)
 
 
 def _watch(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:

@@ -32,7 +32,8 @@ def doctor_command(
         resolved = resolve(
             mlflow=mlflow, optuna=optuna, experiments=None, studies=None, stale_after=None
         )
-        checks = diagnose(resolved.specs, resolved.config)
+        with resolved.session() as session:
+            checks = diagnose(session, resolved.config)
         if output.is_machine:
             payload = [{"topic": c.topic, "finding": c.finding, "ok": c.ok} for c in checks]
             sys.stdout.write(json.dumps({"checks": payload}, indent=2) + "\n")

@@ -24,7 +24,8 @@ from mltidy.cli.options import (
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.selection import resolve
 from mltidy.errors import ExitCode
-from mltidy.link import LinkChange, LinkReport, LinkStatus, link
+from mltidy.linking import link
+from mltidy.linking.link import LinkChange, LinkReport, LinkStatus
 
 STATUS_STYLE = {
     LinkStatus.PLANNED: "cyan",
@@ -65,7 +66,10 @@ def link_command(
             mlflow_ui=mlflow_ui,
             dashboard_url=dashboard_url,
         )
-        report = link(resolved.specs, resolved.selection, resolved.bases, dry_run=dry_run)
+        with resolved.session() as session:
+            report = link.plan(session, resolved.selection, resolved.bases)
+            if not dry_run:
+                report = link.apply(session, report)
         _render(report, output)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))

@@ -19,19 +19,12 @@ from mltidy.cli.options import (
 from mltidy.cli.selection import Resolved, resolve
 from mltidy.close import Outcome
 from mltidy.errors import MltidyError, UsageError
-from mltidy.events import Event, LinkSettings, compose, describe_record
-from mltidy.notify import Target, deliver, resolve_targets, validate
-from mltidy.supervise import (
-    Cleanup,
-    CommandNotFound,
-    Supervision,
-    clean_up,
-    job_event,
-    job_label,
-    supervise,
-    warmed_up,
-)
-from mltidy.watch import check_specs
+from mltidy.notify.delivery import Target, deliver, resolve_targets, validate
+from mltidy.notify.events import Event, describe_record
+from mltidy.notify.messages import compose
+from mltidy.supervision.cleanup import Cleanup, clean_up, job_label, warmed_up
+from mltidy.supervision.process import CommandNotFound, Supervision, supervise
+from mltidy.supervision.report import job_event
 
 
 class NotifyOn(str, Enum):
@@ -106,12 +99,10 @@ def run_command(
         if not command:
             raise UsageError("no command to run", hint="mltidy run -- python train.py")
         resolved = _stores(mlflow, optuna, experiment, study)
-        check_specs(resolved.specs)  # a bad URI fails now, not after hours of training
+        resolved.session().close()  # a bad URI fails now, not after hours of training
         targets = resolve_targets(notify, resolved.config)
         validate(targets)
-        links = LinkSettings(
-            resolved.config.get_str("mlflow_ui"), resolved.config.get_str("dashboard_url")
-        )
+        links = resolved.bases
     try:
         with warmed_up(resolved.specs):
             supervision = supervise(command)
@@ -148,7 +139,8 @@ def _clean_up(
     created them. A failure here is reported and never changes the exit code."""
     try:
         resolved = _stores(mlflow, optuna, experiment, study)
-        cleanup = clean_up(supervision, resolved.specs, resolved.selection)
+        with resolved.session() as session:
+            cleanup = clean_up(supervision, session, resolved.selection)
     except MltidyError as exc:
         print_error(f"could not close what the job left RUNNING: {exc.message}", exc.hint)
         return None

@@ -87,9 +87,9 @@ def scan_command(
         progress: AbstractContextManager[Any] = (
             err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
         )
-        with progress as status:
+        with progress as status, resolved.session() as session:
             events = iter_scan(
-                resolved.specs,
+                session,
                 resolved.selection,
                 resolved.policy,
                 LocalProbe(),

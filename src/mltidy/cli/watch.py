@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 from typing_extensions import assert_never
 
-from mltidy import watch
 from mltidy.cli.errors import print_error, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
@@ -31,13 +30,16 @@ from mltidy.cli.render import OutputFormat, store_dict
 from mltidy.cli.render_changes import change_dict
 from mltidy.cli.selection import resolve
 from mltidy.close import Outcome
+from mltidy.config import IDLE_AFTER
 from mltidy.durations import format_duration, parse_duration
 from mltidy.errors import ExitCode, MltidyError, UsageError
-from mltidy.events import EventKind, LinkSettings, render_event
 from mltidy.model import iso
-from mltidy.notify import Target, resolve_targets, validate
-from mltidy.watch import PollResult
-from mltidy.watch_state import WatchState, default_state_path
+from mltidy.notify.delivery import Target, resolve_targets, validate
+from mltidy.notify.events import EventKind
+from mltidy.notify.messages import render_event
+from mltidy.watch import poll as watch
+from mltidy.watch.poll import PollResult
+from mltidy.watch.state import WatchState, default_state_path
 
 
 def watch_command(
@@ -148,23 +150,22 @@ def watch_command(
                 hint="pass --mlflow URI / --optuna URL, set MLFLOW_TRACKING_URI / "
                 "OPTUNA_STORAGE, or run in a folder that holds them",
             )
-        watch.check_specs(resolved.specs)
+        resolved.session().close()  # a URI no backend reads fails now, not in the loop
         config = resolved.config
-        idle_text = idle_after or config.get_str("idle_after")
         options = watch.WatchOptions(
             stale_after=resolved.policy.stale_after,
-            idle_after=parse_duration(idle_text) if idle_text else watch.DEFAULT_IDLE_AFTER,
+            idle_after=config.value(IDLE_AFTER, idle_after) or watch.DEFAULT_IDLE_AFTER,
             budget=budget,
             lookback=parse_duration(since) if since else watch.WatchOptions.lookback,
             close=close_dead,
             skip=frozenset(skip or ()),
-            links=LinkSettings(config.get_str("mlflow_ui"), config.get_str("dashboard_url")),
+            links=resolved.bases,
         )
         every = parse_duration(interval)
         targets = resolve_targets(notify, config)
         validate(targets)
         path = state or default_state_path(
-            (s.uri for s in resolved.specs),
+            (s.id for s in resolved.specs),
             resolved.selection.experiments,
             resolved.selection.studies,
             os.environ,

@@ -19,7 +19,7 @@ from mltidy.demo.jobs import Job, create_stores, start_job
 from mltidy.errors import UsageError
 
 if TYPE_CHECKING:
-    from mltidy.supervise import Supervision
+    from mltidy.supervision.process import Supervision
 
 MARKER = ".mltidy-demo"
 STUDY = "demo-tuning"
@@ -126,7 +126,7 @@ def supervised_job(sandbox: Sandbox) -> Supervision:
     The job runs under the supervisor (in this process); a helper thread waits for its first
     metric and kills it from outside, as the OOM killer would.
     """
-    from mltidy.supervise import supervise
+    from mltidy.supervision.process import supervise
 
     command = [
         sys.executable,

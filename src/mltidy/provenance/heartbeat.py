@@ -39,7 +39,6 @@ class Heartbeat:
         self.interval = max(MIN_INTERVAL, interval)
         self._beat = beat
         self._stopped = threading.Event()
-        self.beats = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -48,7 +47,6 @@ class Heartbeat:
             try:
                 if not self._beat():
                     return
-                self.beats += 1
             except Exception:  # never let the heartbeat hurt the job
                 _log.debug("mltidy heartbeat failed", exc_info=True)
             self._stopped.wait(self.interval)
@@ -56,11 +54,6 @@ class Heartbeat:
     def stop(self) -> None:
         """Stop beating (returns at once; the thread ends at its next wake-up)."""
         self._stopped.set()
-
-    @property
-    def alive(self) -> bool:
-        """Whether the thread still runs."""
-        return self._thread.is_alive() and not self._stopped.is_set()
 
 
 def start_heartbeat(

@@ -12,7 +12,7 @@ With ask/tell::
 
 Both write the same ``mltidy.*`` facts as the MLflow plugin into the trial's system attributes.
 ``track(link=True)`` also links each trial and the MLflow run it started, both ways, while the
-study runs (see :mod:`mltidy.live_link`).
+study runs (see :mod:`mltidy.linking.live`).
 Failures never reach the objective; they are logged at debug level.
 """
 
@@ -85,7 +85,7 @@ def track(
                 if beat is not None:
                     beat.stop()
                 if link:
-                    from mltidy.live_link import bases_from_env, link_live
+                    from mltidy.linking.live import bases_from_env, link_live
 
                     link_live(trial, bases_from_env(mlflow_ui, dashboard_url))
 

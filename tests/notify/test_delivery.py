@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mltidy.config import FileConfig
+from mltidy.config import Config, FileConfig, load_file_config
 from mltidy.errors import UsageError
-from mltidy.events import Event, EventKind, LinkSettings, Severity, compose, verdict_event
+from mltidy.linking.urls import LinkBases
 from mltidy.model import JudgedRecord, Record, RecordKind, Verdict, VerdictKind
-from mltidy.notify import Target, deliver, resolve_targets, scrub, validate
+from mltidy.notify.delivery import Target, deliver, resolve_targets, scrub, validate
+from mltidy.notify.events import Event, EventKind, Severity
+from mltidy.notify.messages import compose
+from mltidy.notify.store_events import verdict_event
 from receivers import HttpReceiver, SmtpReceiver, free_port
 
 NOW = datetime(2026, 1, 1, 10, 0, tzinfo=timezone.utc)
@@ -58,7 +61,7 @@ def _trial(trial_id: str, number: int, run_id: str) -> JudgedRecord:
 
 
 def _events() -> list[Event]:
-    links = LinkSettings(mlflow_ui="http://mlflow.example:5000", dashboard="http://dash:8080")
+    links = LinkBases(mlflow_ui="http://mlflow.example:5000", dashboard="http://dash:8080")
     run_id = "a" * 32
     return [
         verdict_event(_run(run_id), links, NOW),
@@ -102,7 +105,7 @@ def test_mailto_reaches_a_real_smtp_server(smtp_receiver: SmtpReceiver) -> None:
 
 
 def test_many_events_make_one_message_with_a_count(http_receiver: HttpReceiver) -> None:
-    links = LinkSettings()
+    links = LinkBases()
     events = [verdict_event(_run(f"{i:032x}", f"trial-{i}", None), links, NOW) for i in range(30)]
     message = compose(events)
     assert message.title == "mltidy: 30 runs dead"
@@ -142,14 +145,16 @@ def test_scrub_masks_every_url_and_every_piece_of_the_target() -> None:
 
 
 def test_targets_come_from_options_else_the_config_file(tmp_path: Path) -> None:
-    config = FileConfig(tmp_path / "mltidy.toml", {"notify": ["ntfy://a", "json://b json://c"]})
+    file = FileConfig(tmp_path / "mltidy.toml", {"notify": ["ntfy://a", "json://b json://c"]})
+    config = Config(file, {}, tmp_path)
     from_config = resolve_targets(None, config)
     assert [t.url for t in from_config] == ["ntfy://a", "json://b", "json://c"]
     assert {t.source for t in from_config} == {"mltidy.toml"}
     assert [t.url for t in resolve_targets(["json://x"], config)] == ["json://x"]
     assert repr(from_config[0]).count("ntfy://a") == 0  # never in a repr either
-    with pytest.raises(UsageError):
-        resolve_targets(None, FileConfig(tmp_path / "mltidy.toml", {"notify": 5}))
+    (tmp_path / "mltidy.toml").write_text("notify = 5\n")
+    with pytest.raises(UsageError, match="notify"):
+        load_file_config(tmp_path)
 
 
 def test_severity_is_the_worst_of_the_group() -> None:
@@ -165,7 +170,7 @@ def test_notify_when_done_reports_optimize_from_inside_the_process(
 ) -> None:
     import optuna
 
-    from mltidy.optuna_notify import notify_when_done
+    from mltidy.notify.optuna import notify_when_done
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="inproc", storage=f"sqlite:///{tmp_path / 'o.db'}")

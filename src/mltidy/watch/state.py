@@ -12,8 +12,8 @@
 * **Experiment activity.** When ``watch`` last saw each experiment active, for "went idle".
 
 The file holds no secrets: notification targets are stored as a hash and their redacted form,
-stores by their redacted URI. One file per watch profile (the stores and selection), under the
-user's state directory, unless ``--state PATH`` names one.
+stores by their identity (secret-free). One file per watch profile (the stores and selection),
+under the user's state directory, unless ``--state PATH`` names one.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from mltidy.errors import ChangeRefused, UsageError
-from mltidy.events import Event
+from mltidy.notify.events import Event
 
 SCHEMA_VERSION = 1
 #: A pending delivery older than this is given up (the target has been down for a week).
@@ -120,7 +120,6 @@ def _dt(value: float | None) -> datetime | None:
 class StoreMark:
     """What the state knows about one store."""
 
-    first_polled_at: datetime
     last_ok_at: datetime | None
     failing_since: datetime | None
     failures: int
@@ -197,14 +196,12 @@ class WatchState:
     def store_mark(self, uri: str) -> StoreMark | None:
         """The store's marks, or ``None`` before its first poll."""
         row = self._conn.execute(
-            "SELECT first_polled_at, last_ok_at, failing_since, failures FROM stores WHERE uri = ?",
+            "SELECT last_ok_at, failing_since, failures FROM stores WHERE uri = ?",
             (uri,),
         ).fetchone()
         if row is None:
             return None
-        first = _dt(row[0])
-        assert first is not None
-        return StoreMark(first, _dt(row[1]), _dt(row[2]), int(row[3]))
+        return StoreMark(_dt(row[0]), _dt(row[1]), int(row[2]))
 
     def mark_ok(self, uri: str, at: datetime) -> None:
         """A poll read the store: move its watermark, clear its failure count."""
@@ -253,12 +250,6 @@ class WatchState:
                 if cursor.rowcount == 1:
                     added.append(event)
         return added
-
-    def known(self, key: str) -> bool:
-        """Whether an event with this key was recorded."""
-        return (
-            self._conn.execute("SELECT 1 FROM events WHERE key = ?", (key,)).fetchone() is not None
-        )
 
     def register(self, target_keys: Iterable[tuple[str, str]], now: datetime) -> None:
         """Note the targets of this poll (``(key, shown)``); a new one starts receiving now."""

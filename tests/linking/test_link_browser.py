@@ -25,7 +25,7 @@ from mltidy.cli.app import app
 from mltidy.demo.jobs import create_stores, start_job
 from servers import free_port, servers_required
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -2,7 +2,7 @@
 
 ::
 
-    from mltidy.optuna_notify import notify_when_done
+    from mltidy.notify.optuna import notify_when_done
 
     with notify_when_done(study):                 # targets: MLTIDY_NOTIFY, or the config file
         study.optimize(objective, n_trials=100)
@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
-from mltidy.config import load_file_config
+from mltidy.config import load_config
 from mltidy.durations import format_duration
-from mltidy.events import Event, EventKind, LinkSettings, Severity, compose, number, when
+from mltidy.linking.urls import LinkBases
 from mltidy.model import utc_now
-from mltidy.notify import ENV, Target, deliver, resolve_targets, split_urls
+from mltidy.notify.delivery import Target, deliver, resolve_targets
+from mltidy.notify.events import Event, EventKind, Severity, number, when
+from mltidy.notify.messages import compose
 
 _log = logging.getLogger("mltidy")
 When = Literal["always", "failure", "success"]
@@ -41,21 +41,18 @@ def _targets(notify: str | Sequence[str] | None) -> list[Target]:
     if isinstance(notify, str):
         notify = [notify]
     if notify:
-        return [Target(url, "notify_when_done") for u in notify for url in split_urls(u)]
-    if os.environ.get(ENV):
-        return [Target(url, ENV) for url in split_urls(os.environ[ENV])]
-    return resolve_targets(None, load_file_config(Path.cwd()))
+        return [Target(url, "notify_when_done") for u in notify for url in u.split()]
+    return resolve_targets(None, load_config())
 
 
-def _links() -> LinkSettings:
+def _links() -> LinkBases:
     with contextlib.suppress(Exception):
-        config = load_file_config(Path.cwd())
-        return LinkSettings(config.get_str("mlflow_ui"), config.get_str("dashboard_url"))
-    return LinkSettings()
+        return load_config().link_bases()
+    return LinkBases()
 
 
 def optimize_event(
-    study: Any, started: datetime, error: BaseException | None, links: LinkSettings
+    study: Any, started: datetime, error: BaseException | None, links: LinkBases
 ) -> Event:
     """The event for an optimize that ended, from the study object itself."""
     name = str(study.study_name)
@@ -119,7 +116,7 @@ def notify_when_done(
     notify: str | Sequence[str] | None = None,
     *,
     on: When = "always",
-    links: LinkSettings | None = None,
+    links: LinkBases | None = None,
 ) -> Iterator[None]:
     """Send one message when the block (``study.optimize``) ends: completed, or raised.
 

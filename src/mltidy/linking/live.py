@@ -12,12 +12,11 @@ import logging
 import os
 from typing import Any
 
-from mltidy import dashboard_notes
+from mltidy import dashboard_notes, names
 from mltidy.backends.identity import store_id
-from mltidy.link import RUN_URL_ATTR, link_values
-from mltidy.links import DEFAULT_DASHBOARD, LinkBases
+from mltidy.linking.link import link_values
+from mltidy.linking.urls import DEFAULT_DASHBOARD, LinkBases
 from mltidy.model import RunRef, StoreId, StoreKind, TrialRef
-from mltidy.provenance.mlflow_keys import TRIAL_ID
 from mltidy.provenance.mlflow_plugin import storage_name
 
 _log = logging.getLogger(__name__)
@@ -35,12 +34,12 @@ def _run_of(trial: Any) -> Any | None:
     import mlflow
 
     system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    run_id = trial.user_attrs.get("mlflow_run_id") or system_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(names.MLFLOW_RUN_ID) or system_attrs.get(names.MLFLOW_RUN_ID)
     client = mlflow.MlflowClient()
     if isinstance(run_id, str) and run_id:
         return client.get_run(run_id)
     last = mlflow.last_active_run()
-    if last is not None and last.data.tags.get(TRIAL_ID) == str(trial._trial_id):
+    if last is not None and last.data.tags.get(names.RUN_TRIAL_ID) == str(trial._trial_id):
         return last
     return None
 
@@ -78,10 +77,8 @@ def link_live(trial: Any, bases: LinkBases) -> bool:
             experiment=experiment.name,
             tags=dict(run.data.tags),
         )
-        run_url, _, new_note, run_tags = link_values(
-            trial_ref, run_ref, mlflow.get_tracking_uri(), bases
-        )
-        trial.set_user_attr(RUN_URL_ATTR, run_url)
+        run_url, _, new_note, run_tags = link_values(trial_ref, run_ref, bases)
+        trial.set_user_attr(names.MLFLOW_RUN_URL, run_url)
         for key, value in dashboard_notes.note_attrs(
             trial._trial_id, version + 1, new_note, chunks
         ).items():

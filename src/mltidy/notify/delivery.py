@@ -18,15 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mltidy.config import NOTIFY
 from mltidy.errors import UsageError
-from mltidy.events import Message
+from mltidy.notify.events import Message
 from mltidy.redact import redact, redact_notification_url
 
 if TYPE_CHECKING:
-    from mltidy.config import FileConfig
+    from mltidy.config import Config
 
-ENV = "MLTIDY_NOTIFY"
-CONFIG_KEY = "notify"
 _ANY_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://\S+")
 #: Secret parts of a URL shorter than this are not scrubbed from free text (too many false hits).
 _MIN_SECRET = 4
@@ -69,28 +68,12 @@ class Delivery:
     error: str | None = None
 
 
-def split_urls(text: str) -> list[str]:
-    """URLs from an environment variable or a config string: separated by spaces or newlines."""
-    return [part for part in text.split() if part]
-
-
-def resolve_targets(
-    options: Sequence[str] | None, config: FileConfig | None, *, source: str = "--notify"
-) -> list[Target]:
-    """The targets a command notifies: ``--notify`` (or ``MLTIDY_NOTIFY``, which Typer reads
-    into the same option), else the config file's ``notify`` (a string or a list).
-
-    Raises:
-        UsageError: the config file's ``notify`` is not a string or a list of strings.
-    """
-    urls = [u for option in options or () for u in split_urls(option)]
-    if urls:
-        return [Target(url, source) for url in urls]
-    if config is None:
-        return []
-    name = config.path.name if config.path else "config"
-    found = [u for value in config.get_list(CONFIG_KEY) for u in split_urls(value)]
-    return [Target(url, name) for url in found]
+def resolve_targets(options: Sequence[str] | None, config: Config) -> list[Target]:
+    """The targets a command notifies: ``--notify``, else ``MLTIDY_NOTIFY``, else the config
+    file's ``notify`` (a string or a list); several URLs may be given space-separated."""
+    urls = config.values(NOTIFY, options)
+    source = config.source_of(NOTIFY, urls if options else None)
+    return [Target(url, source) for url in urls]
 
 
 @contextmanager
@@ -196,13 +179,10 @@ def deliver(message: Message, targets: Sequence[Target]) -> list[Delivery]:
 
 
 __all__ = [
-    "CONFIG_KEY",
-    "ENV",
     "Delivery",
     "Target",
     "deliver",
     "resolve_targets",
     "scrub",
-    "split_urls",
     "validate",
 ]

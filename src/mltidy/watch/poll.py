@@ -23,47 +23,44 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mltidy import close
-from mltidy.backends.identity import store_id
-from mltidy.backends.interface import RunHistory, StudyWatcher
-from mltidy.backends.registry import backend_factory, open_backend
-from mltidy.config import StoreSpec
+from mltidy.backends.interface import Backend, RunHistory, StudyWatcher
+from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
 from mltidy.errors import MltidyError, StoreError
-from mltidy.events import (
-    Event,
-    EventKind,
-    LinkSettings,
-    compose,
-    ended_run_event,
-    experiment_idle_event,
-    store_failing_event,
-    study_finished_event,
-    study_stopped_event,
-    verdict_event,
-    when,
-)
 from mltidy.judge import Policy
+from mltidy.linking.urls import LinkBases
 from mltidy.model import (
     JudgedRecord,
     Record,
     RecordKind,
     Selection,
     StoreId,
-    StoreKind,
+    StoreKey,
+    StoreSpec,
     StoreStatus,
     StudyProgress,
     VerdictKind,
     utc_now,
 )
-from mltidy.notify import Delivery, Target, deliver
+from mltidy.notify.delivery import Delivery, Target, deliver
+from mltidy.notify.events import Event, EventKind, when
+from mltidy.notify.messages import compose
+from mltidy.notify.store_events import (
+    ended_run_event,
+    experiment_idle_event,
+    store_failing_event,
+    study_finished_event,
+    study_stopped_event,
+    verdict_event,
+)
 from mltidy.probe import LocalFacts, LocalProbe
-from mltidy.scan import iter_scan
-from mltidy.watch_state import WatchState
+from mltidy.scan import ScanEvent, iter_scan
+from mltidy.watch.state import WatchState
 
 DEFAULT_INTERVAL = timedelta(seconds=60)
 DEFAULT_IDLE_AFTER = timedelta(minutes=30)
@@ -96,7 +93,7 @@ class WatchOptions:
     lookback: timedelta = timedelta(0)
     close: bool = False
     skip: frozenset[EventKind] = frozenset()
-    links: LinkSettings = field(default_factory=LinkSettings)
+    links: LinkBases = field(default_factory=LinkBases)
 
 
 @dataclass(frozen=True)
@@ -133,17 +130,7 @@ class _Found:
 
     events: list[Event] = field(default_factory=list)
     known: list[Event] = field(default_factory=list)
-    ok: list[str] = field(default_factory=list)
-
-
-def check_specs(specs: Iterable[StoreSpec]) -> None:
-    """Fail at once on a URI no backend reads (before a daemon starts its loop).
-
-    Raises:
-        UsageError: an unknown scheme.
-    """
-    for spec in specs:
-        backend_factory(spec.kind, spec.uri)
+    ok: list[StoreId] = field(default_factory=list)
 
 
 def poll(
@@ -155,47 +142,48 @@ def poll(
     *,
     probe: Callable[[], LocalFacts] = LocalProbe,
     now: datetime | None = None,
+    session: Callable[[Sequence[StoreSpec]], StoreSession] = StoreSession,
 ) -> PollResult:
-    """One poll: gather events, record them once, deliver what is pending.
+    """One poll over one store session (each store opened once): scan, gather events, close
+    what is dead (``--close``, from the same scan), record the events once, deliver.
 
     Raises:
         UsageError: a store URI has a scheme mltidy cannot read.
         ChangeRefused: another watch holds this state for too long.
     """
-    with state.lock():
+    with state.lock(), session(specs) as stores:
         now = now or utc_now()
         policy = Policy(now=now, stale_after=options.stale_after)
         facts = probe()
         state.register(((t.key, t.shown) for t in targets), now)
-        statuses, items = _scan(specs, selection, policy, facts)
+        scanned = list(iter_scan(stores, selection, policy, facts))
+        items: dict[StoreKey, list[JudgedRecord]] = defaultdict(list)
+        for event in scanned:
+            if isinstance(event, JudgedRecord):
+                items[event.record.store_key].append(event)
         found = _Found()
-        by_uri = {s.uri: s for s in statuses}
-        for spec in specs:
-            status = by_uri.get(store_id(spec.kind, spec.uri))
-            if status is None:
-                continue
-            if not status.ok:
-                _store_failed(state, status, now, found)
+        for spec in stores.specs:
+            backend = stores.backend(spec.key)
+            if backend is None:
+                _store_failed(state, stores.status(spec.key), now, found)
                 continue
             try:
-                _store_events(
-                    spec, status.uri, selection, items[status.uri], state, now, found, options
-                )
+                _store_events(spec, backend, selection, items[spec.key], state, now, found, options)
             except StoreError as exc:
-                failed = StoreStatus(status.uri, status.kind, ok=False, error=exc.message)
-                by_uri[status.uri] = failed
-                _store_failed(state, failed, now, found)
-        closed = _close(specs, selection, policy, facts, found) if options.close else None
+                stores.fail(spec.key, exc)
+                _store_failed(state, stores.status(spec.key), now, found)
+        closed = _close(stores, scanned, policy, found) if options.close else None
+        statuses = stores.statuses()
         events = state.add([e for e in found.events if e.kind not in options.skip], now)
         known = state.add(found.known, now, baseline=True)
-        for uri in found.ok:
-            state.mark_ok(uri, now)
+        for store in found.ok:
+            state.mark_ok(store, now)
         given_up = sum(state.give_up(t.key, now) for t in targets)
         deliveries = deliver_pending(state, targets, now)
         state.prune(now)
     return PollResult(
         at=now,
-        stores=tuple(by_uri.values()),
+        stores=statuses,
         events=tuple(events),
         known=len(known),
         deliveries=tuple(deliveries),
@@ -237,19 +225,6 @@ def watch_forever(
 # -- gathering ----------------------------------------------------------------------------
 
 
-def _scan(
-    specs: Sequence[StoreSpec], selection: Selection, policy: Policy, facts: LocalFacts
-) -> tuple[list[StoreStatus], dict[str, list[JudgedRecord]]]:
-    statuses: list[StoreStatus] = []
-    items: dict[str, list[JudgedRecord]] = defaultdict(list)
-    for event in iter_scan(specs, selection, policy, facts):
-        if isinstance(event, StoreStatus):
-            statuses.append(event)
-        else:
-            items[event.record.store].append(event)
-    return statuses, items
-
-
 def _store_failed(state: WatchState, status: StoreStatus, now: datetime, found: _Found) -> None:
     mark = state.mark_failed(status.uri, now)
     if mark.failures >= FAILURES_BEFORE_ALERT and mark.failing_since is not None:
@@ -258,7 +233,7 @@ def _store_failed(state: WatchState, status: StoreStatus, now: datetime, found: 
 
 def _store_events(
     spec: StoreSpec,
-    shown: str,
+    backend: Backend,
     selection: Selection,
     items: list[JudgedRecord],
     state: WatchState,
@@ -271,28 +246,28 @@ def _store_events(
     Raises:
         StoreError: the store failed while its history or study progress was read.
     """
+    shown = spec.id
     mark = state.store_mark(shown)
     first = mark is None or mark.last_ok_at is None
     known_before = now - options.lookback if first else None
     for item in items:
         if item.verdict.kind in GONE:
             found.events.append(verdict_event(item, options.links, now))
-    with open_backend(spec.kind, spec.uri) as backend:
-        if spec.kind is StoreKind.MLFLOW and isinstance(backend, RunHistory):
-            last_ok = mark.last_ok_at if mark is not None else None
-            since = now - options.lookback if last_ok is None else last_ok - SLACK
-            ended = list(backend.iter_ended_runs(selection, since))
-            found.events += [ended_run_event(run, options.links) for run in ended]
-            _experiments(state, shown, items, ended, now, found, options)
-        if spec.kind is StoreKind.OPTUNA and isinstance(backend, StudyWatcher):
-            progress = backend.study_progress(selection)
-            _studies(shown, progress, items, now, known_before, found, options)
+    if isinstance(backend, RunHistory):
+        last_ok = mark.last_ok_at if mark is not None else None
+        since = now - options.lookback if last_ok is None else last_ok - SLACK
+        ended = list(backend.iter_ended_runs(selection, since))
+        found.events += [ended_run_event(run, options.links) for run in ended]
+        _experiments(state, shown, items, ended, now, found, options)
+    if isinstance(backend, StudyWatcher):
+        progress = backend.study_progress(selection)
+        _studies(shown, progress, items, now, known_before, found, options)
     found.ok.append(shown)
 
 
 def _experiments(
     state: WatchState,
-    store: str,
+    store: StoreId,
     items: list[JudgedRecord],
     ended: list[Record],
     now: datetime,
@@ -324,7 +299,7 @@ def _experiments(
 
 
 def _studies(
-    store: str,
+    store: StoreId,
     progress: list[StudyProgress],
     items: list[JudgedRecord],
     now: datetime,
@@ -381,22 +356,19 @@ def _finished_because(p: StudyProgress, now: datetime, options: WatchOptions) ->
 
 
 def _close(
-    specs: Sequence[StoreSpec],
-    selection: Selection,
-    policy: Policy,
-    facts: LocalFacts,
-    found: _Found,
+    session: StoreSession, scanned: Sequence[ScanEvent], policy: Policy, found: _Found
 ) -> close.CloseReport:
-    """Close what is dead, as ``mltidy close --yes`` would, and say so in the dead events."""
+    """Close what the poll's scan found dead, as ``mltidy close --yes`` would (each record still
+    compare-and-set), and say so in the dead events."""
     options = close.CloseOptions()
-    report = close.plan(specs, selection, policy, facts, options)
+    report = close.plan_scanned(scanned, policy, options)
     if report.changes:
-        report = close.apply(report, specs, options)
+        report = close.apply(session, report, options)
     outcomes = {(c.item.record.store, c.item.record.id): c for c in report.changes}
     for i, event in enumerate(found.events):
-        if event.kind is not EventKind.DEAD or not event.subject:
+        if event.kind is not EventKind.DEAD or not event.subject or event.store is None:
             continue
-        change = outcomes.get((StoreId(event.store or ""), event.subject.split(":", 1)[1]))
+        change = outcomes.get((event.store, event.subject.split(":", 1)[1]))
         if change is None:
             continue
         if change.outcome is close.Outcome.CLOSED:
@@ -412,7 +384,6 @@ __all__ = [
     "DEFAULT_INTERVAL",
     "PollResult",
     "WatchOptions",
-    "check_specs",
     "deliver_pending",
     "poll",
     "watch_forever",

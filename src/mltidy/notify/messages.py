@@ -1,0 +1,114 @@
+"""Messages: many events grouped into one notification.
+
+Fifty dead trials after a node reboot are one message whose title counts them, not fifty
+messages; a trial that died with its MLflow run is folded into the run's entry, since they are
+one job. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+from mltidy.notify.events import Event, EventKind, Message
+
+#: Events shown with all their facts in one message; the rest get one line each.
+DETAILED = 10
+#: One-line entries after the detailed ones; beyond that, a count.
+LISTED = 100
+TITLE_LIMIT = 200
+
+#: Counting labels, worst news first: the order of a grouped message's title.
+_LABELS: Mapping[str, tuple[str, str]] = {
+    "dead:run": ("run dead", "runs dead"),
+    "dead:trial": ("trial dead", "trials dead"),
+    EventKind.JOB_FAILED.value: ("job failed", "jobs failed"),
+    EventKind.RUN_FAILED.value: ("run failed", "runs failed"),
+    EventKind.RUN_KILLED.value: ("run killed", "runs killed"),
+    EventKind.STUDY_STOPPED.value: ("study stopped", "studies stopped"),
+    EventKind.STORE_FAILING.value: ("store unreadable", "stores unreadable"),
+    "stale:run": ("run stale", "runs stale"),
+    "stale:trial": ("trial stale", "trials stale"),
+    EventKind.RUN_FINISHED.value: ("run finished", "runs finished"),
+    EventKind.STUDY_FINISHED.value: ("study finished", "studies finished"),
+    EventKind.JOB_SUCCEEDED.value: ("job finished", "jobs finished"),
+    EventKind.EXPERIMENT_IDLE.value: ("experiment idle", "experiments idle"),
+}
+
+
+def summary(events: Iterable[Event]) -> str:
+    """``3 runs dead, 3 trials dead, 1 study finished``: worst news first."""
+    counts: Counter[str] = Counter()
+    for event in events:
+        counts[event.label] += 1
+    order = list(_LABELS)
+    parts = []
+    for label, n in sorted(
+        counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)
+    ):
+        one, many = _LABELS.get(label, (label, label))
+        parts.append(f"{n} {one if n == 1 else many}")
+    return ", ".join(parts)
+
+
+def fold(events: Sequence[Event]) -> list[Event]:
+    """Fold each trial event into its MLflow run's event of the same kind, when both are here.
+
+    The trial keeps its dashboard link and names itself under the run; the run's entry then
+    speaks for both (they are one job).
+    """
+    runs = {e.subject: i for i, e in enumerate(events) if (e.subject or "").startswith("run:")}
+    merged: dict[int, Event] = {}
+    out: list[Event | None] = list(events)
+    for i, event in enumerate(events):
+        target = runs.get(event.parent) if event.parent else None
+        if target is None or events[target].kind is not event.kind:
+            continue
+        run = merged.get(target, events[target])
+        known = dict(run.facts)
+        extra = [
+            (label, value)
+            for label, value in event.facts
+            if label == "Optuna trial" and known.get(label) != value
+        ]
+        if event.store and event.store != run.store:
+            extra.append(("trial store", event.store))
+        merged[target] = dataclasses.replace(
+            run, facts=(*run.facts, *extra), links=(*run.links, *event.links)
+        )
+        out[i] = None
+    for i, event in merged.items():
+        out[i] = event
+    return [e for e in out if e is not None]
+
+
+def render_event(event: Event) -> str:
+    """One event as text: the headline, then indented facts and links."""
+    lines = [event.headline]
+    lines += [f"  {label}: {value}" for label, value in event.facts]
+    lines += [f"  {label}: {url}" for label, url in event.links]
+    return "\n".join(lines)
+
+
+def compose(events: Sequence[Event], *, detailed: int = DETAILED, listed: int = LISTED) -> Message:
+    """One message for many events: a counting title, then each event (the first ``detailed``
+    with their facts and links, the next ``listed`` as one line, then a count)."""
+    if not events:
+        raise ValueError("compose needs at least one event")
+    entries = sorted(fold(events), key=lambda e: -e.severity.rank)
+    severity = max((e.severity for e in events), key=lambda s: s.rank)
+    title = "mltidy: " + (entries[0].headline if len(entries) == 1 else summary(events))
+    if len(title) > TITLE_LIMIT:
+        title = title[: TITLE_LIMIT - 3] + "..."
+    blocks = [render_event(e) for e in entries[:detailed]]
+    rest = entries[detailed:]
+    if rest:
+        lines = [f"And {len(rest)} more:"]
+        lines += [f"- {e.headline}" for e in rest[:listed]]
+        if len(rest) > listed:
+            lines.append(
+                f"- ... and {len(rest) - listed} more (mltidy watch --once -f json lists them all)"
+            )
+        blocks.append("\n".join(lines))
+    return Message(title, "\n\n".join(blocks) + "\n", severity, len(events))
