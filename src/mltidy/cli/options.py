@@ -64,9 +64,9 @@ StaleAfterOption = Annotated[
     typer.Option(
         "--stale-after",
         metavar="DURATION",
-        envvar="MLTIDY_STALE_AFTER",
         help="Silence longer than this, without proof of life, makes a record stale "
-        "(90s, 30m, 2h, 7d). Default: stale_after from the config file, else 1h.",
+        "(90s, 30m, 2h, 7d). Default: MLTIDY_STALE_AFTER, else stale_after from the config "
+        "file, else 1h.",
         show_default=False,
     ),
 ]
@@ -112,9 +112,9 @@ MlflowUiOption = Annotated[
     typer.Option(
         "--mlflow-ui",
         metavar="URL",
-        envvar="MLTIDY_MLFLOW_UI",
-        help="Base URL of the MLflow UI for links. Default: mlflow_ui from the config file, else "
-        "the tracking server when it is http(s), else http://127.0.0.1:5000.",
+        help="Base URL of the MLflow UI for links. Default: MLTIDY_MLFLOW_UI, else mlflow_ui "
+        "from the config file, else the tracking server when it is http(s), else "
+        "http://127.0.0.1:5000.",
         show_default=False,
     ),
 ]
@@ -123,9 +123,8 @@ DashboardUrlOption = Annotated[
     typer.Option(
         "--dashboard-url",
         metavar="URL",
-        envvar="MLTIDY_DASHBOARD_URL",
-        help="Base URL of optuna-dashboard for links. Default: dashboard_url from the config "
-        "file, else http://127.0.0.1:8080.",
+        help="Base URL of optuna-dashboard for links. Default: MLTIDY_DASHBOARD_URL, else "
+        "dashboard_url from the config file, else http://127.0.0.1:8080.",
         show_default=False,
     ),
 ]
@@ -134,11 +133,10 @@ NotifyOption = Annotated[
     typer.Option(
         "--notify",
         metavar="URL",
-        envvar="MLTIDY_NOTIFY",
         help="Send notifications to this apprise URL (slack://, mailto://, ntfy://, discord://, "
-        "json://, workflows:// ...). Repeatable; MLTIDY_NOTIFY takes several, space-separated. "
-        "Default: notify in the config file. URLs are secrets: mltidy prints only their scheme.",
+        "json://, workflows:// ...). Repeatable. Default: MLTIDY_NOTIFY (several, "
+        "space-separated), else notify in the config file. URLs are secrets: mltidy prints only "
+        "their scheme.",
         show_default=False,
-        show_envvar=False,
     ),
 ]

@@ -67,10 +67,9 @@ def watch_command(
         typer.Option(
             "--idle-after",
             metavar="DURATION",
-            envvar="MLTIDY_IDLE_AFTER",
             help="A study with nothing RUNNING or WAITING and no trial started or ended for this "
             "long has finished; an experiment with no live run for this long went idle. "
-            "Default: idle_after from the config file, else 30m.",
+            "Default: MLTIDY_IDLE_AFTER, else idle_after from the config file, else 30m.",
             show_default=False,
         ),
     ] = None,
