@@ -24,9 +24,9 @@ from mltidy.backends import Selection
 from mltidy.backends.identity import store_spec
 from mltidy.backends.session import StoreSession
 from mltidy.demo.jobs import optuna_storage
+from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Policy
 from mltidy.model import StoreKind, StoreSpec, utc_now
-from mltidy.probe import LocalProbe
 
 KINDS = [
     pytest.param("sqlite", id="sqlite"),

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from mltidy.evidence.local import ProcessInfo, StaticFacts
 from mltidy.judge import Policy, judge, short_command
-from mltidy.model import Record, RecordKind, VerdictKind
-from mltidy.probe import ProcessInfo, StaticFacts
+from mltidy.model import ActivitySource, Basis, Record, RecordKind, VerdictKind
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 POLICY = Policy(now=NOW, stale_after=timedelta(hours=1))
@@ -38,6 +38,8 @@ def _run(
     started: timedelta | None = timedelta(hours=5),
     last: timedelta | None = None,
     tags: dict[str, str] | None = None,
+    pause: timedelta | None = None,
+    count: int = 0,
 ) -> Record:
     return Record(
         kind=RecordKind.MLFLOW_RUN,
@@ -50,6 +52,9 @@ def _run(
         started_at=None if started is None else NOW - started,
         last_activity_at=None if last is None else NOW - last,
         tags=tags or {},
+        activity_source=None if last is None else ActivitySource.METRIC,
+        longest_pause=pause,
+        activity_count=count,
     )
 
 
@@ -86,8 +91,8 @@ def test_reboot_is_dead() -> None:
 def test_another_hosts_record_is_never_dead() -> None:
     tags = _tags(host="gpu-03", pid=777)
     recent = judge(_run(last=timedelta(minutes=2), tags=tags), HERE, POLICY)
-    assert recent.kind is VerdictKind.ALIVE
-    assert recent.reason == "last metric 2 min ago from gpu-03"
+    assert recent.kind is VerdictKind.ACTIVE  # activity is not proof of life
+    assert recent.reason == "last metric 2 min ago from gpu-03; no proof that its process lives"
     silent = judge(_run(last=timedelta(hours=2, minutes=14), tags=tags), HERE, POLICY)
     assert silent.kind is VerdictKind.STALE
     assert silent.reason.startswith("last metric 2 h 14 min ago from gpu-03")
@@ -95,18 +100,34 @@ def test_another_hosts_record_is_never_dead() -> None:
     assert young.kind is VerdictKind.UNKNOWN
 
 
-def test_mltidy_heartbeat_counts_as_activity() -> None:
+def test_a_heartbeat_is_judged_by_its_own_interval() -> None:
+    tags = {
+        **_tags(host="gpu-03"),
+        "mltidy.heartbeat_at": (NOW - timedelta(seconds=25)).isoformat(),
+        "mltidy.heartbeat_interval": "10.0",
+    }
+    verdict = judge(_run(last=timedelta(hours=5), tags=tags), HERE, POLICY)
+    assert verdict.kind is VerdictKind.ALIVE
+    assert verdict.reason == "mltidy heartbeat 25 s ago from gpu-03 (every 10 s)"
+    tags["mltidy.heartbeat_at"] = (NOW - timedelta(seconds=56)).isoformat()
+    verdict = judge(_run(last=timedelta(hours=5), tags=tags), HERE, POLICY)
+    assert verdict.kind is VerdictKind.STALE  # 56 s of silence is 5 beats missed, not an hour
+    assert verdict.basis is Basis.HEARTBEAT
+    assert verdict.reason == (
+        "its heartbeat stopped: last beat 56 s ago from gpu-03, it beat every 10 s"
+    )
+
+
+def test_a_heartbeat_without_interval_falls_back_to_stale_after() -> None:
     tags = {
         **_tags(host="gpu-03"),
         "mltidy.heartbeat_at": (NOW - timedelta(seconds=40)).isoformat(),
     }
-    verdict = judge(_run(last=timedelta(hours=5), tags=tags), HERE, POLICY)
-    assert verdict.kind is VerdictKind.ALIVE
-    assert verdict.reason == "last heartbeat 40 s ago from gpu-03"
+    assert judge(_run(tags=tags), HERE, POLICY).kind is VerdictKind.ALIVE
     tags["mltidy.heartbeat_at"] = (NOW - timedelta(hours=2, minutes=14)).isoformat()
-    verdict = judge(_run(last=timedelta(hours=5), tags=tags), HERE, POLICY)
+    verdict = judge(_run(tags=tags), HERE, POLICY)
     assert verdict.kind is VerdictKind.STALE
-    assert verdict.reason.startswith("last heartbeat 2 h 14 min ago from gpu-03")
+    assert "last beat 2 h 14 min ago from gpu-03" in verdict.reason
 
 
 def test_without_provenance_silence_longer_than_stale_after_is_stale() -> None:
@@ -115,9 +136,73 @@ def test_without_provenance_silence_longer_than_stale_after_is_stale() -> None:
     assert "2 h 14 min" in verdict.reason
 
 
-def test_without_provenance_recent_activity_is_alive() -> None:
+def test_without_provenance_recent_activity_is_active_not_alive() -> None:
     verdict = judge(_run(last=timedelta(minutes=5)), HERE, POLICY)
-    assert verdict.kind is VerdictKind.ALIVE
+    assert verdict.kind is VerdictKind.ACTIVE
+    assert verdict.reason.startswith("last metric 5 min ago")
+
+
+def test_silence_is_judged_against_the_records_own_rhythm() -> None:
+    quick = _run(last=timedelta(minutes=6), pause=timedelta(seconds=4), count=300)
+    verdict = judge(quick, HERE, POLICY)
+    assert verdict.kind is VerdictKind.STALE and verdict.basis is Basis.RHYTHM
+    assert "silent 6 min since its last metric; its longest pause before was 4 s" in verdict.reason
+    floor = judge(
+        _run(last=timedelta(seconds=90), pause=timedelta(seconds=2), count=300), HERE, POLICY
+    )
+    assert floor.kind is VerdictKind.ACTIVE  # never before the floor
+    # A job with long epochs is not called stale early, --stale-after or not.
+    slow = _run(last=timedelta(hours=2), pause=timedelta(minutes=45), count=20)
+    assert judge(slow, HERE, POLICY).kind is VerdictKind.ACTIVE
+    # A pause three times the longest before is not stale either.
+    once = _run(last=timedelta(minutes=3), pause=timedelta(minutes=1), count=50)
+    assert judge(once, HERE, POLICY).kind is VerdictKind.ACTIVE
+    # Too little history: --stale-after decides.
+    young = _run(last=timedelta(minutes=6), pause=timedelta(seconds=4), count=3)
+    assert judge(young, HERE, POLICY).kind is VerdictKind.ACTIVE
+
+
+def test_a_time_in_the_future_is_never_proof_of_life() -> None:
+    ahead = judge(_run(last=-timedelta(days=365), tags=_tags(host="gpu-03")), HERE, POLICY)
+    assert ahead.kind is VerdictKind.UNKNOWN and ahead.basis is Basis.CLOCK
+    assert ahead.reason.startswith(
+        "its last metric is dated 365 d in the future: the clock of gpu-03"
+    )
+    beat = {**_tags(host="gpu-03"), "mltidy.heartbeat_at": (NOW + timedelta(days=1)).isoformat()}
+    assert judge(_run(tags=beat), HERE, POLICY).kind is VerdictKind.UNKNOWN
+    start = judge(_run(started=-timedelta(hours=9)), HERE, POLICY)
+    assert start.kind is VerdictKind.UNKNOWN and "start is dated 9 h" in start.reason
+    small = judge(_run(last=-timedelta(seconds=30)), HERE, POLICY)  # within the tolerance
+    assert small.kind is VerdictKind.ACTIVE
+
+
+def test_a_pid_is_judged_only_in_its_own_namespace() -> None:
+    inside = ProcessInfo(12, 1000.0, "python train.py")
+    host = StaticFacts(
+        host="gpu-07",
+        boot_id="boot-now",
+        pid_ns=4026531836,
+        processes={12: ProcessInfo(12, 55.0, "kworker")},
+        namespaces={4026532999: {12: inside}},
+    )
+    tags = {**_tags(pid=12), "mltidy.pid_ns": "4026532999"}
+    verdict = judge(_run(tags=tags), host, POLICY)
+    assert verdict.kind is VerdictKind.ALIVE  # not the host's pid 12
+    assert (
+        verdict.reason
+        == "process 12 (python3 train.py) is running on gpu-07 in pid namespace 4026532999"
+    )
+    gone = {**_tags(pid=13), "mltidy.pid_ns": "4026532999"}
+    assert judge(_run(tags=gone), host, POLICY).kind is VerdictKind.DEAD
+    # From inside a container, a job outside cannot be seen: no verdict from its pid.
+    container = StaticFacts(host="gpu-07", boot_id="boot-now", pid_ns=4026532111)
+    outside = {**_tags(pid=4121), "mltidy.pid_ns": "4026531836"}
+    blind = judge(_run(last=timedelta(minutes=2), tags=outside), container, POLICY)
+    assert blind.kind is VerdictKind.ACTIVE
+    assert "ran in another pid namespace (4026531836, a container)" in blind.reason
+    # An older record without its namespace is not judged by pid from inside a container.
+    old = judge(_run(tags=_tags(pid=777)), container, POLICY)
+    assert old.kind is not VerdictKind.DEAD and "does not name its pid namespace" in old.reason
 
 
 def test_without_provenance_never_logged() -> None:

@@ -26,9 +26,9 @@ from mltidy.backends import Selection
 from mltidy.backends.identity import store_spec
 from mltidy.backends.session import StoreSession
 from mltidy.demo.jobs import Job, create_stores, start_job
+from mltidy.evidence.local import LocalProbe, StaticFacts
 from mltidy.judge import Policy
 from mltidy.model import JudgedRecord, RecordKind, StoreKind, StoreSpec, VerdictKind, utc_now
-from mltidy.probe import LocalProbe, StaticFacts
 from mltidy.provenance.facts import read_boot_id
 from mltidy.scan import ScanResult, scan
 
@@ -197,7 +197,9 @@ def test_another_hosts_record_needs_a_heartbeat_gap(lab: Lab) -> None:
     assert records[beating].kind is VerdictKind.ALIVE
     assert records[beating].reason.endswith("from gpu-elsewhere")
     assert records[silent].kind is VerdictKind.STALE
-    assert records[silent].reason.startswith("last heartbeat 3 h ago from gpu-elsewhere")
+    assert records[silent].reason.startswith(
+        "its heartbeat stopped: last beat 3 h ago from gpu-elsewhere"
+    )
 
 
 @pytest.mark.parametrize("optin", ["track", "record"])
@@ -249,9 +251,9 @@ def test_the_mlflow_heartbeat_proves_life_across_hosts(lab: Lab) -> None:
         run = _run_of(lab.scan("2s", elsewhere), job)
         assert run.record.tags.get("mltidy.heartbeat_at")
         assert run.verdict.kind is VerdictKind.ALIVE
-        assert run.verdict.reason.startswith("last heartbeat")
+        assert run.verdict.reason.startswith("mltidy heartbeat")
         job.kill(signal.SIGKILL)
-        time.sleep(3.5)
+        time.sleep(6)  # beats every 1 s: stale after 3 missed beats and 1 s of slack
         run = _run_of(lab.scan("2s", elsewhere), job)
         assert run.verdict.kind is VerdictKind.STALE
     finally:
@@ -389,7 +391,7 @@ def test_optunas_own_heartbeat_counts_as_activity(tmp_path: Path) -> None:
         (trial,) = _scan(spec, Selection(), policy, elsewhere).records
         assert trial.record.last_activity_at is not None
         assert trial.verdict.kind is VerdictKind.ALIVE
-        assert trial.verdict.reason.startswith("last heartbeat")
+        assert trial.verdict.reason.startswith("Optuna heartbeat")
         job.kill(signal.SIGKILL)
         time.sleep(3.5)
         policy = Policy(now=utc_now(), stale_after=timedelta(seconds=2))

@@ -8,6 +8,7 @@ alive is never touched, whatever the options.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import socket
 from collections.abc import Iterable
@@ -19,8 +20,10 @@ from mltidy import names
 from mltidy.backends.interface import Backend, Closer, TrialRetrier
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError, UsageError
+from mltidy.evidence.local import LocalFacts
 from mltidy.judge import Policy, heartbeat_at
 from mltidy.model import (
+    Basis,
     CloseRequest,
     CloseStatus,
     JudgedRecord,
@@ -31,8 +34,7 @@ from mltidy.model import (
     VerdictKind,
     utc_now,
 )
-from mltidy.probe import LocalFacts
-from mltidy.scan import iter_scan
+from mltidy.scan import LeftOut, ScanEvent, iter_scan
 
 MAX_REASON = 500
 
@@ -51,6 +53,8 @@ class CloseOptions:
 
     Attributes:
         include_stale: also close ``stale`` records (default: ``dead`` only).
+        rhythm: with ``include_stale``, also close records stale by their own rhythm (silent
+            for many times their longest pause) before ``--stale-after``.
         runs: explicit MLflow run ids; only these are considered.
         trials: explicit ``(study, trial number)`` pairs; only these are considered.
         force: close the explicit records whatever their verdict (except ``alive``).
@@ -60,6 +64,7 @@ class CloseOptions:
     """
 
     include_stale: bool = False
+    rhythm: bool = False
     runs: tuple[str, ...] = ()
     trials: tuple[tuple[str, int], ...] = ()
     force: bool = False
@@ -83,6 +88,7 @@ class Change:
     outcome: Outcome = Outcome.PLANNED
     detail: str | None = None
     retry_trial_number: int | None = None
+    forced: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,26 +131,40 @@ def parse_trial_ref(text: str) -> tuple[str, int]:
 
 
 def end_time_of(record: Record, now: datetime) -> datetime:
-    """The true end of a record: its last activity, else its start; "now" only with neither."""
-    times = [t for t in (record.last_activity_at, heartbeat_at(record.tags)) if t is not None]
-    if times:
-        return min(max(times), now)
-    return record.started_at or now
+    """The true end of a record: its last activity (its own, or its run's), never before its
+    start and never after now; "now" only when the record knows neither."""
+    times = [
+        t
+        for t in (record.last_activity_at, heartbeat_at(record.tags), record.started_at)
+        if t is not None
+    ]
+    return min(max(times), now) if times else now
 
 
 def _decide(item: JudgedRecord, options: CloseOptions) -> str | None:
     """``None`` to close the record, else why it is left alone."""
-    kind = item.verdict.kind
+    verdict = item.verdict
+    kind = verdict.kind
     if kind is VerdictKind.ALIVE:
-        return f"alive: {item.verdict.reason}"
+        return f"alive: {verdict.reason}"
     if kind is VerdictKind.DEAD:
         return None
     if options.explicit and options.force:
         return None
     if kind is VerdictKind.STALE:
+        if verdict.basis is Basis.RHYTHM and not options.rhythm:
+            return (
+                "stale by its own rhythm only: pass --include-stale --rhythm to close records "
+                "silent much longer than their longest pause"
+            )
         if options.include_stale:
             return None
         return "stale, not certainly dead: pass --include-stale to close stale records"
+    if kind is VerdictKind.ACTIVE:
+        return (
+            "active: recent activity, but no proof either way; name it with --run/--trial and "
+            "pass --force if you know its job is gone"
+        )
     return "unknown: not enough evidence; name it with --run/--trial and pass --force"
 
 
@@ -170,9 +190,7 @@ def plan(
     return plan_scanned(events, policy, options)
 
 
-def plan_scanned(
-    events: Iterable[StoreStatus | JudgedRecord], policy: Policy, options: CloseOptions
-) -> CloseReport:
+def plan_scanned(events: Iterable[ScanEvent], policy: Policy, options: CloseOptions) -> CloseReport:
     """Decide what to close from a scan already made (``watch`` reuses its poll's scan)."""
     stores: list[StoreStatus] = []
     changes: list[Change] = []
@@ -182,6 +200,8 @@ def plan_scanned(
     for event in events:
         if isinstance(event, StoreStatus):
             stores.append(event)
+            continue
+        if isinstance(event, LeftOut):
             continue
         record = event.record
         if not _matches(record, options):
@@ -194,7 +214,10 @@ def plan_scanned(
         if why is not None:
             skipped.append(Skip(event, why))
             continue
-        changes.append(planned_change(event, options, policy.now))
+        change = planned_change(event, options, policy.now)
+        if options.force and event.verdict.kind is not VerdictKind.DEAD:
+            change = dataclasses.replace(change, forced=True)
+        changes.append(change)
     missing = [r for r in options.runs if r not in seen_runs]
     missing += [f"{s}:{n}" for s, n in options.trials if (s, n) not in seen_trials]
     return CloseReport(tuple(stores), tuple(changes), tuple(skipped), True, tuple(missing))
@@ -231,6 +254,7 @@ def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
         names.END_TIME_SOURCE: "last activity"
         if change.item.record.last_activity_at
         else "start time",
+        **({names.CLOSED_FORCED: "true"} if change.forced else {}),
     }
 
 
@@ -254,7 +278,7 @@ def apply(session: StoreSession, report: CloseReport, options: CloseOptions) -> 
 
 
 def _failed(change: Change, detail: str) -> Change:
-    return Change(change.item, change.new_state, change.end_time, Outcome.FAILED, detail)
+    return dataclasses.replace(change, outcome=Outcome.FAILED, detail=detail)
 
 
 def _apply_one(
@@ -287,19 +311,13 @@ def _apply_one(
             try:
                 retry_number = backend.enqueue_retry(record.id, options.max_retry)
             except StoreError as exc:
-                return Change(
-                    change.item,
-                    change.new_state,
-                    change.end_time,
-                    Outcome.FAILED,
-                    f"closed, but the retry failed: {exc.message}",
-                )
+                return _failed(change, f"closed, but the retry failed: {exc.message}")
             if retry_number is None:
                 detail = f"not retried (--max-retry {options.max_retry} reached)"
             else:
                 detail = f"retry enqueued as trial {retry_number}"
-    return Change(
-        change.item, change.new_state, change.end_time, Outcome.CLOSED, detail or None, retry_number
+    return dataclasses.replace(
+        change, outcome=Outcome.CLOSED, detail=detail or None, retry_trial_number=retry_number
     )
 
 

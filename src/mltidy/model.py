@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import Enum
 from types import MappingProxyType
 from typing import NewType
@@ -29,12 +29,33 @@ class RecordKind(str, Enum):
 
 
 class VerdictKind(str, Enum):
-    """How sure mltidy is that the process behind a record is gone."""
+    """How sure mltidy is that the process behind a record is gone (a contract, docs/json.md).
+
+    ``alive`` needs proof of life (the process with its recorded start time, a fresh heartbeat,
+    a scheduler that says the job runs); ``active`` is recent activity without such proof.
+    """
 
     DEAD = "dead"
     STALE = "stale"
+    ACTIVE = "active"
     ALIVE = "alive"
     UNKNOWN = "unknown"
+
+
+class Basis(str, Enum):
+    """What a verdict rests on, so that commands can act on some bases and not others."""
+
+    PROCESS = "process"
+    REBOOT = "reboot"
+    NAMESPACE = "namespace"
+    SUPERVISOR = "supervisor"
+    SCHEDULER = "scheduler"
+    HEARTBEAT = "heartbeat"
+    RHYTHM = "rhythm"
+    STALE_AFTER = "stale-after"
+    ACTIVITY = "activity"
+    CLOCK = "clock"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,15 @@ class Verdict:
 
     kind: VerdictKind
     reason: str
+    basis: Basis = Basis.NONE
+
+
+class ActivitySource(str, Enum):
+    """What a record's ``last_activity_at`` is, in the words of a reason."""
+
+    METRIC = "metric"
+    OPTUNA_HEARTBEAT = "Optuna heartbeat"
+    RUN_METRIC = "metric of its MLflow run"
 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -68,6 +98,10 @@ class Record:
             ``mlflow_run_id``; backends pass only the keys the judge and the linker read.
         evidence_from: the MLflow run whose provenance and activity a trial inherited.
         ended_at: when a finished run or trial ended (``None`` while it runs); read by ``watch``.
+        activity_source: what ``last_activity_at`` is (a metric, an Optuna heartbeat, ...).
+        longest_pause: the longest silence between two activities while it was logging (its
+            rhythm), where the store keeps a history; ``None`` otherwise.
+        activity_count: how many distinct activity times that history holds.
     """
 
     kind: RecordKind
@@ -84,6 +118,9 @@ class Record:
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     evidence_from: str | None = None
     ended_at: datetime | None = None
+    activity_source: ActivitySource | None = None
+    longest_pause: timedelta | None = None
+    activity_count: int = 0
 
     @property
     def store_key(self) -> StoreKey:
@@ -171,8 +208,10 @@ def naive_utc_to_utc(value: datetime) -> datetime:
 
 
 def iso(value: datetime | None) -> str | None:
-    """ISO 8601 with offset, seconds precision, or ``None``."""
-    return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="seconds")
+    """ISO 8601 in UTC with offset, milliseconds precision (what the stores keep), or ``None``."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)

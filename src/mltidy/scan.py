@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from mltidy import names
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError
+from mltidy.evidence.local import LocalFacts
 from mltidy.judge import Policy, Provenance, judge
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
+    ActivitySource,
     JudgedRecord,
     Record,
     RecordKind,
@@ -24,7 +26,6 @@ from mltidy.model import (
     StoreSpec,
     StoreStatus,
 )
-from mltidy.probe import LocalFacts
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,15 @@ class ScanResult:
     records: tuple[JudgedRecord, ...]
 
 
-ScanEvent = StoreStatus | JudgedRecord
+@dataclass(frozen=True)
+class LeftOut:
+    """A record the scan did not judge (``--this-host``), and why."""
+
+    record: Record
+    why: str
+
+
+ScanEvent = StoreStatus | JudgedRecord | LeftOut
 
 
 class RunIndex:
@@ -47,14 +56,16 @@ class RunIndex:
         self.session = session
 
     def add(self, run: Record) -> None:
-        """Remember a run (and the trial it names, if the plugin tagged it)."""
+        """Remember a run, and the trial its tags name (the plugin's, or mltidy link's)."""
         self.by_id[run.id] = run
-        study = run.tags.get(names.RUN_STUDY)
-        if study:
-            if run.tags.get(names.RUN_TRIAL_ID):
-                self.by_trial[(study, "id:" + run.tags[names.RUN_TRIAL_ID])] = run
-            if run.tags.get(names.RUN_TRIAL_NUMBER):
-                self.by_trial[(study, "number:" + run.tags[names.RUN_TRIAL_NUMBER])] = run
+        tags = run.tags
+        for study, key, value in (
+            (tags.get(names.RUN_STUDY), "id:", tags.get(names.RUN_TRIAL_ID)),
+            (tags.get(names.RUN_STUDY), "number:", tags.get(names.RUN_TRIAL_NUMBER)),
+            (tags.get(names.LINK_STUDY), "number:", tags.get(names.LINK_TRIAL_NUMBER)),
+        ):
+            if study and value:
+                self.by_trial.setdefault((study, key + value), run)
 
     def _lookup(self, run_id: str) -> Record | None:
         if run_id in self.by_id:
@@ -82,24 +93,36 @@ class RunIndex:
         return self.by_trial.get((trial.container, f"number:{trial.trial_number}"))
 
     def enrich(self, trial: Record) -> Record:
-        """A trial without provenance of its own inherits its run's provenance and activity."""
-        if Provenance.from_tags(trial.tags) is not None:
-            return trial
+        """A trial takes its run's activity when newer than its own, and its run's provenance
+        when it has none of its own (the job wrote it on the run only)."""
         run = self.run_of(trial)
         if run is None:
             return trial
-        inherited = {
-            k: v
-            for k, v in run.tags.items()
-            if k.startswith(names.PREFIX) and not k.startswith(names.RUN_TRIAL_PREFIX)
-        }
-        activity = [t for t in (trial.last_activity_at, run.last_activity_at) if t is not None]
-        return dataclasses.replace(
-            trial,
-            tags={**inherited, **trial.tags},
-            last_activity_at=max(activity) if activity else None,
-            evidence_from=run.id,
+        own = Provenance.from_tags(trial.tags) is not None
+        tags = dict(trial.tags)
+        if not own:
+            inherited = {
+                k: v
+                for k, v in run.tags.items()
+                if k.startswith(names.PREFIX) and not k.startswith(names.RUN_TRIAL_PREFIX)
+            }
+            tags = {**inherited, **tags}
+        changes: dict[str, object] = {"tags": tags}
+        if not own:
+            changes["evidence_from"] = run.id
+        newer = run.last_activity_at is not None and (
+            trial.last_activity_at is None or run.last_activity_at > trial.last_activity_at
         )
+        if newer:
+            changes.update(
+                last_activity_at=run.last_activity_at,
+                activity_source=ActivitySource.RUN_METRIC
+                if own
+                else (run.activity_source or ActivitySource.METRIC),
+                longest_pause=run.longest_pause,
+                activity_count=run.activity_count,
+            )
+        return dataclasses.replace(trial, **changes)  # type: ignore[arg-type]
 
 
 def iter_scan(
@@ -143,6 +166,8 @@ def _scan_store(
             else:
                 record = index.enrich(record)
             if this_host and record.tags.get(names.HOST) != facts.host:
+                host = record.tags.get(names.HOST)
+                yield LeftOut(record, f"started on {host}" if host else "no provenance")
                 continue
             verdict = judge(record, facts, policy)
             yield JudgedRecord(record, verdict, bases.record(record))
@@ -169,6 +194,6 @@ def scan(
             on_event(event)
         if isinstance(event, StoreStatus):
             stores.append(event)
-        else:
+        elif isinstance(event, JudgedRecord):
             records.append(event)
     return ScanResult(tuple(stores), tuple(records))

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mltidy.cli.render import record_dict, store_dict, write_json
+from mltidy.cli.render import JSON_VERSION, record_dict, store_dict, write_json
 from mltidy.model import (
     JudgedRecord,
     Record,
@@ -49,6 +49,7 @@ def test_streamed_json_is_the_document_json_dumps_makes(count: int, store_count:
     out = io.StringIO()
     write_json(stores, records, out)
     payload = {
+        "version": JSON_VERSION,
         "stores": [store_dict(s) for s in stores],
         "records": [record_dict(r) for r in records],
     }

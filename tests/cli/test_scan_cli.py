@@ -28,6 +28,7 @@ RECORD_KEYS = [
     "started_at",
     "last_activity_at",
     "verdict",
+    "basis",
     "reason",
     "url",
     "trial_number",
@@ -75,7 +76,8 @@ def test_json_is_the_contract_and_stderr_stays_clean(lab: Path, sqlite_world: Ki
     assert code == 0
     assert err == ""
     payload = json.loads(out)
-    assert list(payload) == ["stores", "records"]
+    assert list(payload) == ["version", "stores", "records"]
+    assert payload["version"] == 2
     assert [list(s) for s in payload["stores"]] == [STORE_KEYS, STORE_KEYS]
     assert {s["kind"] for s in payload["stores"]} == {"mlflow", "optuna"}
     assert all(s["ok"] and s["error"] is None for s in payload["stores"])

@@ -26,7 +26,7 @@ from mltidy.cli.render_changes import changes_table, close_json, close_markdown,
 from mltidy.cli.selection import resolve
 from mltidy.close import CloseOptions, CloseReport, Outcome, apply, parse_trial_ref, plan
 from mltidy.errors import ExitCode, UsageError
-from mltidy.probe import LocalProbe
+from mltidy.evidence.local import LocalProbe
 
 
 class EndState(str, Enum):
@@ -46,6 +46,14 @@ def close_command(
     this_host: ThisHostOption = False,
     include_stale: Annotated[
         bool, typer.Option("--include-stale", help="Also close stale records (default: dead only).")
+    ] = False,
+    rhythm: Annotated[
+        bool,
+        typer.Option(
+            "--rhythm",
+            help="With --include-stale, also close records stale by their own rhythm: silent "
+            "for many times their longest pause, though not yet for --stale-after.",
+        ),
     ] = False,
     run: Annotated[
         list[str] | None,
@@ -81,15 +89,19 @@ def close_command(
     Dry run by default: prints the plan and changes nothing; --yes applies. A record is changed
     only if it is still RUNNING at the moment of writing; its end time is its last activity, and
     mltidy.closed_* tags (system attributes on trials) record what was done. Alive records are
-    never touched.
+    never touched, not even with --force; a record named with --run/--trial and --force is
+    closed whatever else its verdict, and its audit tags say it was forced.
 
     Exit codes: 0 ok, 2 usage error, 3 a store could not be read, 4 a change failed.
     """
     with translated_errors(json_mode=output.is_machine):
         if force and not (run or trial):
             raise UsageError("--force applies only to records named with --run or --trial")
+        if rhythm and not include_stale:
+            raise UsageError("--rhythm applies only with --include-stale")
         options = CloseOptions(
             include_stale=include_stale,
+            rhythm=rhythm,
             runs=tuple(run or ()),
             trials=tuple(parse_trial_ref(t) for t in trial or ()),
             force=force,

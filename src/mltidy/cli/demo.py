@@ -21,6 +21,7 @@ from mltidy.cli.render_changes import changes_table, runs_table, studies_table
 from mltidy.config import Config
 from mltidy.declutter import RunAction, restore_command
 from mltidy.demo.sandbox import Sandbox
+from mltidy.evidence.local import LocalProbe
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.linking import link
 from mltidy.linking.link import LinkStatus
@@ -29,7 +30,6 @@ from mltidy.model import Selection, StoreKind, StoreSpec, utc_now
 from mltidy.notify.delivery import Target, deliver, resolve_targets, validate
 from mltidy.notify.events import Message
 from mltidy.notify.messages import compose
-from mltidy.probe import LocalProbe
 from mltidy.scan import scan
 from mltidy.supervision.cleanup import clean_up
 from mltidy.supervision.report import job_event

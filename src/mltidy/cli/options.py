@@ -85,7 +85,8 @@ FailOnOption = Annotated[
     typer.Option(
         "--fail-on",
         envvar="MLTIDY_FAIL_ON",
-        help="Exit 1 when records are found: dangling = anything not proven alive; "
+        help="Exit 1 when records are found: dangling = dead, stale or unknown (not alive, not "
+        "active); "
         "stale = dead or stale; dead = dead only; never = always exit 0 on findings.",
         case_sensitive=False,
     ),

@@ -41,6 +41,7 @@ class OutputFormat(str, Enum):
 VERDICT_STYLE = {
     VerdictKind.DEAD: "bold red",
     VerdictKind.STALE: "yellow",
+    VerdictKind.ACTIVE: "cyan",
     VerdictKind.ALIVE: "green",
     VerdictKind.UNKNOWN: "dim",
 }
@@ -72,6 +73,7 @@ def record_dict(item: JudgedRecord) -> dict[str, Any]:
         "started_at": iso(record.started_at),
         "last_activity_at": iso(record.last_activity_at),
         "verdict": item.verdict.kind.value,
+        "basis": item.verdict.basis.value,
         "reason": item.verdict.reason,
         "url": item.url,
         "trial_number": record.trial_number,
@@ -83,6 +85,9 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
     return {"uri": status.uri, "kind": status.kind.value, "ok": status.ok, "error": status.error}
 
 
+#: The version of the JSON contract (docs/json.md): 2 added the ``active`` verdict, ``basis``
+#: and milliseconds in times.
+JSON_VERSION = 2
 #: What ``json.dumps(..., indent=2)`` builds on every call, built once.
 _INDENTED = json.JSONEncoder(indent=2)
 
@@ -94,7 +99,7 @@ def write_json(
     gives, but written record by record: with 10,000 records the whole document as dicts and
     then as one string would double the memory a large scan needs."""
     out = out or sys.stdout
-    out.write('{\n  "stores": ')
+    out.write(f'{{\n  "version": {JSON_VERSION},\n  "stores": ')
     out.write(json.dumps([store_dict(s) for s in stores], indent=2).replace("\n", "\n  "))
     out.write(',\n  "records": ')
     if not records:

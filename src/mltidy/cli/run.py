@@ -168,7 +168,30 @@ def _say(supervision: Supervision, cleanup: Cleanup | None) -> None:
                 lines.append(f"mltidy run: error: could not close {what}: {change.detail}")
         for item in cleanup.alive:
             lines.append(f"mltidy run: left {item.record.name} alone: {item.verdict.reason}")
+        if not exit_.ok and not cleanup.report.changes and not cleanup.alive:
+            lines.append(f"mltidy run: {_nothing_found(cleanup)}")
     sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _nothing_found(cleanup: Cleanup) -> str:
+    """One line on why a dead job left nothing to close, with the likely cause."""
+    stores = [s for s in cleanup.report.stores if s.ok]
+    if not stores:
+        return (
+            "closed nothing: no store could be read (pass --mlflow/--optuna, or set "
+            "MLFLOW_TRACKING_URI/OPTUNA_STORAGE as the job does)"
+        )
+    read = ", ".join(s.uri for s in stores)
+    if cleanup.bare:
+        return (
+            f"closed nothing: {cleanup.bare} unfinished records in {read} carry no provenance, "
+            "so none can be told to be this job's (Optuna trials are found through their MLflow "
+            "run: set the trial's mlflow_run_id, or install mltidy in the job's environment)"
+        )
+    return (
+        f"closed nothing: no unfinished run or trial in {read} belongs to this job (did it "
+        "write to another store? pass it with --mlflow/--optuna)"
+    )
 
 
 def _notify(event: Event, targets: list[Target]) -> None:

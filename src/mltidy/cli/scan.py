@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import typer
+from rich.markup import escape
 from typing_extensions import assert_never
 
 from mltidy.cli.errors import translated_errors
@@ -34,9 +35,10 @@ from mltidy.cli.render import (
 )
 from mltidy.cli.selection import resolve
 from mltidy.errors import ExitCode
+from mltidy.evidence.local import LocalProbe
+from mltidy.judge import Provenance
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
-from mltidy.probe import LocalProbe
-from mltidy.scan import ScanEvent, iter_scan
+from mltidy.scan import LeftOut, ScanEvent, iter_scan
 
 FAILING = {
     FailOn.DANGLING: (VerdictKind.DEAD, VerdictKind.STALE, VerdictKind.UNKNOWN),
@@ -84,6 +86,7 @@ def scan_command(
             )
         stores: list[StoreStatus] = []
         records: list[JudgedRecord] = []
+        left_out: list[LeftOut] = []
         progress: AbstractContextManager[Any] = (
             err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
         )
@@ -97,11 +100,11 @@ def scan_command(
                 bases=resolved.bases,
             )
             for event in events:
-                _collect(event, stores, records, output)
+                _collect(event, stores, records, left_out, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
         _render(output, stores, records)
-        _summarise(stores, records, output)
+        _summarise(stores, records, left_out, output)
     failed = any(not s.ok for s in stores)
     if failed:
         raise typer.Exit(int(ExitCode.STORE))
@@ -113,8 +116,12 @@ def _collect(
     event: ScanEvent,
     stores: list[StoreStatus],
     records: list[JudgedRecord],
+    left_out: list[LeftOut],
     output: OutputFormat,
 ) -> None:
+    if isinstance(event, LeftOut):
+        left_out.append(event)
+        return
     if isinstance(event, StoreStatus):
         stores.append(event)
         if not event.ok:
@@ -142,7 +149,10 @@ def _render(output: OutputFormat, stores: list[StoreStatus], records: list[Judge
 
 
 def _summarise(
-    stores: list[StoreStatus], records: list[JudgedRecord], output: OutputFormat
+    stores: list[StoreStatus],
+    records: list[JudgedRecord],
+    left_out: list[LeftOut],
+    output: OutputFormat,
 ) -> None:
     """The human summary on stderr: which stores were read, what was found, what next."""
     if output.is_machine:
@@ -151,15 +161,33 @@ def _summarise(
     for status in stores:
         mark = "[green]ok[/]" if status.ok else "[red]failed[/]"
         err.print(
-            f"  {mark} {status.kind.value} {status.uri} [dim]({status.source})[/]",
+            f"  {mark} {status.kind.value} {escape(status.uri)} [dim]({escape(status.source)})[/]",
             markup=True,
             soft_wrap=True,
         )
     if not any(status.ok for status in stores):
         return
+    if left_out:
+        elsewhere = sum(1 for item in left_out if item.why != "no provenance")
+        bare = len(left_out) - elsewhere
+        parts = [f"{elsewhere} started on other hosts"] if elsewhere else []
+        parts += [f"{bare} without provenance (no host recorded)"] if bare else []
+        err.print(
+            f"--this-host left out {len(left_out)} unfinished records: {', '.join(parts)}.",
+            soft_wrap=True,
+        )
     if not records:
-        err.print("No unfinished runs or trials.")
+        if not left_out:
+            err.print("No unfinished runs or trials.")
         return
     counts = {kind: sum(1 for r in records if r.verdict.kind is kind) for kind in VerdictKind}
     parts = [f"{n} {kind.value}" for kind, n in counts.items() if n]
     err.print(f"{len(records)} unfinished: " + ", ".join(parts) + ".", soft_wrap=True)
+    bare = sum(1 for r in records if Provenance.from_tags(r.record.tags) is None)
+    if bare:
+        err.print(
+            f"{bare} of {len(records)} unfinished records carry no provenance: install mltidy in "
+            "the training environment or start jobs with `mltidy run`; see docs/provenance.md.",
+            soft_wrap=True,
+            markup=False,
+        )

@@ -9,7 +9,8 @@
 This package imports neither mlflow nor optuna at import time.
 """
 
-from mltidy.provenance.facts import PREFIX, process_facts
+from mltidy.names import PREFIX
+from mltidy.provenance.facts import process_facts
 from mltidy.provenance.heartbeat import start_heartbeat
 from mltidy.provenance.optuna import record, track
 

@@ -13,25 +13,24 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from mltidy import __version__
+from mltidy import __version__, names
 
-PREFIX = "mltidy."
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+PID_NS_PATH = Path("/proc/self/ns/pid")
+CGROUP_PATH = Path("/proc/self/cgroup")
+#: The inode of the kernel's initial pid namespace (``PROC_PID_INIT_INO``, fixed in the kernel):
+#: a process in it sees every process of the machine.
+INITIAL_PID_NS = 0xEFFFFFFC
 CMD_LIMIT = 200
-
-HOST = PREFIX + "host"
-BOOT_ID = PREFIX + "boot_id"
-PID = PREFIX + "pid"
-PID_START = PREFIX + "pid_start"
-USER = PREFIX + "user"
-CMD = PREFIX + "cmd"
-SLURM_JOB_ID = PREFIX + "slurm_job_id"
-K8S_POD = PREFIX + "k8s_pod"
-VERSION = PREFIX + "version"
-HEARTBEAT_AT = PREFIX + "heartbeat_at"
-#: The ``mltidy run`` supervision the job runs under (its ``MLTIDY_SUPERVISION`` id).
-SUPERVISION = PREFIX + "supervision"
-SUPERVISION_ENV = "MLTIDY_SUPERVISION"
+CGROUP_LIMIT = 200
+#: SLURM's environment, as provenance tags (the job, its step, its place in an array job).
+SLURM_VARIABLES = {
+    "SLURM_JOB_ID": names.SLURM_JOB_ID,
+    "SLURM_STEP_ID": names.SLURM_STEP_ID,
+    "SLURM_ARRAY_JOB_ID": names.SLURM_ARRAY_JOB_ID,
+    "SLURM_ARRAY_TASK_ID": names.SLURM_ARRAY_TASK_ID,
+    "SLURM_CLUSTER_NAME": names.SLURM_CLUSTER,
+}
 
 
 def read_boot_id() -> str | None:
@@ -40,6 +39,29 @@ def read_boot_id() -> str | None:
         return BOOT_ID_PATH.read_text().strip() or None
     except OSError:
         return None
+
+
+def read_pid_namespace() -> int | None:
+    """The inode of this process's pid namespace (Linux), or ``None``."""
+    try:
+        return PID_NS_PATH.stat().st_ino
+    except OSError:
+        return None
+
+
+def read_cgroup() -> str | None:
+    """This process's cgroup path (v2, or the v1 memory controller's), or ``None``: with the pid
+    namespace it tells which container a pid belongs to."""
+    try:
+        lines = CGROUP_PATH.read_text().splitlines()
+    except OSError:
+        return None
+    chosen = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "" or "memory" in controllers.split(","):
+            chosen = path
+    return chosen[:CGROUP_LIMIT] if chosen else None
 
 
 def process_start_time(pid: int) -> float | None:
@@ -78,24 +100,25 @@ def process_facts() -> dict[str, str]:
 
 @cache
 def _facts_of(pid: int) -> dict[str, str]:
-    facts = {HOST: socket.gethostname(), PID: str(pid), VERSION: __version__}
-    boot_id = read_boot_id()
-    if boot_id:
-        facts[BOOT_ID] = boot_id
-    start = process_start_time(pid)
-    if start is not None:
-        facts[PID_START] = f"{start:.2f}"
-    user = _user()
-    if user:
-        facts[USER] = user
-    facts[CMD] = command_line()
-    if os.environ.get("SLURM_JOB_ID"):
-        facts[SLURM_JOB_ID] = os.environ["SLURM_JOB_ID"]
-    pod = os.environ.get("POD_NAME") or (
+    facts = {names.HOST: socket.gethostname(), names.PID: str(pid), names.VERSION: __version__}
+    optional = {
+        names.BOOT_ID: read_boot_id(),
+        names.PID_NS: _text(read_pid_namespace()),
+        names.CGROUP: read_cgroup(),
+        names.PID_START: _text(process_start_time(pid), "{:.2f}"),
+        names.USER: _user(),
+        names.CMD: command_line(),
+    }
+    for variable, key in SLURM_VARIABLES.items():
+        optional[key] = os.environ.get(variable)
+    optional[names.K8S_POD] = os.environ.get("POD_NAME") or (
         os.environ.get("HOSTNAME") if os.environ.get("KUBERNETES_SERVICE_HOST") else None
     )
-    if pod:
-        facts[K8S_POD] = pod
-    if os.environ.get(SUPERVISION_ENV):
-        facts[SUPERVISION] = os.environ[SUPERVISION_ENV][:64]
+    supervision = os.environ.get(names.SUPERVISION_ENV)
+    optional[names.SUPERVISION] = supervision[:64] if supervision else None
+    facts.update({key: value for key, value in optional.items() if value})
     return facts
+
+
+def _text(value: float | None, form: str = "{}") -> str | None:
+    return None if value is None else form.format(value)

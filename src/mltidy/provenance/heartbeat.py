@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from mltidy.provenance.facts import HEARTBEAT_AT
+from mltidy import names
 
 ENV = "MLTIDY_HEARTBEAT"
 MIN_INTERVAL = 1.0
@@ -64,17 +64,24 @@ def start_heartbeat(
     With neither argument, every run on this process's MLflow run stack is stamped (what
     ``MLTIDY_HEARTBEAT`` does).
     """
+    interval = max(MIN_INTERVAL, interval)
     if trial is not None:
-        return Heartbeat(_trial_beat(trial), interval, "mltidy-heartbeat-trial")
-    return Heartbeat(_mlflow_beat(run_id), interval, "mltidy-heartbeat-mlflow")
+        return Heartbeat(_trial_beat(trial, interval), interval, "mltidy-heartbeat-trial")
+    return Heartbeat(_mlflow_beat(run_id, interval), interval, "mltidy-heartbeat-mlflow")
 
 
-def _trial_beat(trial: Any) -> Callable[[], bool]:
+def _trial_beat(trial: Any, interval: float) -> Callable[[], bool]:
     storage, trial_id = trial.storage, trial._trial_id
+    told: list[bool] = []
 
     def beat() -> bool:
         try:
-            storage.set_trial_system_attr(trial_id, HEARTBEAT_AT, now_iso())
+            if not told:
+                # The judge reads the interval: a record whose beats stop is stale after a
+                # few of them, whatever --stale-after says.
+                storage.set_trial_system_attr(trial_id, names.HEARTBEAT_INTERVAL, str(interval))
+                told.append(True)
+            storage.set_trial_system_attr(trial_id, names.HEARTBEAT_AT, now_iso())
         except RuntimeError:  # optuna refuses to update a finished trial: the trial is over
             return False
         return True
@@ -93,16 +100,20 @@ def _active_run_ids() -> set[str]:
     return ids
 
 
-def _mlflow_beat(run_id: str | None) -> Callable[[], bool]:
+def _mlflow_beat(run_id: str | None, interval: float) -> Callable[[], bool]:
+    from mlflow.entities import RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
 
     def beat() -> bool:
         ids = {run_id} if run_id else _active_run_ids()
-        stamp = now_iso()
+        tags = [
+            RunTag(names.HEARTBEAT_AT, now_iso()),
+            RunTag(names.HEARTBEAT_INTERVAL, str(interval)),
+        ]
         for each in ids:
-            client.set_tag(each, HEARTBEAT_AT, stamp)
+            client.log_batch(each, tags=tags)
         return True
 
     return beat

@@ -25,11 +25,11 @@ from typing import Any
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
 
+from mltidy import names
 from mltidy.backends.identity import store_id
 from mltidy.model import StoreId, StoreKind
 from mltidy.provenance.facts import process_facts
 from mltidy.provenance.heartbeat import ensure_process_heartbeat
-from mltidy.provenance.mlflow_keys import STORAGE, STUDY, TRIAL_ID, TRIAL_NUMBER
 
 _log = logging.getLogger(__name__)
 OFF = frozenset({"0", "false", "no", "off"})
@@ -83,13 +83,13 @@ def optuna_trial_tags(frame: FrameType | None) -> dict[str, str]:
     if trial is None:
         return {}
     tags = {
-        STUDY: str(trial.study.study_name),
-        TRIAL_NUMBER: str(trial.number),
-        TRIAL_ID: str(trial._trial_id),
+        names.RUN_STUDY: str(trial.study.study_name),
+        names.RUN_TRIAL_NUMBER: str(trial.number),
+        names.RUN_TRIAL_ID: str(trial._trial_id),
     }
     name = storage_name(getattr(trial.study, "_storage", None))
     if name:
-        tags[STORAGE] = name
+        tags[names.RUN_STORAGE] = name
     return tags
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from mltidy import close, names
 from mltidy.backends.identity import scheme_of
 from mltidy.backends.session import StoreSession
+from mltidy.evidence.local import LocalFacts, LocalProbe
 from mltidy.judge import Policy, short_command
 from mltidy.model import (
     JudgedRecord,
@@ -28,7 +29,6 @@ from mltidy.model import (
     VerdictKind,
     utc_now,
 )
-from mltidy.probe import LocalFacts, LocalProbe
 from mltidy.scan import iter_scan
 from mltidy.supervision.process import ExitFacts, Supervision
 
@@ -83,6 +83,10 @@ class Cleanup:
 
     report: close.CloseReport
     alive: tuple[JudgedRecord, ...] = ()
+    others: int = 0
+    """Unfinished records in the stores that are not this job's."""
+    bare: int = 0
+    """Of those, how many carry no provenance at all (they might be this job's)."""
 
 
 def clean_up(
@@ -104,11 +108,16 @@ def clean_up(
     stores: list[StoreStatus] = []
     changes: list[close.Change] = []
     alive: list[JudgedRecord] = []
+    others = bare = 0
     for event in iter_scan(session, selection, policy, facts):
-        if not isinstance(event, JudgedRecord):
+        if isinstance(event, StoreStatus):
             stores.append(event)
             continue
+        if not isinstance(event, JudgedRecord):
+            continue
         if not is_ours(event, supervision, facts.host):
+            others += 1
+            bare += not event.record.tags.get(names.HOST)
             continue
         if event.verdict.kind is VerdictKind.ALIVE:
             alive.append(event)
@@ -118,7 +127,7 @@ def clean_up(
     report = close.CloseReport(tuple(stores), tuple(changes), (), dry_run=True)
     if changes:
         report = close.apply(session, report, options)
-    return Cleanup(report, tuple(alive))
+    return Cleanup(report, tuple(alive), others, bare)
 
 
 #: Which library opening a store of each scheme imports (what the warm-up imports ahead).

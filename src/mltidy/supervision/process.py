@@ -30,6 +30,7 @@ from mltidy import names
 from mltidy.durations import format_duration
 from mltidy.model import utc_now
 from mltidy.redact import redact
+from mltidy.supervision.context import find_command, job_context, wrapped
 from mltidy.supervision.oom import with_oom
 from mltidy.supervision.sampling import Seen, sample
 
@@ -164,10 +165,16 @@ def supervise(
         CommandNotFound: the command does not exist or is not executable.
     """
     supervision_id = uuid.uuid4().hex
-    child_env = {**(env if env is not None else os.environ)}
-    child_env[names.SUPERVISION_ENV] = supervision_id
-    child_env[SUPERVISOR_PID_ENV] = str(os.getpid())
+    base_env = {**(env if env is not None else os.environ)}
+    base_env[names.SUPERVISION_ENV] = supervision_id
+    base_env[SUPERVISOR_PID_ENV] = str(os.getpid())
     shown = mask_arguments(redact(" ".join(command)))
+    program = find_command(command[0], base_env)
+    if program is None:
+        raise CommandNotFound(f"cannot run {command[0]!r}: no such command", 127)
+    if not os.access(program, os.X_OK):
+        raise CommandNotFound(f"cannot run {command[0]!r}: not executable", 126)
+    argv, child_env = wrapped(command, job_context(supervision_id, shown, base_env), base_env)
     own_group = not interactive()
     forwarder = _Forwarder(own_group)
     previous = forwarder.install()
@@ -175,7 +182,7 @@ def supervise(
     try:
         try:
             child = subprocess.Popen(
-                list(command),
+                argv,
                 env=child_env,
                 stdout=stdout,
                 stderr=stderr,

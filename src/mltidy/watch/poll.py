@@ -32,6 +32,7 @@ from mltidy.backends.interface import Backend, RunHistory, StudyWatcher
 from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
 from mltidy.errors import MltidyError, StoreError
+from mltidy.evidence.local import LocalFacts, LocalProbe
 from mltidy.judge import Policy
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
@@ -58,7 +59,6 @@ from mltidy.notify.store_events import (
     study_stopped_event,
     verdict_event,
 )
-from mltidy.probe import LocalFacts, LocalProbe
 from mltidy.scan import ScanEvent, iter_scan
 from mltidy.watch.state import WatchState
 
