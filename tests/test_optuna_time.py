@@ -19,7 +19,7 @@ import optuna
 import pytest
 
 from mltidy.backends import Selection, open_backend
-from mltidy.backends.optuna_time import journal_to_utc, rdb_to_utc, writes_naive_utc
+from mltidy.backends.optuna.time import journal_to_utc, rdb_to_utc, writes_naive_utc
 from mltidy.model import StoreKind
 
 

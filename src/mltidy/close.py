@@ -1,7 +1,7 @@
 """``close``: end dangling runs and trials safely.
 
 Plan from a scan, then (only when asked) apply: each record is closed if and only if it is still
-running at the moment of writing (see each backend's ``close_guarantee``), with its true end time
+running at the moment of writing (each backend's docstring says how), with its true end time
 (last activity, never "now") and an audit trail written on the record itself. A record that is
 alive is never touched, whatever the options.
 """

@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from mltidy import names
+
 CHUNK = 2045
 # Markdown link reference definitions render as nothing (HTML comments are shown as text by
 # optuna-dashboard), so they mark mltidy's section invisibly. They need blank lines around them.
@@ -25,24 +27,15 @@ END = "[//]: # (/mltidy:link)"
 _SECTION = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
 
 
-def version_key(trial_id: int | str) -> str:
-    """The study system attribute holding a trial note's version."""
-    return f"dashboard:{trial_id}:note_ver"
-
-
-def chunk_prefix(trial_id: int | str) -> str:
-    """The prefix of the study system attributes holding a trial note's text."""
-    return f"dashboard:{trial_id}:note_str:"
-
-
 def read_note(study_attrs: Mapping[str, Any], trial_id: int | str) -> tuple[int, str, int]:
     """A trial's note from its study's system attributes: (version, text, chunk count)."""
-    if version_key(trial_id) not in study_attrs:
+    version = names.dashboard_note_version(trial_id)
+    if version not in study_attrs:
         return 0, "", 0
-    prefix = chunk_prefix(trial_id)
+    prefix = names.dashboard_note_chunk(trial_id)
     chunks = {k: v for k, v in study_attrs.items() if k.startswith(prefix)}
     text = "".join(str(chunks.get(f"{prefix}{i}", "")) for i in range(len(chunks)))
-    return int(study_attrs[version_key(trial_id)]), text, len(chunks)
+    return int(study_attrs[version]), text, len(chunks)
 
 
 def note_attrs(trial_id: int | str, version: int, text: str, old_chunks: int) -> dict[str, Any]:
@@ -50,9 +43,9 @@ def note_attrs(trial_id: int | str, version: int, text: str, old_chunks: int) ->
 
     Chunks beyond the new text's are blanked, as optuna-dashboard does.
     """
-    prefix = chunk_prefix(trial_id)
+    prefix = names.dashboard_note_chunk(trial_id)
     count = math.ceil(len(text) / CHUNK)
-    attrs: dict[str, Any] = {version_key(trial_id): version}
+    attrs: dict[str, Any] = {names.dashboard_note_version(trial_id): version}
     for i in range(count):
         attrs[f"{prefix}{i}"] = text[i * CHUNK : (i + 1) * CHUNK]
     for i in range(count, old_chunks):

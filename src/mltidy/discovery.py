@@ -44,8 +44,8 @@ def _skipped(folder: Path) -> bool:
 
 def identify(path: Path, cwd: Path) -> StoreSpec | None:
     """What store ``path`` holds, judged by its content, or ``None``."""
-    from mltidy.backends.mlflow_client import looks_like_mlruns
-    from mltidy.backends.optuna_journal import looks_like_journal
+    from mltidy.backends.mlflow.client import looks_like_mlruns
+    from mltidy.backends.optuna.journal import looks_like_journal
 
     shown = _display(path, cwd)
     source = f"found {shown}"

@@ -276,11 +276,6 @@ class RunContents:
     artifacts: int | None
     """``None`` when the artifact store cannot be checked cheaply (kept, to be safe)."""
 
-    @property
-    def is_empty(self) -> bool:
-        """Nothing worth keeping: no metrics, no params, no artifacts."""
-        return self.metrics == 0 and self.params == 0 and self.artifacts == 0
-
 
 @dataclass(frozen=True)
 class StudyHealth:

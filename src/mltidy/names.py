@@ -99,6 +99,14 @@ def dashboard_note_chunk(trial_id: int | str) -> str:
 SUPERVISION_ENV = "MLTIDY_SUPERVISION"
 #: MLflow reads extra run-context tags from this variable (JSON) in every install.
 MLFLOW_RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
+#: Forces a SQL store's read path: ``auto`` (by schema version), ``fast`` or ``library``.
+READ_PATH_ENV = "MLTIDY_READ_PATH"
+#: MLflow settings the client backends default (``os.environ.setdefault``): MLflow 3 reads a
+#: file store only when allowed; a dead server should fail fast; no "View run" lines on stdout.
+MLFLOW_ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
+MLFLOW_HTTP_MAX_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+MLFLOW_HTTP_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+MLFLOW_SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 # -- what backends read ------------------------------------------------------------------------
 #: Run tags every backend passes to the judge and the linker with each record.

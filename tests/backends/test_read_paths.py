@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from killed_jobs import KilledJobs
 from mltidy.backends import Selection, open_backend
 from mltidy.backends.identity import sqlite_file
-from mltidy.backends.mlflow_sql import MlflowSqlBackend
-from mltidy.backends.mlflow_sql_library import MlflowSqlLibraryBackend
-from mltidy.backends.optuna_sql import OptunaSqlBackend
-from mltidy.backends.optuna_sql_library import OptunaSqlLibraryBackend
+from mltidy.backends.mlflow.library import MlflowSqlLibraryBackend
+from mltidy.backends.mlflow.sql import MlflowSqlBackend
+from mltidy.backends.optuna.library import OptunaSqlLibraryBackend
+from mltidy.backends.optuna.sql import OptunaSqlBackend
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
 from mltidy.cli.app import app
 from mltidy.errors import NotAStore, UnsupportedSchema, UsageError
@@ -190,8 +190,8 @@ def test_known_versions_take_the_fast_path(copies: Path) -> None:
 def test_unknown_versions_take_the_library_path_and_say_so(
     copies: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("mltidy.backends.mlflow_sql.mlflow_fast_revisions", frozenset)
-    monkeypatch.setattr("mltidy.backends.optuna_sql.OPTUNA_REVISIONS", ())
+    monkeypatch.setattr("mltidy.backends.mlflow.sql.mlflow_fast_revisions", frozenset)
+    monkeypatch.setattr("mltidy.backends.optuna.tables.OPTUNA_REVISIONS", ())
     before = _snapshot(copies)
     with caplog.at_level(logging.DEBUG, logger="mltidy"):
         with open_backend(StoreKind.MLFLOW, f"sqlite:///{copies / 'mlflow.db'}") as backend:
@@ -210,7 +210,7 @@ def test_unknown_versions_take_the_library_path_and_say_so(
 
 
 def test_debug_option_shows_the_path_taken(copies: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mltidy.backends.mlflow_sql.mlflow_fast_revisions", frozenset)
+    monkeypatch.setattr("mltidy.backends.mlflow.sql.mlflow_fast_revisions", frozenset)
     uri = f"sqlite:///{copies / 'mlflow.db'}"
     result = CliRunner().invoke(app, ["--debug", "scan", "--format", "json", "--mlflow", uri])
     assert result.exit_code == 0, result.stderr
@@ -223,7 +223,7 @@ def test_forced_paths_and_a_bad_value(copies: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MLTIDY_READ_PATH", "library")
     with open_backend(StoreKind.MLFLOW, uri) as backend:
         assert isinstance(backend, MlflowSqlLibraryBackend)
-    monkeypatch.setattr("mltidy.backends.mlflow_sql.mlflow_fast_revisions", frozenset)
+    monkeypatch.setattr("mltidy.backends.mlflow.sql.mlflow_fast_revisions", frozenset)
     monkeypatch.setenv("MLTIDY_READ_PATH", "fast")
     with open_backend(StoreKind.MLFLOW, uri) as backend:
         assert isinstance(backend, MlflowSqlBackend)

@@ -2,7 +2,7 @@
 
 When this fails after an MLflow or Optuna upgrade, regenerate the lists with
 ``python -m mltidy.backends.schema_versions`` and check that the fast path's columns
-(``mlflow_sql.py``, ``optuna_sql.py``) are still there in the new migrations.
+(``mlflow/sql.py``, ``optuna/sql.py``) are still there in the new migrations.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from killed_jobs import KilledJobs
 from mltidy.backends import Selection, open_backend
 from mltidy.backends.identity import sqlite_file
-from mltidy.backends.mlflow_sql import CHUNK
+from mltidy.backends.mlflow.sql import CHUNK
 from mltidy.model import StoreKind
 
 

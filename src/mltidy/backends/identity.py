@@ -15,6 +15,9 @@ from mltidy.model import StoreId, StoreKind, StoreSpec
 from mltidy.redact import register_secret, split_credentials
 
 _SCHEME_ALIASES = {"postgres": "postgresql", "mariadb": "mysql"}
+#: What may stand before the path of an ``mlruns`` folder, and of a journal file.
+FILE_STORE_PREFIXES = ("file://", "file:")
+JOURNAL_PREFIXES = ("journal://", "journal:", "file://", "file:")
 
 
 def scheme_of(uri: str) -> str:
@@ -45,13 +48,14 @@ def local_path(kind: StoreKind, uri: str) -> Path | None:
     if scheme == "sqlite":
         return sqlite_file(uri)
     if kind is StoreKind.MLFLOW and scheme in ("", "file"):
-        return _strip_file_scheme(uri, ("file://", "file:"))
+        return strip_scheme(uri, FILE_STORE_PREFIXES)
     if kind is StoreKind.OPTUNA and scheme in ("", "file", "journal"):
-        return _strip_file_scheme(uri, ("journal://", "journal:", "file://", "file:"))
+        return strip_scheme(uri, JOURNAL_PREFIXES)
     return None
 
 
-def _strip_file_scheme(uri: str, prefixes: tuple[str, ...]) -> Path:
+def strip_scheme(uri: str, prefixes: tuple[str, ...]) -> Path:
+    """The path in ``uri`` after the first of ``prefixes`` it starts with (``file://``, ...)."""
     for prefix in prefixes:
         if uri.startswith(prefix):
             return Path(uri[len(prefix) :])
@@ -108,6 +112,8 @@ def store_spec(kind: StoreKind, uri: str, source: str, cwd: Path | None = None) 
 
 
 __all__ = [
+    "FILE_STORE_PREFIXES",
+    "JOURNAL_PREFIXES",
     "StoreId",
     "absolute",
     "local_path",
@@ -115,4 +121,5 @@ __all__ = [
     "sqlite_file",
     "store_id",
     "store_spec",
+    "strip_scheme",
 ]

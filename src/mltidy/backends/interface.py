@@ -98,12 +98,10 @@ class Backend(abc.ABC):
 class Closer(abc.ABC):
     """Capability: end a running record with a compare-and-set.
 
-    Each backend documents its guarantee: a conditional write (``UPDATE ... WHERE state =
-    'RUNNING'``) where the store has one, else a fresh re-read right before the write.
+    Each backend's class docstring states its guarantee: a conditional write (``UPDATE ...
+    WHERE state = 'RUNNING'``) where the store has one, else a fresh re-read right before the
+    write.
     """
-
-    #: One line for docs and ``--verbose``: how the backend makes the change conditional.
-    close_guarantee: str = ""
 
     @abc.abstractmethod
     def close_record(self, request: CloseRequest) -> CloseResult:

@@ -1,9 +1,9 @@
 """From a store URI to the backend that reads it.
 
-SQL stores have two read paths. The fast path (``mlflow_sql.py``, ``optuna_sql.py``) reads the
+SQL stores have two read paths. The fast path (``mlflow/sql.py``, ``optuna/sql.py``) reads the
 tables with SQLAlchemy Core and imports neither mlflow nor optuna; it is chosen when the store's
 schema version is one it knows (``schema_versions.py``). Any other version is read through the
-library (``mlflow_sql_library.py``, ``optuna_sql_library.py``), and a debug message says so.
+library (``mlflow/library.py``, ``optuna/library.py``), and a debug message says so.
 ``MLTIDY_READ_PATH=fast|library`` forces one path (for tests, benchmarks and a store whose
 version check is wrong).
 """
@@ -13,17 +13,23 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from mltidy import names
 from mltidy.backends.identity import scheme_of
 from mltidy.backends.interface import Backend
 from mltidy.errors import UsageError
 from mltidy.model import StoreKind
 from mltidy.redact import redact
 
+if TYPE_CHECKING:
+    from mltidy.backends.mlflow.sql import MlflowSqlBackend
+    from mltidy.backends.optuna.sql import OptunaSqlBackend
+
 SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb"})
 MLFLOW_CLIENT_SCHEMES = frozenset({"", "file", "http", "https"})
 OPTUNA_JOURNAL_SCHEMES = frozenset({"", "file", "journal", "redis", "rediss"})
-READ_PATH_ENV = "MLTIDY_READ_PATH"
+READ_PATH_ENV = names.READ_PATH_ENV
 READ_PATHS = ("auto", "fast", "library")
 
 _log = logging.getLogger(__name__)
@@ -50,26 +56,10 @@ def open_mlflow_sql(uri: str, *, writable: bool = False) -> Backend:
     Raises:
         StoreError: the store cannot be opened on the chosen path.
     """
-    from mltidy.backends.mlflow_sql import MlflowSqlBackend
+    from mltidy.backends.mlflow.library import MlflowSqlLibraryBackend
+    from mltidy.backends.mlflow.sql import MlflowSqlBackend
 
-    mode = read_path()
-    if mode == "library":
-        from mltidy.backends.mlflow_sql_library import MlflowSqlLibraryBackend
-
-        return MlflowSqlLibraryBackend(uri, writable=writable)
-    fast = MlflowSqlBackend(uri, writable=writable)
-    if mode == "fast" or fast.schema_known:
-        return fast
-    fast.close()
-    _log.debug(
-        "%s: MLflow schema revision %s is not one the fast path knows; reading it through "
-        "MlflowClient",
-        redact(uri),
-        fast.revision,
-    )
-    from mltidy.backends.mlflow_sql_library import MlflowSqlLibraryBackend
-
-    return MlflowSqlLibraryBackend(uri, writable=writable)
+    return _open_sql(uri, writable, MlflowSqlBackend, (MlflowSqlLibraryBackend, "MlflowClient"))
 
 
 def open_optuna_sql(uri: str, *, writable: bool = False) -> Backend:
@@ -78,26 +68,35 @@ def open_optuna_sql(uri: str, *, writable: bool = False) -> Backend:
     Raises:
         StoreError: the storage cannot be opened on the chosen path.
     """
-    from mltidy.backends.optuna_sql import OptunaSqlBackend
+    from mltidy.backends.optuna.library import OptunaSqlLibraryBackend
+    from mltidy.backends.optuna.sql import OptunaSqlBackend
 
+    return _open_sql(uri, writable, OptunaSqlBackend, (OptunaSqlLibraryBackend, "RDBStorage"))
+
+
+def _open_sql(
+    uri: str,
+    writable: bool,
+    fast_path: Callable[..., MlflowSqlBackend | OptunaSqlBackend],
+    library_path: tuple[Callable[..., Backend], str],
+) -> Backend:
+    """The fast path's backend when ``MLTIDY_READ_PATH`` and the store's schema version allow
+    it, else the library path's (``library_path``: the class, and what it reads through)."""
     mode = read_path()
+    library, through = library_path
     if mode == "library":
-        from mltidy.backends.optuna_sql_library import OptunaSqlLibraryBackend
-
-        return OptunaSqlLibraryBackend(uri, writable=writable)
-    fast = OptunaSqlBackend(uri, writable=writable)
+        return library(uri, writable=writable)
+    fast = fast_path(uri, writable=writable)
     if mode == "fast" or fast.schema_known:
         return fast
     fast.close()
     _log.debug(
-        "%s: Optuna schema %s/%s is not one the fast path knows; reading it through RDBStorage",
+        "%s: %s is not one the fast path knows; reading it through %s",
         redact(uri),
-        fast.version.schema_version,
-        fast.version.revision,
+        fast.schema,
+        through,
     )
-    from mltidy.backends.optuna_sql_library import OptunaSqlLibraryBackend
-
-    return OptunaSqlLibraryBackend(uri, writable=writable)
+    return library(uri, writable=writable)
 
 
 def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
@@ -114,7 +113,7 @@ def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
             read_path()
             return open_mlflow_sql
         if scheme in MLFLOW_CLIENT_SCHEMES:
-            from mltidy.backends.mlflow_client import MlflowClientBackend
+            from mltidy.backends.mlflow.client import MlflowClientBackend
 
             return MlflowClientBackend
         raise UsageError(
@@ -125,7 +124,7 @@ def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
         read_path()
         return open_optuna_sql
     if scheme in OPTUNA_JOURNAL_SCHEMES:
-        from mltidy.backends.optuna_journal import OptunaJournalBackend
+        from mltidy.backends.optuna.journal import OptunaJournalBackend
 
         return OptunaJournalBackend
     raise UsageError(

@@ -1,9 +1,9 @@
 """The store schema versions mltidy's SQL fast path knows, collected from MLflow and Optuna.
 
-The fast path (``mlflow_sql.py``, ``optuna_sql.py``) reads a handful of long-stable columns
+The fast path (``mlflow/sql.py``, ``optuna/sql.py``) reads a handful of long-stable columns
 without importing mlflow or optuna. That is safe only for schemas someone has looked at: a store
-at a revision not listed here is read through the library instead (``mlflow_sql_library.py``,
-``optuna_sql_library.py``), which knows its own schema.
+at a revision not listed here is read through the library instead (``mlflow/library.py``,
+``optuna/library.py``), which knows its own schema.
 
 The lists are embedded, not computed at run time, because finding them means importing (or at
 least locating) mlflow and optuna, which the fast path exists to avoid. They are regenerated when

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 from mltidy.backends.identity import sqlite_file
+from mltidy.backends.translate import first_line, mentions
 from mltidy.errors import (
     NotAStore,
     StoreAccessDenied,
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 10.0
+#: Words in a DBAPI error that mean the server could not be reached (lower case).
+UNREACHABLE = (
+    "connection refused",
+    "could not connect",
+    "timeout expired",
+    "timed out",
+    "could not translate host name",
+    "can't connect",
+    "name or service not known",
+)
 #: libpq options that make every transaction of a session read-only (the library paths' guard).
 PG_READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
 
@@ -71,22 +82,17 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
             )
         if not path.is_file() or not is_sqlite_file(path):
             raise NotAStore(f"{path} is not a SQLite database")
-        mode = "rw" if writable else "ro"
         resolved = path.resolve()
-        target = f"file:{quote(str(resolved))}?mode={mode}"
+        open_file = sqlite_connector(resolved, writable=writable)
 
         def connect() -> sqlite3.Connection:
             if not writable:
                 recover_hot_journal(resolved)
-            return sqlite3.connect(
-                target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
-            )
+            return open_file()
 
         return create_engine("sqlite://", creator=connect, poolclass=NullPool)
 
-    connect_args: dict[str, object] = {}
-    if url.startswith(("postgresql", "postgres", "mysql", "mariadb")):
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    connect_args = server_connect_args(url)
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
     try:
@@ -98,6 +104,26 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         ) from exc
     except ArgumentError as exc:
         raise StoreError(f"{redact(url)} is not a database URL") from exc
+
+
+def sqlite_connector(path: Path, *, writable: bool) -> Callable[[], sqlite3.Connection]:
+    """Connections to an existing sqlite file that never create it: ``mode=ro`` (``mode=rw``
+    to write)."""
+    target = f"file:{quote(str(path))}?mode={'rw' if writable else 'ro'}"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(
+            target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
+        )
+
+    return connect
+
+
+def server_connect_args(url: str) -> dict[str, object]:
+    """DBAPI connect arguments for a database server: a short connect timeout."""
+    if url.startswith(("postgresql", "postgres", "mysql", "mariadb")):
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
 
 
 def side_connection(engine: Engine, conn: Connection) -> AbstractContextManager[Connection]:
@@ -173,24 +199,13 @@ def recover_hot_journal(path: Path) -> None:
 def translate_sql_error(exc: BaseException, where: str) -> StoreError:
     """Turn a SQLAlchemy/DBAPI error into one clear mltidy error without secrets."""
     text = str(getattr(exc, "orig", None) or exc)
-    first = redact(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    first = first_line(exc, text)
     lowered = text.lower()
     if "password authentication failed" in lowered or "access denied" in lowered:
         return StoreAccessDenied(f"{where}: access denied ({first})", hint="check the credentials")
     if "does not exist" in lowered and "database" in lowered:
         return StoreNotFound(f"{where}: {first}", hint="mltidy never creates a database")
-    if any(
-        marker in lowered
-        for marker in (
-            "connection refused",
-            "could not connect",
-            "timeout expired",
-            "timed out",
-            "could not translate host name",
-            "can't connect",
-            "name or service not known",
-        )
-    ):
+    if mentions(text, UNREACHABLE):
         return StoreUnreachable(f"{where}: cannot connect ({first})", hint="is the server running?")
     if "file is not a database" in lowered or "file is encrypted" in lowered:
         return NotAStore(f"{where} is not a readable SQLite database ({first})")

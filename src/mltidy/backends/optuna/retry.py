@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-DROPPED_USER_ATTRS = frozenset({"mlflow_run_id", "mlflow_run_url"})
+from mltidy import names
+
+DROPPED_USER_ATTRS = frozenset({names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL})
 
 
 def enqueue_retry(storage: Any, study_id: int, trial_id: int, max_retry: int | None) -> int | None:
@@ -21,12 +23,12 @@ def enqueue_retry(storage: Any, study_id: int, trial_id: int, max_retry: int | N
 
     trial = storage.get_trial(trial_id)
     system_attrs: dict[str, Any] = {
-        "failed_trial": trial.number,
-        "retry_history": [],
-        **{k: v for k, v in trial.system_attrs.items() if not k.startswith("mltidy.")},
+        names.FAILED_TRIAL: trial.number,
+        names.RETRY_HISTORY: [],
+        **{k: v for k, v in trial.system_attrs.items() if not k.startswith(names.PREFIX)},
     }
-    system_attrs["retry_history"] = [*system_attrs["retry_history"], trial.number]
-    if max_retry is not None and max_retry < len(system_attrs["retry_history"]):
+    system_attrs[names.RETRY_HISTORY] = [*system_attrs[names.RETRY_HISTORY], trial.number]
+    if max_retry is not None and max_retry < len(system_attrs[names.RETRY_HISTORY]):
         return None
     template = create_trial(
         state=TrialState.WAITING,

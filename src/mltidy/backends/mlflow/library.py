@@ -1,6 +1,6 @@
 """MLflow SQL stores read through ``MlflowClient``: the library path.
 
-The fast path (``mlflow_sql.py``) reads MLflow's tables directly and so only trusts schema
+The fast path (``sql.py``) reads MLflow's tables directly and so only trusts schema
 revisions someone has checked (``schema_versions.py``). A store at any other revision is read
 through MLflow itself, which knows its own schema: slower (importing mlflow costs seconds, and
 ``search_runs`` builds full ``Run`` objects), but right by construction.
@@ -17,17 +17,21 @@ the URL this module checks, on a read-only engine, that none of that can happen:
 
 Only then is ``MlflowClient`` opened. For PostgreSQL the reading session is also made read-only
 (``default_transaction_read_only``), so even a change in MLflow's start-up could not write.
-Everything after opening is :class:`~mltidy.backends.mlflow_client.MlflowClientBackend`: the
-same code that reads file stores and tracking servers, with its re-read-then-write close.
+Everything after opening is :class:`~mltidy.backends.mlflow.client_ops.ClientOps`: the same
+code that reads file stores and tracking servers, with its re-read-then-write close.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mltidy import names
 from mltidy.backends.identity import store_id
-from mltidy.backends.mlflow_client import MlflowClientBackend
-from mltidy.backends.mlflow_sql import inspect_store
+from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory, RunLinker
+from mltidy.backends.mlflow.client_ops import ClientOps
+from mltidy.backends.mlflow.schema import inspect_store
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
 from mltidy.backends.sql import (
     PG_READ_ONLY_OPTIONS,
@@ -36,29 +40,66 @@ from mltidy.backends.sql import (
     translate_sql_error,
 )
 from mltidy.errors import StoreError, UnsupportedSchema
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    Record,
+    RunContents,
+    RunRef,
+    Selection,
+    StoreKind,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-class MlflowSqlLibraryBackend(MlflowClientBackend):
-    """An MLflow SQL store read through ``MlflowClient``, after checks that opening it is safe."""
+class MlflowSqlLibraryBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker):
+    """An MLflow SQL store read through ``MlflowClient``, after checks that opening it is safe.
+
+    Closing re-reads the run right before the write and skips it unless RUNNING (the client's
+    API has no compare-and-set).
+    """
+
+    kind = StoreKind.MLFLOW
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self.is_server = False
         url = "postgresql://" + url[len("postgres://") :] if url.startswith("postgres://") else url
         self.revision: str = _check_safe_to_open(url, self.uri)
         self.tracking_uri = url if writable else _read_only_url(url)
-        self._client = self._open()
-        self._experiments = self._list_experiments()
+        self._ops = ClientOps(self.tracking_uri, self.uri)
 
     def describe(self) -> str:
         return (
             f"MLflow SQL store read through MlflowClient, schema revision {self.revision}, "
-            f"{len(self._experiments)} active experiments"
+            f"{len(self._ops.experiments)} active experiments"
         )
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        return self._ops.iter_active(selection)
+
+    def read(self, record_id: str) -> Record | None:
+        return self._ops.read(record_id)
+
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        return self._ops.iter_ended_runs(selection, since)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        return self._ops.close_record(request)
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        return self._ops.iter_closed_runs(selection)
+
+    def soft_delete(self, run_id: str) -> bool:
+        return self._ops.soft_delete(run_id)
+
+    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
+        return self._ops.link_candidates(run_ids, studies)
+
+    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self._ops.write_run_tags(run_id, tags)
 
 
 def _check_safe_to_open(url: str, uri: str) -> str:
@@ -125,7 +166,7 @@ def _check_nothing_to_create(engine: Engine, uri: str) -> None:
         raise UnsupportedSchema(
             f"{uri} has no Default experiment (id 0), and mlflow would insert one when opening "
             "the store",
-            hint="MLTIDY_READ_PATH=fast reads it without mlflow",
+            hint=f"{names.READ_PATH_ENV}=fast reads it without mlflow",
         )
 
 

@@ -45,3 +45,12 @@ def journal_to_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is not None:
         return value.astimezone(timezone.utc)
     return naive_local_to_utc(value)
+
+
+def heartbeat_to_utc(value: datetime, offset: timedelta) -> datetime:
+    """A heartbeat as aware UTC. Optuna writes heartbeats with the database's clock, naive in
+    the session's time zone; ``offset`` is how far that clock is ahead of UTC (see
+    ``tables.db_clock_offset``)."""
+    if value.tzinfo is not None:
+        return value
+    return (value - offset).replace(tzinfo=timezone.utc)

@@ -1,6 +1,6 @@
 """Optuna RDB storages read through optuna's ``RDBStorage``: the library path.
 
-The fast path (``optuna_sql.py``) reads Optuna's tables directly and so only trusts the schema
+The fast path (``sql.py``) reads Optuna's tables directly and so only trusts the schema
 versions someone has checked (``schema_versions.py``). A storage with any other version is read
 through optuna itself, which knows its own schema: one round of queries per study instead of one
 query for all of them, but right by construction.
@@ -14,60 +14,75 @@ unless the command writes. A storage optuna finds incompatible is reported with 
 
 Everything optuna's public API offers comes from it; the two things it does not expose, the
 heartbeat times and the study of a trial id, come from optuna's own ORM models, which follow
-whatever schema the installed optuna has. The storage-API methods (close, retry, study health)
-are :class:`~mltidy.backends.optuna_journal.OptunaJournalBackend`'s: written against optuna's
-``BaseStorage``, they serve an ``RDBStorage`` unchanged.
+whatever schema the installed optuna has. Everything else is
+:class:`~mltidy.backends.optuna.storage_ops.StorageOps`, the journal backend's code: written
+against optuna's ``BaseStorage``, it serves an ``RDBStorage`` unchanged.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
+from mltidy import names
 from mltidy.backends.identity import sqlite_file, store_id
-from mltidy.backends.optuna_journal import LINK_KEYS, OptunaJournalBackend
-from mltidy.backends.optuna_sql import db_clock_offset, inspect_storage
-from mltidy.backends.optuna_time import rdb_to_utc, writes_naive_utc
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    TrialRetrier,
+)
+from mltidy.backends.optuna.storage_ops import StorageOps
+from mltidy.backends.optuna.tables import CHUNK, db_clock_offset, inspect_storage
+from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
 from mltidy.backends.sql import (
-    CONNECT_TIMEOUT_S,
     PG_READ_ONLY_OPTIONS,
-    SQLITE_BUSY_TIMEOUT_S,
     create_reader_engine,
+    server_connect_args,
+    sqlite_connector,
     takes_libpq_options,
     translate_sql_error,
 )
+from mltidy.backends.translate import first_line
 from mltidy.errors import StoreError, UnsupportedSchema
-from mltidy.model import Record, RecordKind, Selection, utc_now
-from mltidy.redact import redact
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    Record,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+    TrialRef,
+    utc_now,
+)
 
 if TYPE_CHECKING:
     from optuna.storages import RDBStorage
-    from optuna.trial import FrozenTrial
 
 _log = logging.getLogger(__name__)
 
 
-class OptunaSqlLibraryBackend(OptunaJournalBackend):
-    """An Optuna RDB storage read through ``RDBStorage``, after checks that opening it is safe."""
+class OptunaSqlLibraryBackend(
+    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker
+):
+    """An Optuna RDB storage read through ``RDBStorage``, after checks that opening it is safe.
 
-    close_guarantee = (
-        "optuna's own check: RDBStorage refuses to change a finished trial (it locks the row "
-        "where the database can); datetime_complete is the time of closing, the true end is "
-        "kept in mltidy.end_time"
-    )
+    Closing relies on optuna's own check: ``RDBStorage`` refuses to change a finished trial (it
+    locks the row where the database can). ``datetime_complete`` is the time of closing; the true
+    end is kept in ``mltidy.end_time``.
+    """
+
+    kind = StoreKind.OPTUNA
 
     def __init__(self, url: str, *, writable: bool = False) -> None:
         if url.startswith("postgres://"):
             url = "postgresql://" + url[len("postgres://") :]
         self.uri = store_id(self.kind, url)
-        self._uri = url
-        self.is_redis = False
-        self.path = None
         engine = create_reader_engine(url)
         try:
             self.version = inspect_storage(engine, self.uri)
@@ -77,12 +92,19 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
             raise UnsupportedSchema(
                 f"{self.uri}: version_info or alembic_version is empty, and optuna would fill "
                 "them when opening the storage",
-                hint="mltidy never changes a storage to read it; MLTIDY_READ_PATH=fast reads it "
-                "without optuna",
+                hint="mltidy never changes a storage to read it; "
+                f"{names.READ_PATH_ENV}=fast reads it without optuna",
             )
         self._naive_utc = writes_naive_utc(self.version.library_version)
         self._rdb = self._open_rdb(url, writable)
-        self._storage = self._rdb
+        self._ops = StorageOps(
+            self._rdb,
+            self.uri,
+            self._translate,
+            started_at=self._started_at,
+            activity=self._heartbeats,
+            study_of=self._study_of,
+        )
 
     def _open_rdb(self, url: str, writable: bool) -> RDBStorage:
         from sqlalchemy.exc import SQLAlchemyError
@@ -99,9 +121,8 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
             )
         except RuntimeError as exc:
             # optuna's compatibility check: the schema is not the installed optuna's head.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UnsupportedSchema(
-                f"{self.uri}: {redact(first)}",
+                f"{self.uri}: {first_line(exc)}",
                 hint="mltidy never migrates a storage; 'optuna storage upgrade' does",
             ) from exc
         except SQLAlchemyError as exc:
@@ -114,8 +135,7 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
 
         if isinstance(exc, SQLAlchemyError):
             return translate_sql_error(exc, self.uri)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return StoreError(f"{self.uri}: {redact(text)}")
+        return StoreError(f"{self.uri}: {first_line(exc)}")
 
     def describe(self) -> str:
         dialect = self._rdb.engine.dialect.name
@@ -125,49 +145,8 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
             f"set up by optuna {self.version.library_version}"
         )
 
-    def iter_active(self, selection: Selection) -> Iterator[Record]:
-        from optuna.trial import TrialState
-
-        try:
-            offset = self._clock_offset()
-            for study in self._storage.get_all_studies():
-                if not selection.wants_study(study.study_name):
-                    continue
-                trials = [
-                    t
-                    for t in self._storage.get_all_trials(
-                        study._study_id, deepcopy=False, states=(TrialState.RUNNING,)
-                    )
-                    # Never trust the filter alone.
-                    if t.state == TrialState.RUNNING
-                ]
-                beats = self._heartbeats([t._trial_id for t in trials])
-                for trial in trials:
-                    yield self._rdb_record(trial, study.study_name, study._study_id, beats, offset)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from exc
-
-    def read(self, record_id: str) -> Record | None:
-        if not record_id.isdigit():
-            return None
-        trial_id = int(record_id)
-        try:
-            try:
-                trial = self._storage.get_trial(trial_id)
-            except KeyError:
-                return None
-            study_id = self._study_of(trial_id)
-            if study_id is None:
-                return None
-            name = self._storage.get_study_name_from_id(study_id)
-            beats = self._heartbeats([trial_id])
-            return self._rdb_record(trial, name, study_id, beats, self._clock_offset())
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc) from exc
+    def _started_at(self, value: datetime | None) -> datetime | None:
+        return rdb_to_utc(value, naive_utc=self._naive_utc, now=utc_now())
 
     def _study_of(self, trial_id: int) -> int | None:
         from optuna.storages._rdb import models
@@ -180,7 +159,8 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
             self._rdb.scoped_session.remove()
 
     def _heartbeats(self, trial_ids: Sequence[int]) -> dict[int, datetime]:
-        """The newest heartbeat per trial, from optuna's own ORM model (no public API reads it)."""
+        """The newest heartbeat per trial, from optuna's own ORM model (no public API reads it),
+        as aware UTC."""
         if not trial_ids or not self.version.has_heartbeats:
             return {}
         try:
@@ -192,60 +172,48 @@ class OptunaSqlLibraryBackend(OptunaJournalBackend):
         try:
             found: dict[int, datetime] = {}
             query = session.query(TrialHeartbeatModel.trial_id, TrialHeartbeatModel.heartbeat)
-            for start in range(0, len(trial_ids), 500):
-                chunk = list(trial_ids[start : start + 500])
+            for start in range(0, len(trial_ids), CHUNK):
+                chunk = list(trial_ids[start : start + CHUNK])
                 for trial_id, beat in query.filter(TrialHeartbeatModel.trial_id.in_(chunk)):
                     if isinstance(beat, datetime) and (
                         trial_id not in found or beat > found[trial_id]
                     ):
                         found[trial_id] = beat
-            return found
         finally:
             self._rdb.scoped_session.remove()
-
-    def _clock_offset(self) -> timedelta:
-        if not self.version.has_heartbeats:
-            return timedelta(0)
+        if not found:
+            return {}
         with self._rdb.engine.connect() as conn:
-            return db_clock_offset(conn)
+            offset = db_clock_offset(conn)
+        return {trial_id: heartbeat_to_utc(beat, offset) for trial_id, beat in found.items()}
 
-    def _rdb_record(
-        self,
-        trial: FrozenTrial,
-        study_name: str,
-        study_id: int,
-        beats: dict[int, datetime],
-        offset: timedelta,
-    ) -> Record:
-        now = utc_now()
-        attrs: dict[str, Any] = {}
-        for source in (trial.user_attrs, trial.system_attrs):
-            for key, value in source.items():
-                if key in LINK_KEYS or key.startswith("mltidy."):
-                    attrs[key] = value if isinstance(value, str) else json.dumps(value)
-        beat = beats.get(trial._trial_id)
-        last = None
-        if beat is not None:
-            last = beat if beat.tzinfo else (beat - offset).replace(tzinfo=now.tzinfo)
-        return Record(
-            kind=RecordKind.OPTUNA_TRIAL,
-            store=self.uri,
-            id=str(trial._trial_id),
-            name=f"trial {trial.number}",
-            container=study_name,
-            container_id=str(study_id),
-            state=trial.state.name,
-            started_at=rdb_to_utc(trial.datetime_start, naive_utc=self._naive_utc, now=now),
-            last_activity_at=last,
-            trial_number=trial.number,
-            tags=attrs,
-        )
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        return self._ops.iter_active(selection)
+
+    def read(self, record_id: str) -> Record | None:
+        return self._ops.read(record_id)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        return self._ops.close_record(request)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        return self._ops.enqueue_retry(trial_id, max_retry)
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        return self._ops.study_health(selection)
+
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        return self._ops.study_progress(selection)
+
+    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
+        return self._ops.iter_link_trials(selection)
+
+    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
+        return self._ops.write_trial_link(trial, run_url, note)
 
     def close(self) -> None:
-        rdb = getattr(self, "_rdb", None)
-        if rdb is not None:
-            rdb.remove_session()
-            rdb.engine.dispose()
+        self._rdb.remove_session()
+        self._rdb.engine.dispose()
 
 
 def _engine_kwargs(url: str, writable: bool) -> dict[str, Any]:
@@ -256,17 +224,8 @@ def _engine_kwargs(url: str, writable: bool) -> dict[str, Any]:
     """
     path = sqlite_file(url)
     if path is not None:
-        target = f"file:{quote(str(path.resolve()))}?mode={'rw' if writable else 'ro'}"
-
-        def connect() -> sqlite3.Connection:
-            return sqlite3.connect(
-                target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
-            )
-
-        return {"creator": connect}
-    connect_args: dict[str, object] = {}
-    if url.startswith(("postgresql", "postgres", "mysql", "mariadb")):
-        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        return {"creator": sqlite_connector(path.resolve(), writable=writable)}
+    connect_args = server_connect_args(url)
     if takes_libpq_options(url) and not writable:
         connect_args["options"] = PG_READ_ONLY_OPTIONS
     return {"connect_args": connect_args} if connect_args else {}

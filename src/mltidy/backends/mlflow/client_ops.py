@@ -1,0 +1,279 @@
+"""Everything mltidy does with an MLflow store through ``MlflowClient``, whatever the store is.
+
+Both client backends hold one :class:`ClientOps`: ``client.py`` (file stores, tracking servers)
+and ``library.py`` (SQL stores at revisions the fast path does not know). They differ only in
+how they check and open the store; every read and write after that is here.
+
+Closing is a re-read, not a compare-and-set: the run is read fresh right before the write and
+skipped unless it is RUNNING. A run that ends in the moment between the two is overwritten
+(MLflow's REST API has no compare-and-set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mltidy import names
+from mltidy.backends.mlflow.runs import (
+    ENDED,
+    epoch_ms,
+    parse_time,
+    run_record,
+    run_ref,
+    wanted_tags,
+)
+from mltidy.backends.translate import first_line, mentions
+from mltidy.errors import NotAStore, StoreAccessDenied, StoreError, StoreUnreachable
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RunContents,
+    RunRef,
+    Selection,
+    StoreId,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+#: Results per page, and experiments per ``search_runs`` call.
+PAGE = 1000
+EXPERIMENTS_PER_SEARCH = 100
+#: Words in a client error that mean the server could not be reached (lower case).
+UNREACHABLE = ("connection refused", "max retries exceeded", "timed out", "connectionerror")
+
+
+def translate_client_error(exc: BaseException, uri: StoreId) -> StoreError:
+    """An ``MlflowClient`` (or ``requests``) error as one of mltidy's, without secrets."""
+    text = first_line(exc)
+    code = str(getattr(exc, "error_code", ""))
+    if code in ("PERMISSION_DENIED", "UNAUTHENTICATED") or " 401" in text or " 403" in text:
+        return StoreAccessDenied(
+            f"{uri}: access denied",
+            hint="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+            "or MLFLOW_TRACKING_TOKEN",
+        )
+    if mentions(str(exc), UNREACHABLE):
+        return StoreUnreachable(f"{uri}: cannot connect", hint="is the server running?")
+    if "404" in text or "endpoint" in str(exc).lower():
+        return NotAStore(f"{uri} does not answer like an MLflow tracking server ({text})")
+    return StoreError(f"{uri}: {text}")
+
+
+class ClientOps:
+    """An opened ``MlflowClient`` and the active experiments of its store.
+
+    Raises (on construction):
+        StoreError: the client cannot be opened or cannot list experiments.
+    """
+
+    def __init__(self, tracking_uri: str, uri: StoreId) -> None:
+        self.uri = uri
+        try:
+            from mlflow.tracking import MlflowClient
+
+            self.client: MlflowClient = MlflowClient(tracking_uri=tracking_uri)
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        self.experiments = self._list_experiments()
+
+    def translate(self, exc: BaseException) -> StoreError:
+        return translate_client_error(exc, self.uri)
+
+    def _list_experiments(self) -> dict[str, str]:
+        from mlflow.entities import ViewType
+
+        found: dict[str, str] = {}
+        token: str | None = None
+        try:
+            while True:
+                page = self.client.search_experiments(
+                    view_type=ViewType.ACTIVE_ONLY, max_results=PAGE, page_token=token
+                )
+                for experiment in page:
+                    found[str(experiment.experiment_id)] = experiment.name
+                token = page.token
+                if not token:
+                    return found
+        except Exception as exc:
+            raise self.translate(exc) from exc
+
+    def experiment_ids(self, selection: Selection) -> list[str]:
+        return [i for i, name in self.experiments.items() if selection.wants_experiment(name, i)]
+
+    def pages(self, experiment_ids: list[str], filter_string: str) -> Iterator[Run]:
+        """Every active run matching ``filter_string``, page by page, 100 experiments a call."""
+        from mlflow.entities import ViewType
+
+        for start in range(0, len(experiment_ids), EXPERIMENTS_PER_SEARCH):
+            token: str | None = None
+            while True:
+                try:
+                    page = self.client.search_runs(
+                        experiment_ids=experiment_ids[start : start + EXPERIMENTS_PER_SEARCH],
+                        filter_string=filter_string,
+                        run_view_type=ViewType.ACTIVE_ONLY,
+                        max_results=PAGE,
+                        page_token=token,
+                    )
+                except Exception as exc:
+                    raise self.translate(exc) from exc
+                yield from page
+                token = page.token
+                if not token:
+                    break
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run, or ``None`` when the store has no such run (other errors are raised as the
+        client raised them; callers translate)."""
+        try:
+            return self.client.get_run(run_id)
+        except Exception as exc:
+            if str(getattr(exc, "error_code", "")) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def record(self, run: Run) -> Record:
+        info, data = run.info, run.data
+        metric_objs: list[Any] = list(getattr(data, "_metric_objs", []) or [])
+        stamps = [m.timestamp for m in metric_objs if getattr(m, "timestamp", None)]
+        experiment_id = str(info.experiment_id)
+        return run_record(
+            self.uri,
+            info.run_id,
+            name=info.run_name,
+            experiment=self.experiments.get(experiment_id, experiment_id),
+            experiment_id=experiment_id,
+            state=info.status,
+            times_ms=(info.start_time, info.end_time, max(stamps) if stamps else None),
+            user=info.user_id,
+            tags=wanted_tags(data.tags, names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES),
+        )
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        for run in self.pages(self.experiment_ids(selection), "attributes.status = 'RUNNING'"):
+            # Some MLflow-compatible servers ignore filter_string: check it here.
+            if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active":
+                yield self.record(run)
+
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        since_ms = epoch_ms(since)
+        found = [
+            self.record(run)
+            for run in self.pages(
+                self.experiment_ids(selection), f"attributes.end_time >= {since_ms}"
+            )
+            # Checked here too: never trust a server to filter.
+            if run.info.status in ENDED
+            and run.info.end_time is not None
+            and run.info.end_time >= since_ms
+        ]
+        yield from sorted(found, key=lambda r: r.ended_at or r.started_at or since)
+
+    def read(self, record_id: str) -> Record | None:
+        try:
+            run = self.get_run(record_id)
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        return None if run is None else self.record(run)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from mlflow.entities import RunTag
+
+        try:
+            run = self.get_run(request.record_id)
+            if run is None:
+                return CloseResult(CloseStatus.MISSING)
+            if run.info.status != "RUNNING" or run.info.lifecycle_stage != "active":
+                return CloseResult(CloseStatus.NOT_RUNNING, run.info.status)
+            tags = [RunTag(k, v) for k, v in request.attributes.items()]
+            if tags:
+                self.client.log_batch(request.record_id, tags=tags)
+            self.client.set_terminated(
+                request.record_id, status=request.new_state, end_time=epoch_ms(request.end_time)
+            )
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        return CloseResult(CloseStatus.CLOSED)
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        closed_filter = f"tags.`{names.CLOSED_AT}` LIKE '%'"
+        for run in self.pages(self.experiment_ids(selection), closed_filter):
+            closed = run.data.tags.get(names.CLOSED_AT)
+            if not closed or run.info.status == "RUNNING":
+                continue
+            yield RunContents(
+                record=self.record(run),
+                closed_at=parse_time(closed),
+                metrics=len(run.data.metrics),
+                params=len(run.data.params),
+                artifacts=self._artifact_count(run.info.run_id),
+            )
+
+    def _artifact_count(self, run_id: str) -> int | None:
+        try:
+            return len(self.client.list_artifacts(run_id))
+        except Exception:
+            return None
+
+    def soft_delete(self, run_id: str) -> bool:
+        try:
+            run = self.client.get_run(run_id)
+            if run.info.status == "RUNNING" or run.info.lifecycle_stage != "active":
+                return False
+            self.client.set_tag(run_id, names.DELETED_AT, utc_now().isoformat(timespec="seconds"))
+            self.client.delete_run(run_id)
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        return True
+
+    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
+        found: dict[str, Run] = {}
+        try:
+            for run_id in sorted(run_ids):
+                run = self.get_run(run_id)
+                if run is not None and run.info.lifecycle_stage == "active":
+                    found[run.info.run_id] = run
+            every = list(self.experiments)
+            for study in sorted(studies):
+                quoted = study.replace("'", "\\'")
+                for key in names.STUDY_TAGS:
+                    for run in self.pages(every, f"tags.`{key}` = '{quoted}'"):
+                        found[run.info.run_id] = run
+                named = [i for i, name in self.experiments.items() if name == study]
+                if named:
+                    numbered = f"tags.`{names.CALLBACK_NUMBER}` LIKE '%'"
+                    for run in self.pages(named, numbered):
+                        found[run.info.run_id] = run
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc) from exc
+        return [self._run_ref(run) for run in found.values()]
+
+    def _run_ref(self, run: Run) -> RunRef:
+        experiment_id = str(run.info.experiment_id)
+        return run_ref(
+            self.uri,
+            run.info.run_id,
+            run.info.run_name,
+            (experiment_id, self.experiments.get(experiment_id, experiment_id)),
+            wanted_tags(run.data.tags, names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES),
+        )
+
+    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        try:
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        except Exception as exc:
+            raise self.translate(exc) from exc
+
+
+__all__ = ["ClientOps", "translate_client_error"]

@@ -1,0 +1,118 @@
+"""MLflow's tables as the SQL fast path reads them, and the check that runs before either path.
+
+:func:`inspect_store` runs first on every MLflow SQL store, on a read-only engine: it tells an
+MLflow store from anything else and reads its alembic revision, which picks the read path
+(``sql.py`` or ``library.py``). The rest is what the fast path's queries share: the table
+objects (only the columns it reads) and the reads and writes of run tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from mltidy.backends.sql import table_names, translate_sql_error
+from mltidy.errors import NotAStore
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+#: Without these tables a database is not an MLflow tracking store at all.
+IDENTITY_TABLES = frozenset({"alembic_version", "runs", "experiments"})
+#: The tables the fast path reads.
+REQUIRED_TABLES = IDENTITY_TABLES | {"tags", "latest_metrics"}
+#: Rows per partition of a streamed read, and run ids per ``IN`` query.
+CHUNK = 500
+
+
+def tables() -> dict[str, Any]:
+    """SQLAlchemy table objects for the columns the fast path reads and writes."""
+    from sqlalchemy import column, table
+
+    return {
+        "runs": table(
+            "runs",
+            column("run_uuid"),
+            column("name"),
+            column("user_id"),
+            column("status"),
+            column("start_time"),
+            column("end_time"),
+            column("lifecycle_stage"),
+            column("experiment_id"),
+            column("artifact_uri"),
+            column("deleted_time"),
+        ),
+        "params": table("params", column("key"), column("run_uuid")),
+        "experiments": table(
+            "experiments", column("experiment_id"), column("name"), column("lifecycle_stage")
+        ),
+        "tags": table("tags", column("key"), column("value"), column("run_uuid")),
+        "latest_metrics": table(
+            "latest_metrics", column("key"), column("timestamp"), column("run_uuid")
+        ),
+    }
+
+
+def inspect_store(engine: Engine, uri: str) -> tuple[str | None, set[str]]:
+    """The alembic revision and the table names of an MLflow tracking database.
+
+    Runs before anything else touches a store, on a read-only engine, so that neither path ever
+    hands MLflow a database it would create tables in.
+
+    Raises:
+        NotAStore: the database lacks MLflow's core tables (with a hint for Optuna storages).
+        StoreError: the database cannot be read.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        found = table_names(engine)
+        if not found >= IDENTITY_TABLES:
+            hint = None
+            if {"studies", "trials", "version_info"} <= found:
+                hint = "it looks like an Optuna storage: pass it with --optuna"
+            raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
+        with engine.connect() as conn:
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError as exc:
+        raise translate_sql_error(exc, uri) from exc
+    return (str(revision) if revision else None), found
+
+
+def read_tags(
+    conn: Connection,
+    tags: Any,
+    run_ids: Sequence[str],
+    wanted: tuple[tuple[str, ...], tuple[str, ...]],
+) -> dict[str, dict[str, str]]:
+    """The tags of these runs whose key is one of ``wanted[0]`` or starts with one of
+    ``wanted[1]``, by run id; one query per :data:`CHUNK` runs."""
+    from sqlalchemy import or_, select
+
+    keys, prefixes = wanted
+    condition = or_(tags.c.key.in_(keys), *(tags.c.key.like(f"{p}%") for p in prefixes))
+    found: dict[str, dict[str, str]] = {}
+    for start in range(0, len(run_ids), CHUNK):
+        query = select(tags.c.run_uuid, tags.c.key, tags.c.value).where(
+            tags.c.run_uuid.in_(list(run_ids[start : start + CHUNK])), condition
+        )
+        for run_id, key, value in conn.execute(query):
+            found.setdefault(run_id, {})[key] = value if value is not None else ""
+    return found
+
+
+def replace_tags(conn: Connection, tags: Any, run_id: str, values: Mapping[str, str]) -> None:
+    """Set tags on a run inside the caller's transaction (earlier values of these keys go)."""
+    from sqlalchemy import delete, insert
+
+    if not values:
+        return
+    conn.execute(delete(tags).where(tags.c.run_uuid == run_id, tags.c.key.in_(list(values))))
+    conn.execute(
+        insert(tags), [{"key": k, "value": v, "run_uuid": run_id} for k, v in values.items()]
+    )
+
+
+__all__ = ["CHUNK", "REQUIRED_TABLES", "inspect_store", "read_tags", "replace_tags", "tables"]

@@ -1,0 +1,368 @@
+"""MLflow SQL tracking stores (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core: the fast path.
+
+The read side is a couple of queries over MLflow's long-stable tables (``runs``, ``experiments``,
+``tags``, ``latest_metrics``); mlflow itself is not imported, because importing it costs seconds
+and because MLflow's own ``SqlAlchemyStore`` would create and migrate tables when opened, which a
+read must never do. It is used for the schema revisions listed in ``schema_versions.py``; the
+registry sends other revisions to ``library.py``.
+
+Reads stream: the RUNNING runs come from one query through a server-side cursor where the
+database has one, in partitions of :data:`CHUNK` rows, and each partition's tags come from one
+``IN`` query. Memory follows the partition size, not the number of runs in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mltidy import names
+from mltidy.backends.identity import store_id
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    MakesWritable,
+    RunDeclutterer,
+    RunHistory,
+    RunLinker,
+)
+from mltidy.backends.mlflow.runs import ENDED, epoch_ms, parse_time, run_record, run_ref
+from mltidy.backends.mlflow.schema import (
+    CHUNK,
+    REQUIRED_TABLES,
+    inspect_store,
+    read_tags,
+    replace_tags,
+    tables,
+)
+from mltidy.backends.schema_versions import mlflow_fast_revisions
+from mltidy.backends.sql import (
+    create_reader_engine,
+    local_artifact_count,
+    retry_locked,
+    side_connection,
+    translate_sql_error,
+)
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    RunContents,
+    RunRef,
+    Selection,
+    StoreKind,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Engine, Row
+
+#: The tags every record carries, and the tags every link candidate carries (keys, prefixes).
+RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
+LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
+
+
+class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+    """An MLflow tracking store in a SQL database, read without importing mlflow.
+
+    Closing is a compare-and-set: one transaction runs ``UPDATE runs ... WHERE status =
+    'RUNNING'`` and writes the audit tags only if that row changed.
+    """
+
+    kind = StoreKind.MLFLOW
+
+    def __init__(self, url: str, *, writable: bool = False) -> None:
+        self.url = url
+        self.uri = store_id(self.kind, url)
+        self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._t = tables()
+        try:
+            self._revision, found = inspect_store(self._engine, self.uri)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self.schema_known = self._revision in mlflow_fast_revisions() and found >= REQUIRED_TABLES
+
+    @property
+    def revision(self) -> str | None:
+        """The store's alembic revision (``None`` when ``alembic_version`` is empty)."""
+        return self._revision
+
+    @property
+    def schema(self) -> str:
+        """The store's schema, in words."""
+        return f"MLflow schema revision {self._revision}"
+
+    def make_writable(self) -> None:
+        """Swap the read-only engine for a writable one (the store is not inspected again)."""
+        engine = create_reader_engine(self.url, writable=True)
+        self._engine.dispose()
+        self._engine = engine
+
+    def describe(self) -> str:
+        dialect = self._engine.dialect.name
+        return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
+
+    def _select(self, selection: Selection | None = None) -> Select[Any]:
+        """Active runs with their experiment and newest metric time; only the selected
+        experiments' (by name or id) when ``selection`` names some."""
+        from sqlalchemy import func, or_, select
+
+        runs, exps, metrics = self._t["runs"], self._t["experiments"], self._t["latest_metrics"]
+        last_metric = (
+            select(func.max(metrics.c.timestamp))
+            .where(metrics.c.run_uuid == runs.c.run_uuid)
+            .scalar_subquery()
+        )
+        query = (
+            select(
+                runs.c.run_uuid,
+                runs.c.name,
+                runs.c.user_id,
+                runs.c.status,
+                runs.c.start_time,
+                runs.c.end_time,
+                runs.c.experiment_id,
+                exps.c.name.label("experiment_name"),
+                last_metric.label("last_metric"),
+            )
+            .select_from(runs.join(exps, exps.c.experiment_id == runs.c.experiment_id))
+            .where(runs.c.lifecycle_stage == "active")
+        )
+        if selection is not None and selection.experiments:
+            ids = [int(e) for e in selection.experiments if e.isdigit()]
+            query = query.where(
+                or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
+            )
+        return query
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, exps = self._t["runs"], self._t["experiments"]
+        query = self._select(selection).where(
+            runs.c.status == "RUNNING", exps.c.lifecycle_stage == "active"
+        )
+        try:
+            with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
+                result = conn.execute(query, execution_options={"yield_per": CHUNK})
+                for chunk in result.partitions():
+                    ids = [row.run_uuid for row in chunk]
+                    tags = read_tags(side, self._t["tags"], ids, RECORD_TAGS)
+                    for row in chunk:
+                        # Never trust the filter alone: some compatible stores ignore it.
+                        if row.status == "RUNNING":
+                            yield self._record(row, tags.get(row.run_uuid, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def read(self, record_id: str) -> Record | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs = self._t["runs"]
+        try:
+            with self._engine.connect() as conn:
+                row = conn.execute(self._select().where(runs.c.run_uuid == record_id)).first()
+                if row is None:
+                    return None
+                tags = read_tags(conn, self._t["tags"], [record_id], RECORD_TAGS)
+                return self._record(row, tags.get(record_id, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _read_all(self, query: Select[Any]) -> tuple[list[Row[Any]], dict[str, dict[str, str]]]:
+        """Every row of ``query`` and the record tags of their runs, read at once.
+
+        Materialised, not streamed: callers write while they iterate (declutter soft-deletes),
+        and an open read on sqlite would make those writes wait for this very cursor.
+        """
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+                ids = [row.run_uuid for row in rows]
+                return rows, read_tags(conn, self._t["tags"], ids, RECORD_TAGS)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _record(self, row: Row[Any], tags: dict[str, str]) -> Record:
+        return run_record(
+            self.uri,
+            row.run_uuid,
+            name=row.name,
+            experiment=row.experiment_name,
+            experiment_id=str(row.experiment_id),
+            state=row.status,
+            times_ms=(row.start_time, row.end_time, row.last_metric),
+            user=row.user_id,
+            tags=tags,
+        )
+
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        runs, exps = self._t["runs"], self._t["experiments"]
+        since_ms = epoch_ms(since)
+        query = (
+            self._select(selection)
+            .where(
+                runs.c.status.in_(ENDED),
+                runs.c.end_time >= since_ms,
+                exps.c.lifecycle_stage == "active",
+            )
+            .order_by(runs.c.end_time)
+        )
+        rows, tags = self._read_all(query)
+        for row in rows:
+            if row.status in ENDED and row.end_time is not None:
+                yield self._record(row, tags.get(row.run_uuid, {}))
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from sqlalchemy import select, update
+
+        runs = self._t["runs"]
+
+        def attempt() -> CloseResult:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.run_uuid == request.record_id,
+                        runs.c.status == "RUNNING",
+                        runs.c.lifecycle_stage == "active",
+                    )
+                    .values(status=request.new_state, end_time=epoch_ms(request.end_time))
+                ).rowcount
+                if changed == 1:
+                    replace_tags(conn, self._t["tags"], request.record_id, request.attributes)
+                    return CloseResult(CloseStatus.CLOSED)
+                state = conn.execute(
+                    select(runs.c.status).where(runs.c.run_uuid == request.record_id)
+                ).scalar()
+            if state is None:
+                return CloseResult(CloseStatus.MISSING)
+            return CloseResult(CloseStatus.NOT_RUNNING, str(state))
+
+        return retry_locked(attempt, self.uri)
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        from sqlalchemy import func, select
+
+        runs, tags = self._t["runs"], self._t["tags"]
+        metrics, params = self._t["latest_metrics"], self._t["params"]
+        closed = (
+            select(tags.c.value)
+            .where(tags.c.run_uuid == runs.c.run_uuid, tags.c.key == names.CLOSED_AT)
+            .scalar_subquery()
+        )
+        n_metrics = (
+            select(func.count()).where(metrics.c.run_uuid == runs.c.run_uuid).scalar_subquery()
+        )
+        n_params = (
+            select(func.count()).where(params.c.run_uuid == runs.c.run_uuid).scalar_subquery()
+        )
+        query = (
+            self._select(selection)
+            .add_columns(
+                runs.c.artifact_uri,
+                closed.label("closed_at"),
+                n_metrics.label("n_metrics"),
+                n_params.label("n_params"),
+            )
+            .where(runs.c.status != "RUNNING", closed.is_not(None))
+        )
+        rows, all_tags = self._read_all(query)
+        for row in rows:
+            yield RunContents(
+                record=self._record(row, all_tags.get(row.run_uuid, {})),
+                closed_at=parse_time(row.closed_at),
+                metrics=int(row.n_metrics),
+                params=int(row.n_params),
+                artifacts=local_artifact_count(row.artifact_uri),
+            )
+
+    def soft_delete(self, run_id: str) -> bool:
+        from sqlalchemy import update
+
+        runs = self._t["runs"]
+        now = utc_now()
+
+        def attempt() -> bool:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.run_uuid == run_id,
+                        runs.c.status != "RUNNING",
+                        runs.c.lifecycle_stage == "active",
+                    )
+                    .values(lifecycle_stage="deleted", deleted_time=epoch_ms(now))
+                ).rowcount
+                if changed == 1:
+                    deleted = {names.DELETED_AT: now.isoformat(timespec="seconds")}
+                    replace_tags(conn, self._t["tags"], run_id, deleted)
+                return bool(changed == 1)
+
+        return retry_locked(attempt, self.uri)
+
+    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
+        from sqlalchemy import exists, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, exps, tags = self._t["runs"], self._t["experiments"], self._t["tags"]
+        base = (
+            select(runs.c.run_uuid, runs.c.name, runs.c.experiment_id, exps.c.name.label("exp"))
+            .select_from(runs.join(exps, exps.c.experiment_id == runs.c.experiment_id))
+            .where(runs.c.lifecycle_stage == "active")
+        )
+        ids = sorted(run_ids)
+        queries = [
+            base.where(runs.c.run_uuid.in_(ids[start : start + CHUNK]))
+            for start in range(0, len(ids), CHUNK)
+        ]
+        if studies:
+            named = sorted(studies)
+            tagged = exists().where(
+                tags.c.run_uuid == runs.c.run_uuid,
+                tags.c.key.in_(names.STUDY_TAGS),
+                tags.c.value.in_(named),
+            )
+            numbered = exists().where(
+                tags.c.run_uuid == runs.c.run_uuid, tags.c.key == names.CALLBACK_NUMBER
+            )
+            queries.append(base.where(tagged))
+            queries.append(base.where(exps.c.name.in_(named), numbered))
+        found: dict[str, Any] = {}
+        try:
+            with self._engine.connect() as conn:
+                for query in queries:
+                    for row in conn.execute(query):
+                        found[row.run_uuid] = row
+                run_tags = read_tags(conn, tags, list(found), LINK_TAGS)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return [
+            run_ref(
+                self.uri,
+                row.run_uuid,
+                row.name,
+                (str(row.experiment_id), row.exp),
+                run_tags.get(row.run_uuid, {}),
+            )
+            for row in found.values()
+        ]
+
+    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        def attempt() -> None:
+            with self._engine.begin() as conn:
+                replace_tags(conn, self._t["tags"], run_id, tags)
+
+        retry_locked(attempt, self.uri)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+__all__ = ["CHUNK", "MlflowSqlBackend", "inspect_store"]

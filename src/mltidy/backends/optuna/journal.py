@@ -1,0 +1,150 @@
+"""Optuna journal storages: journal files (``JournalFileBackend``) and redis journals.
+
+The journal is replayed by optuna itself, so every log format optuna understands is read right.
+A journal has no heartbeat table: trials carry no activity time unless mltidy's heartbeat ran.
+This module checks and opens the journal; the reads and writes are :class:`StorageOps`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mltidy.backends.identity import JOURNAL_PREFIXES, store_id, strip_scheme
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    MakesWritable,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    TrialRetrier,
+)
+from mltidy.backends.optuna.storage_ops import StorageOps
+from mltidy.backends.translate import first_line
+from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    Record,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+    TrialRef,
+)
+
+if TYPE_CHECKING:
+    from optuna.storages import JournalStorage
+
+
+def journal_path(uri: str) -> Path:
+    """The file behind a journal URI (``journal:///path``, ``file:///path`` or a plain path)."""
+    return strip_scheme(uri, JOURNAL_PREFIXES)
+
+
+def looks_like_journal(path: Path) -> bool:
+    """Whether a file starts with an Optuna journal operation (a JSON object with ``op_code``)."""
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(1 << 16)
+    except OSError:
+        return False
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and "op_code" in entry
+
+
+class OptunaJournalBackend(
+    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+):
+    """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``.
+
+    Closing relies on optuna's own check: the journal is replayed right before the write and
+    optuna refuses to change a finished trial. ``datetime_complete`` is the time of closing (the
+    journal API sets it); the true end is kept in ``mltidy.end_time``.
+    """
+
+    kind = StoreKind.OPTUNA
+
+    def __init__(self, uri: str, *, writable: bool = False) -> None:
+        self.uri = store_id(self.kind, uri)
+        self.is_redis = uri.startswith(("redis://", "rediss://", "unix://"))
+        self.path: Path | None = None
+        if not self.is_redis:
+            path = journal_path(uri)
+            if not path.exists():
+                raise StoreNotFound(
+                    f"{path} does not exist", hint="check the path; mltidy never creates a store"
+                )
+            if not path.is_file():
+                raise NotAStore(f"{path} is not an Optuna journal file")
+            if path.stat().st_size and not looks_like_journal(path):
+                raise NotAStore(f"{path} is not an Optuna journal file")
+            self.path = path
+        self._ops = StorageOps(self._open(uri), self.uri, self._translate)
+
+    def _open(self, uri: str) -> JournalStorage:
+        try:
+            import optuna
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            if self.path is not None:
+                return JournalStorage(JournalFileBackend(str(self.path)))
+            from optuna.storages.journal import JournalRedisBackend
+
+            return JournalStorage(JournalRedisBackend(uri))
+        except ImportError as exc:
+            raise StoreError(
+                f"{self.uri}: redis journals need the redis package", hint="pip install redis"
+            ) from exc
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        text = first_line(exc)
+        lowered = text.lower()
+        if "connect" in lowered or "refused" in lowered:
+            return StoreUnreachable(f"{self.uri}: cannot connect ({text})")
+        if isinstance(exc, (ValueError, KeyError, TypeError)):
+            return NotAStore(f"{self.uri} is not a readable Optuna journal ({text})")
+        return StoreError(f"{self.uri}: {text}")
+
+    def make_writable(self) -> None:
+        """Nothing to do: a journal opens no read-only session."""
+
+    def describe(self) -> str:
+        return "Optuna redis journal" if self.is_redis else "Optuna journal file"
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        return self._ops.iter_active(selection)
+
+    def read(self, record_id: str) -> Record | None:
+        return self._ops.read(record_id)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        return self._ops.close_record(request)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        return self._ops.enqueue_retry(trial_id, max_retry)
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        return self._ops.study_health(selection)
+
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        return self._ops.study_progress(selection)
+
+    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
+        return self._ops.iter_link_trials(selection)
+
+    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
+        return self._ops.write_trial_link(trial, run_url, note)
+
+
+__all__ = ["OptunaJournalBackend", "journal_path", "looks_like_journal"]

@@ -1,0 +1,356 @@
+"""Optuna RDB storages (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core: the fast path.
+
+optuna's ``RDBStorage`` creates tables and checks/migrates the schema when constructed, and
+listing RUNNING trials through its API costs one round of queries per study; so the read side
+goes straight to the tables (``studies``, ``trials``, ``trial_heartbeats``,
+``trial_user_attributes``, ``trial_system_attributes``) and never imports optuna. It is used for
+the schema versions listed in ``schema_versions.py``; the registry sends other versions to
+``library.py``.
+
+Reads stream: the RUNNING trials of all studies come from one query (server-side cursor where
+the database has one) in partitions of :data:`CHUNK`, and each partition's attributes from one
+``IN`` query per attribute table.
+
+Links are written straight to the tables in one transaction: optuna's storage API refuses
+attributes on finished trials, and the trials worth linking are mostly finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from mltidy import dashboard_notes, names
+from mltidy.backends.identity import store_id
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    MakesWritable,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    TrialRetrier,
+)
+from mltidy.backends.optuna.sql_studies import StudyQueries
+from mltidy.backends.optuna.tables import (
+    CHUNK,
+    db_clock_offset,
+    inspect_storage,
+    read_notes,
+    replace_attrs,
+    tables,
+)
+from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
+from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
+from mltidy.backends.sql import (
+    create_reader_engine,
+    retry_locked,
+    side_connection,
+    translate_sql_error,
+)
+from mltidy.errors import StoreError
+from mltidy.model import (
+    CloseRequest,
+    CloseResult,
+    CloseStatus,
+    Record,
+    Selection,
+    StoreKind,
+    StudyHealth,
+    StudyProgress,
+    TrialRef,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Connection, Engine, Row
+
+#: The trial attributes a link reads (user and system attributes).
+LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
+
+
+class OptunaSqlBackend(
+    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+):
+    """An Optuna RDB storage, read without importing optuna.
+
+    Closing is a compare-and-set: one transaction runs ``UPDATE trials ... WHERE state =
+    'RUNNING'`` and writes the audit system attributes only if that row changed.
+    """
+
+    kind = StoreKind.OPTUNA
+
+    def __init__(self, url: str, *, writable: bool = False) -> None:
+        self.url = url
+        self.uri = store_id(self.kind, url)
+        self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._t = tables()
+        try:
+            self.version = inspect_storage(self._engine, self.uri)
+        except BaseException:
+            self._engine.dispose()
+            raise
+        self._has_heartbeats = self.version.has_heartbeats
+        self._naive_utc = writes_naive_utc(self.version.library_version)
+        self.schema_known = self.version.known
+        self._studies = StudyQueries(
+            self._engine, self._t, self.uri, self.version.tables, self._naive_utc
+        )
+
+    @property
+    def schema(self) -> str:
+        """The storage's schema, in words."""
+        return f"Optuna schema {self.version.schema_version}/{self.version.revision}"
+
+    def make_writable(self) -> None:
+        """Swap the read-only engine for a writable one (the store is not inspected again)."""
+        engine = create_reader_engine(self.url, writable=True)
+        self._engine.dispose()
+        self._engine = engine
+        self._studies = StudyQueries(
+            engine, self._t, self.uri, self.version.tables, self._naive_utc
+        )
+
+    def describe(self) -> str:
+        dialect = self._engine.dialect.name
+        return (
+            f"Optuna RDB storage ({dialect}), schema {self.version.schema_version}"
+            f"{'/' + self.version.revision if self.version.revision else ''}, "
+            f"set up by optuna {self.version.library_version}"
+        )
+
+    def _select(self, selection: Selection, *, heartbeat: bool) -> Select[Any]:
+        """Trials with their study (the selected studies' only), and their newest heartbeat
+        when asked and the storage has heartbeats."""
+        from sqlalchemy import func, select
+
+        trials, studies = self._t["trials"], self._t["studies"]
+        columns = [
+            trials.c.trial_id,
+            trials.c.number,
+            trials.c.state,
+            trials.c.datetime_start,
+            studies.c.study_id,
+            studies.c.study_name,
+        ]
+        if heartbeat and self._has_heartbeats:
+            beats = self._t["trial_heartbeats"]
+            latest = (
+                select(func.max(beats.c.heartbeat))
+                .where(beats.c.trial_id == trials.c.trial_id)
+                .scalar_subquery()
+            )
+            columns.append(latest.label("heartbeat"))
+        query = select(*columns).select_from(
+            trials.join(studies, studies.c.study_id == trials.c.study_id)
+        )
+        if selection.studies:
+            query = query.where(studies.c.study_name.in_(selection.studies))
+        return query
+
+    def _clock_offset(self, conn: Connection) -> timedelta:
+        return db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials = self._t["trials"]
+        query = self._select(selection, heartbeat=True).where(trials.c.state == "RUNNING")
+        try:
+            with self._engine.connect() as conn, side_connection(self._engine, conn) as side:
+                offset = self._clock_offset(conn)
+                result = conn.execute(query, execution_options={"yield_per": CHUNK})
+                for chunk in result.partitions():
+                    attrs = self._attrs(side, [row.trial_id for row in chunk])
+                    for row in chunk:
+                        if str(row.state) == "RUNNING" or str(row.state).endswith(".RUNNING"):
+                            yield self._record(row, attrs.get(row.trial_id, {}), offset)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def read(self, record_id: str) -> Record | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not record_id.isdigit():
+            return None
+        trial_id = int(record_id)
+        query = self._select(Selection(), heartbeat=True)
+        try:
+            with self._engine.connect() as conn:
+                offset = self._clock_offset(conn)
+                found = conn.execute(query.where(self._t["trials"].c.trial_id == trial_id))
+                row = found.first()
+                if row is None:
+                    return None
+                return self._record(row, self._attrs(conn, [trial_id]).get(trial_id, {}), offset)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _attrs(self, conn: Connection, trial_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        from sqlalchemy import or_, select
+
+        found: dict[int, dict[str, str]] = {}
+        for name in ("trial_user_attributes", "trial_system_attributes"):
+            attrs = self._t[name]
+            query = select(attrs.c.trial_id, attrs.c.key, attrs.c.value_json).where(
+                attrs.c.trial_id.in_(list(trial_ids)),
+                or_(
+                    attrs.c.key.in_(names.TRIAL_LINK_KEYS),
+                    attrs.c.key.like(f"{names.PREFIX}%"),
+                ),
+            )
+            for trial_id, key, value_json in conn.execute(query):
+                found.setdefault(trial_id, {})[key] = json_text(value_json)
+        return found
+
+    def _record(self, row: Row[Any], attrs: dict[str, str], offset: timedelta) -> Record:
+        now = utc_now()
+        heartbeat = getattr(row, "heartbeat", None)
+        return trial_record(
+            self.uri,
+            (row.trial_id, row.number, _state(row.state)),
+            (row.study_name, row.study_id),
+            started_at=rdb_to_utc(row.datetime_start, naive_utc=self._naive_utc, now=now),
+            last_activity_at=(
+                heartbeat_to_utc(heartbeat, offset) if isinstance(heartbeat, datetime) else None
+            ),
+            tags=attrs,
+        )
+
+    def _to_store_time(self, value: datetime) -> datetime:
+        """An aware time as this storage writes it: naive UTC (5.x) or naive local (4.x)."""
+        if self._naive_utc:
+            return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone().replace(tzinfo=None)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        from sqlalchemy import select, update
+
+        if not request.record_id.isdigit():
+            return CloseResult(CloseStatus.MISSING)
+        trial_id = int(request.record_id)
+        trials, attrs = self._t["trials"], self._t["trial_system_attributes"]
+
+        def attempt() -> CloseResult:
+            with self._engine.begin() as conn:
+                changed = conn.execute(
+                    update(trials)
+                    .where(trials.c.trial_id == trial_id, trials.c.state == "RUNNING")
+                    .values(
+                        state=request.new_state,
+                        datetime_complete=self._to_store_time(request.end_time),
+                    )
+                ).rowcount
+                if changed == 1:
+                    replace_attrs(conn, attrs, ("trial_id", trial_id), request.attributes)
+                    return CloseResult(CloseStatus.CLOSED)
+                state = conn.execute(
+                    select(trials.c.state).where(trials.c.trial_id == trial_id)
+                ).scalar()
+            if state is None:
+                return CloseResult(CloseStatus.MISSING)
+            return CloseResult(CloseStatus.NOT_RUNNING, _state(state))
+
+        return retry_locked(attempt, self.uri)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mltidy.backends.optuna.retry import enqueue_retry
+
+        trials = self._t["trials"]
+        try:
+            with self._engine.connect() as conn:
+                study_id = conn.execute(
+                    select(trials.c.study_id).where(trials.c.trial_id == int(trial_id))
+                ).scalar()
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        if study_id is None:
+            raise StoreError(f"{self.uri}: trial {trial_id} does not exist")
+        try:
+            from optuna.storages import RDBStorage
+
+            storage = RDBStorage(self.url, skip_table_creation=True)
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        try:
+            return enqueue_retry(storage, int(study_id), int(trial_id), max_retry)
+        except Exception as exc:
+            raise StoreError(f"{self.uri}: could not enqueue a retry ({exc})") from exc
+        finally:
+            storage.remove_session()
+            storage.engine.dispose()
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        return self._studies.health(selection)
+
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        return self._studies.progress(selection)
+
+    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        query = self._select(selection, heartbeat=False)
+        now = utc_now()
+        try:
+            with self._engine.connect() as conn:
+                rows = list(conn.execute(query))
+                attrs: dict[tuple[str, int], dict[str, Any]] = {}
+                for kind in ("user", "system"):
+                    table = self._t[f"trial_{kind}_attributes"]
+                    attr_query = select(table.c.trial_id, table.c.key, table.c.value_json).where(
+                        table.c.key.in_(LINK_ATTRS)
+                    )
+                    for trial_id, key, value in conn.execute(attr_query):
+                        attrs.setdefault((kind, trial_id), {})[key] = decode(value)
+                study_ids = sorted({row.study_id for row in rows})
+                notes = read_notes(conn, self._t["study_system_attributes"], study_ids)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        for row in rows:
+            _, note, _ = dashboard_notes.read_note(notes.get(row.study_id, {}), row.trial_id)
+            yield trial_ref(
+                self.uri,
+                (row.trial_id, int(row.number), _state(row.state)),
+                (row.study_name, row.study_id),
+                started_at=rdb_to_utc(row.datetime_start, naive_utc=self._naive_utc, now=now),
+                attrs=(
+                    attrs.get(("user", row.trial_id), {}),
+                    attrs.get(("system", row.trial_id), {}),
+                ),
+                note=note,
+            )
+
+    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
+        user, study_attrs = self._t["trial_user_attributes"], self._t["study_system_attributes"]
+        trial_id, study_id = int(trial.trial_id), int(trial.study_id)
+
+        def attempt() -> str:
+            with self._engine.begin() as conn:
+                if run_url is not None:
+                    url = {names.MLFLOW_RUN_URL: run_url}
+                    replace_attrs(conn, user, ("trial_id", trial_id), url)
+                if note is not None:
+                    current = read_notes(conn, study_attrs, [study_id]).get(study_id, {})
+                    version, _, chunks = dashboard_notes.read_note(current, trial_id)
+                    values = dashboard_notes.note_attrs(trial_id, version + 1, note, chunks)
+                    replace_attrs(conn, study_attrs, ("study_id", study_id), values)
+            return ""
+
+        return retry_locked(attempt, self.uri)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _state(value: Any) -> str:
+    """A state as the table holds it (``RUNNING`` or ``TrialState.RUNNING``), by its name."""
+    return str(value).rsplit(".", 1)[-1]
+
+
+__all__ = ["CHUNK", "OptunaSqlBackend"]
