@@ -99,6 +99,21 @@ def dashboard_note_chunk(trial_id: int | str) -> str:
 SUPERVISION_ENV = "MLTIDY_SUPERVISION"
 #: MLflow reads extra run-context tags from this variable (JSON) in every install.
 MLFLOW_RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
+#: MLflow's client settings for tracking servers, honoured by the REST reader as MLflow does.
+MLFLOW_TRACKING_USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+MLFLOW_TRACKING_PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+MLFLOW_TRACKING_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+MLFLOW_TRACKING_INSECURE_TLS_ENV = "MLFLOW_TRACKING_INSECURE_TLS"
+MLFLOW_TRACKING_SERVER_CERT_PATH_ENV = "MLFLOW_TRACKING_SERVER_CERT_PATH"
+MLFLOW_TRACKING_CLIENT_CERT_PATH_ENV = "MLFLOW_TRACKING_CLIENT_CERT_PATH"
+MLFLOW_HTTP_REQUEST_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+MLFLOW_HTTP_REQUEST_MAX_RETRIES_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+#: MLflow 3's workspace of a multi-workspace server (sent as the ``X-MLFLOW-WORKSPACE`` header).
+MLFLOW_WORKSPACE_ENV = "MLFLOW_WORKSPACE"
+#: Auth that only MLflow's own client can do (plugins, AWS SigV4): such servers are read
+#: through ``MlflowClient``.
+MLFLOW_TRACKING_AUTH_ENV = "MLFLOW_TRACKING_AUTH"
+MLFLOW_TRACKING_AWS_SIGV4_ENV = "MLFLOW_TRACKING_AWS_SIGV4"
 
 # -- what backends read ------------------------------------------------------------------------
 #: Run tags every backend passes to the judge and the linker with each record.

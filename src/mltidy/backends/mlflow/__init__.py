@@ -1,0 +1,1 @@
+"""MLflow tracking stores: SQL fast path, MlflowClient paths, REST."""
