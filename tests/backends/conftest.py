@@ -42,6 +42,9 @@ BACKENDS = [
         "mlflow-postgres-library", id="mlflow-postgres-library", marks=pytest.mark.postgres
     ),
     pytest.param("mlflow-server", id="mlflow-server", marks=pytest.mark.mlflow_server),
+    pytest.param(
+        "mlflow-server-library", id="mlflow-server-library", marks=pytest.mark.mlflow_server
+    ),
     pytest.param("optuna-sqlite", id="optuna-sqlite"),
     pytest.param("optuna-sqlite-library", id="optuna-sqlite-library"),
     pytest.param("optuna-journal", id="optuna-journal"),

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from mltidy.backends.optuna.sql import OptunaSqlBackend
 
 SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb"})
-MLFLOW_CLIENT_SCHEMES = frozenset({"", "file", "http", "https"})
+MLFLOW_CLIENT_SCHEMES = frozenset({"", "file"})
+MLFLOW_SERVER_SCHEMES = frozenset({"http", "https"})
 OPTUNA_JOURNAL_SCHEMES = frozenset({"", "file", "journal", "redis", "rediss"})
 READ_PATH_ENV = names.READ_PATH_ENV
 READ_PATHS = ("auto", "fast", "library")
@@ -99,6 +100,24 @@ def _open_sql(
     return library(uri, writable=writable)
 
 
+def open_mlflow_server(uri: str, *, writable: bool = False) -> Backend:
+    """A tracking server over MLflow's REST API, or through ``MlflowClient`` when asked
+    (``MLTIDY_READ_PATH=library``) or when its auth needs MLflow's own client (plugins, SigV4).
+
+    Raises:
+        StoreError: the server cannot be reached or read.
+    """
+    from mltidy.backends.mlflow.rest import MlflowRestBackend, needs_mlflow_client
+
+    reason = f"{READ_PATH_ENV}=library" if read_path() == "library" else needs_mlflow_client()
+    if reason is None:
+        return MlflowRestBackend(uri, writable=writable)
+    _log.debug("%s: reading through MlflowClient (%s)", redact(uri), reason)
+    from mltidy.backends.mlflow.client import MlflowClientBackend
+
+    return MlflowClientBackend(uri, writable=writable)
+
+
 def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
     """The backend class (or, for SQL stores, the function choosing the read path) for
     ``uri``, found without any I/O.
@@ -112,6 +131,9 @@ def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:
         if scheme in SQL_SCHEMES:
             read_path()
             return open_mlflow_sql
+        if scheme in MLFLOW_SERVER_SCHEMES:
+            read_path()
+            return open_mlflow_server
         if scheme in MLFLOW_CLIENT_SCHEMES:
             from mltidy.backends.mlflow.client import MlflowClientBackend
 

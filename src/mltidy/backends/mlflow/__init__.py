@@ -2,7 +2,9 @@
 
 * ``sql.py``: SQL stores at a schema revision the fast path knows, through SQLAlchemy Core.
 * ``library.py``: SQL stores at other revisions, through ``MlflowClient`` after safety checks.
-* ``client.py``: ``mlruns`` file stores and tracking servers, through ``MlflowClient``.
+* ``client.py``: ``mlruns`` file stores (and tracking servers on request), through
+  ``MlflowClient``.
+* ``rest.py``: tracking servers, through MLflow's REST API (``rest_client.py``).
 
 They share helpers, never classes: ``client_ops.py`` (what both ``MlflowClient`` backends do),
 ``schema.py`` (the tables, and the check that runs before either SQL path), ``runs.py`` (runs as
