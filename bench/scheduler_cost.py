@@ -17,6 +17,7 @@ Run as root with SLURM installed: python bench/scheduler_cost.py [--jobs 1000] [
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def main() -> None:
         ids = submit_held(cluster, args.jobs)
         print(f"submitted in {time.monotonic() - began:.1f}s\n")
         source = SlurmSource(timeout=60, environ=cluster.env)
-        scontrol = cluster.run("which", "scontrol").stdout.strip()
+        scontrol = shutil.which("scontrol") or "scontrol"
 
         def batched(n: int) -> None:
             answer = source.query([JobRef("slurm", job) for job in ids[:n]])

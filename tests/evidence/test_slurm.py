@@ -315,8 +315,8 @@ def test_refused_credentials_are_unavailable_with_slurms_words(
 
 def test_no_job_asks_nothing(slurm: SlurmCluster, call_log: tuple[dict[str, str], Path]) -> None:
     env, log = call_log
-    answer = SlurmSource(environ=env).query([JobRef("kubernetes", "pod-1")])
-    assert (answer.calls, answer.statuses, _calls(log)) == (0, {}, [])
+    answer = SlurmSource(environ=env).query([JobRef("kubernetes", "pod-1"), _ref("1;reboot")])
+    assert (answer.calls, answer.statuses, answer.unavailable, _calls(log)) == (0, {}, None, [])
 
 
 # -- other clusters: memory limits, accounting, preemption, lost nodes ----------------------------

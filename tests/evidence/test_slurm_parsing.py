@@ -218,6 +218,7 @@ SOURCE = SlurmSource()
         ),
         ({names.SLURM_JOB_ID: "4211", names.SLURM_STEP_ID: "4294967294"}, JobRef("slurm", "4211")),
         ({names.SLURM_JOB_ID: "4211", names.SLURM_STEP_ID: "0; rm"}, JobRef("slurm", "4211")),
+        ({names.SLURM_JOB_ID: "4211", names.SLURM_STEP_ID: "batch"}, JobRef("slurm", "4211")),
         ({names.SLURM_JOB_ID: "4211,4212"}, None),
         ({names.SLURM_JOB_ID: ""}, None),
         ({names.HOST: "gpu07"}, None),

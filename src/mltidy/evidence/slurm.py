@@ -102,9 +102,9 @@ PHASES: Mapping[str, JobPhase] = {
 
 _NUMERIC_ID = re.compile(r"^[0-9]+$")
 _ARRAY_ID = re.compile(r"^[0-9]+_[0-9]+$")
-_STEP_ID = re.compile(r"^([0-9]+|batch|extern|interactive)$")
-#: SLURM's reserved step ids (batch, extern, pending, interactive) start near 2**32: a record
-#: made in one of them is judged by its job.
+#: ``srun`` steps are numbered. A record made outside one (the batch script, an ``extern`` or
+#: ``interactive`` step, whose ids SLURM reserves near 2**32) is judged by its job.
+_STEP_ID = re.compile(r"^[0-9]+$")
 _FIRST_RESERVED_STEP = 0xFFFFFFF0
 #: Signals above this are SLURM's own markers in an exit status (e.g. 125 for out of memory).
 _MAX_REAL_SIGNAL = 64
@@ -400,7 +400,13 @@ class SlurmSource(SchedulerSource):
 
     # -- the query -------------------------------------------------------------------------------
     def query(self, jobs: Collection[JobRef]) -> SchedulerAnswer:
-        refs = {ref for ref in jobs if ref.scheduler == self.name}
+        # An id squeue cannot parse would fail the whole call: such a job is simply unknown.
+        refs = {
+            ref
+            for ref in jobs
+            if ref.scheduler == self.name
+            and (_NUMERIC_ID.match(ref.job_id) or _ARRAY_ID.match(ref.job_id))
+        }
         if not refs:
             return SchedulerAnswer(self.title)
         run = _Runner(self._child_env(), self.timeout)
