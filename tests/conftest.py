@@ -8,6 +8,8 @@ Tests that use these fixtures are marked ``postgres`` / ``mlflow_server`` automa
 tests carrying one of those markers get the corresponding server started, so
 ``pytest -m "not postgres and not mlflow_server"`` runs the fast, server-free subset.
 
+A real SLURM (``slurm_cluster``, ``slurm``, ...) comes from ``slurm_fixtures.py``, same policy.
+
 If the server software is missing the tests are skipped -- unless ``MLTIDY_REQUIRE_SERVERS=1``
 (set by ``.ci/run``), in which case they fail, so CI can never go green by skipping.
 """
@@ -32,7 +34,7 @@ from servers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytest_plugins = ["worlds", "receivers", "labs"]
+pytest_plugins = ["worlds", "receivers", "labs", "slurm_fixtures"]
 
 _FIXTURE_MARKERS = {
     "postgres_server": "postgres",

@@ -26,6 +26,9 @@ SLURM_STEP_ID = PREFIX + "slurm_step_id"
 SLURM_ARRAY_JOB_ID = PREFIX + "slurm_array_job_id"
 SLURM_ARRAY_TASK_ID = PREFIX + "slurm_array_task_id"
 SLURM_CLUSTER = PREFIX + "slurm_cluster"
+#: ``SLURM_RESTART_COUNT`` when the job started (``0`` before any requeue): names the
+#: incarnation of a requeued job the record belongs to (evidence/slurm.py).
+SLURM_RESTART_COUNT = PREFIX + "slurm_restart_count"
 K8S_POD = PREFIX + "k8s_pod"
 VERSION = PREFIX + "version"
 #: mltidy's opt-in heartbeat (provenance/heartbeat.py): the newest beat and its interval.
@@ -120,6 +123,10 @@ MLFLOW_WORKSPACE_ENV = "MLFLOW_WORKSPACE"
 #: through ``MlflowClient``.
 MLFLOW_TRACKING_AUTH_ENV = "MLFLOW_TRACKING_AUTH"
 MLFLOW_TRACKING_AWS_SIGV4_ENV = "MLFLOW_TRACKING_AWS_SIGV4"
+#: SLURM's clients read their configuration from this file (default ``/etc/slurm/slurm.conf``).
+SLURM_CONF_ENV = "SLURM_CONF"
+#: How SLURM's clients print times; mltidy sets ``standard`` (ISO 8601) for the ones it runs.
+SLURM_TIME_FORMAT_ENV = "SLURM_TIME_FORMAT"
 
 # -- what backends read ------------------------------------------------------------------------
 #: Run tags every backend passes to the judge and the linker with each record.
