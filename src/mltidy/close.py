@@ -130,12 +130,18 @@ def parse_trial_ref(text: str) -> tuple[str, int]:
     return study, int(number)
 
 
-def end_time_of(record: Record, now: datetime) -> datetime:
-    """The true end of a record: its last activity (its own, or its run's), never before its
-    start and never after now; "now" only when the record knows neither."""
+def end_time_of(record: Record, now: datetime, ended_at: datetime | None = None) -> datetime:
+    """The true end of a record: when the evidence says its process ended (a scheduler's end
+    time), else its last activity (its own, or its run's); never before its start or its last
+    activity, never after now; "now" only when the record knows none of these."""
     times = [
         t
-        for t in (record.last_activity_at, heartbeat_at(record.tags), record.started_at)
+        for t in (
+            ended_at,
+            record.last_activity_at,
+            heartbeat_at(record.tags),
+            record.started_at,
+        )
         if t is not None
     ]
     return min(max(times), now) if times else now
@@ -231,7 +237,7 @@ def planned_change(item: JudgedRecord, options: CloseOptions, now: datetime) -> 
         state = "FAILED" if options.as_failed else "KILLED"
     else:
         state = "FAIL"
-    return Change(item, state, end_time_of(record, now))
+    return Change(item, state, end_time_of(record, now, item.verdict.ended_at))
 
 
 def closed_by() -> str:

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from mltidy import names
 from mltidy.durations import format_duration
 from mltidy.evidence.local import LocalFacts, ProcessInfo
+from mltidy.evidence.scheduler import JobEvidence, Liveness
 from mltidy.model import ActivitySource, Basis, Record, RecordKind, Verdict, VerdictKind
 from mltidy.provenance.facts import INITIAL_PID_NS
 
@@ -111,8 +112,19 @@ def heartbeat_interval(tags: Mapping[str, str]) -> timedelta | None:
     return timedelta(seconds=seconds) if seconds and seconds > 0 else None
 
 
-def judge(record: Record, facts: LocalFacts, policy: Policy) -> Verdict:
-    """The verdict for one unfinished record, with one sentence a person can check."""
+#: Verdicts this host gives with certainty, which no scheduler needs to confirm.
+CERTAIN_HERE = frozenset({Basis.PROCESS, Basis.REBOOT, Basis.NAMESPACE})
+
+
+def judge(
+    record: Record, facts: LocalFacts, policy: Policy, scheduler: JobEvidence | None = None
+) -> Verdict:
+    """The verdict for one unfinished record, with one sentence a person can check.
+
+    ``scheduler`` is what the scheduler that ran the record's job says, when one was asked
+    (:mod:`mltidy.evidence.scheduler`): an ended job is ``dead``, a running one ``alive``, from
+    any host; undecided, its reason is added to the other evidence's.
+    """
     prefix = f"its MLflow run {record.evidence_from[:8]}: " if record.evidence_from else ""
     provenance = Provenance.from_tags(record.tags)
     note = ""
@@ -121,6 +133,14 @@ def judge(record: Record, facts: LocalFacts, policy: Policy) -> Verdict:
         if isinstance(local, Verdict):
             return Verdict(local.kind, prefix + local.reason, local.basis)
         note = local
+    if scheduler is not None:
+        if scheduler.liveness is Liveness.ENDED:
+            return Verdict(
+                VerdictKind.DEAD, prefix + scheduler.reason, Basis.SCHEDULER, scheduler.ended_at
+            )
+        if scheduler.liveness is Liveness.RUNNING:
+            return Verdict(VerdictKind.ALIVE, prefix + scheduler.reason, Basis.SCHEDULER)
+        note += f" ({scheduler.reason})"
     verdict = _judge_activity(record, provenance, policy)
     return Verdict(verdict.kind, prefix + verdict.reason + note, verdict.basis)
 

@@ -65,6 +65,8 @@ class Verdict:
     kind: VerdictKind
     reason: str
     basis: Basis = Basis.NONE
+    ended_at: datetime | None = None
+    """When the process ended, where the evidence says (a scheduler's end time)."""
 
 
 class ActivitySource(str, Enum):

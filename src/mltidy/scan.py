@@ -7,14 +7,15 @@ it trained in (linked by ``mlflow_run_id``, or by the trial tags mltidy's MLflow
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from mltidy import names
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError
 from mltidy.evidence.local import LocalFacts
-from mltidy.judge import Policy, Provenance, judge
+from mltidy.evidence.scheduler import SchedulerSource, ask, default_sources
+from mltidy.judge import CERTAIN_HERE, Policy, Provenance, judge
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
     ActivitySource,
@@ -133,44 +134,67 @@ def iter_scan(
     *,
     this_host: bool = False,
     bases: LinkBases | None = None,
+    schedulers: Sequence[SchedulerSource] | None = None,
 ) -> Iterator[ScanEvent]:
     """Stream the scan: each record as soon as it is judged, and each store's status after it.
 
     A store that fails yields a failed :class:`StoreStatus` and the scan goes on with the next.
-    With ``this_host``, only records whose provenance names this host are judged.
+    With ``this_host``, only records whose provenance names this host are judged. Records whose
+    provenance names a scheduler job and that this host cannot judge for certain wait until
+    every store is read: then each scheduler is asked once about all of them
+    (``schedulers``: default, every source mltidy ships; ``()`` asks none).
     """
     index = RunIndex(session)
+    sources = default_sources() if schedulers is None else tuple(schedulers)
+    waiting: list[tuple[Record, str | None]] = []
+    context = _Context(session, selection, policy, facts, index, this_host, bases or LinkBases())
     for spec in session.specs:
-        yield from _scan_store(session, spec, selection, policy, facts, index, this_host, bases)
+        yield from _scan_store(context, spec, sources, waiting)
+    if waiting:
+        evidence = ask(sources, (record.tags for record, _ in waiting))
+        for record, url in waiting:
+            told = evidence.evidence_for(record.tags, record.started_at)
+            yield JudgedRecord(record, judge(record, facts, policy, told), url)
+
+
+@dataclass(frozen=True)
+class _Context:
+    session: StoreSession
+    selection: Selection
+    policy: Policy
+    facts: LocalFacts
+    index: RunIndex
+    this_host: bool
+    bases: LinkBases
 
 
 def _scan_store(
-    session: StoreSession,
+    context: _Context,
     spec: StoreSpec,
-    selection: Selection,
-    policy: Policy,
-    facts: LocalFacts,
-    index: RunIndex,
-    this_host: bool,
-    bases: LinkBases | None,
+    sources: Sequence[SchedulerSource],
+    waiting: list[tuple[Record, str | None]],
 ) -> Iterator[ScanEvent]:
+    session, facts = context.session, context.facts
     backend = session.backend(spec.key)
     if backend is None:
         yield session.status(spec.key)
         return
-    bases = bases or LinkBases()
     try:
-        for record in backend.iter_active(selection):
+        for record in backend.iter_active(context.selection):
             if record.kind is RecordKind.MLFLOW_RUN:
-                index.add(record)
+                context.index.add(record)
             else:
-                record = index.enrich(record)
-            if this_host and record.tags.get(names.HOST) != facts.host:
+                record = context.index.enrich(record)
+            if context.this_host and record.tags.get(names.HOST) != facts.host:
                 host = record.tags.get(names.HOST)
                 yield LeftOut(record, f"started on {host}" if host else "no provenance")
                 continue
-            verdict = judge(record, facts, policy)
-            yield JudgedRecord(record, verdict, bases.record(record))
+            verdict = judge(record, facts, context.policy)
+            url = context.bases.record(record)
+            if verdict.basis not in CERTAIN_HERE and any(s.job_of(record.tags) for s in sources):
+                waiting.append((record, url))
+                continue
+            yield JudgedRecord(record, verdict, url)
     except StoreError as exc:
         session.fail(spec.key, exc)
     yield session.status(spec.key)

@@ -156,6 +156,8 @@ def _say(supervision: Supervision, cleanup: Cleanup | None) -> None:
         return
     job = f"{job_label(exit_.command)} (pid {exit_.pid})"
     lines = [f"mltidy run: {job} {exit_.describe()} after {exit_.duration}"]
+    if exit_.stopped_by:
+        lines.append(f"mltidy run: {exit_.stopped_by}")
     if exit_.oom and exit_.maybe_oom:
         lines.append(f"mltidy run: {exit_.oom}")
     if cleanup is not None:

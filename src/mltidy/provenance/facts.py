@@ -111,6 +111,10 @@ def _facts_of(pid: int) -> dict[str, str]:
     }
     for variable, key in SLURM_VARIABLES.items():
         optional[key] = os.environ.get(variable)
+    if os.environ.get("SLURM_JOB_ID"):
+        # SLURM sets SLURM_RESTART_COUNT only once a job was requeued: before that it is 0, and
+        # a missing count would read as "unknown incarnation".
+        optional[names.SLURM_RESTART_COUNT] = os.environ.get("SLURM_RESTART_COUNT") or "0"
     optional[names.K8S_POD] = os.environ.get("POD_NAME") or (
         os.environ.get("HOSTNAME") if os.environ.get("KUBERNETES_SERVICE_HOST") else None
     )

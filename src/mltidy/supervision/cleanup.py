@@ -69,6 +69,8 @@ def supervisor_verdict(item: JudgedRecord, facts: ExitFacts) -> Verdict:
     tags = item.record.tags
     job = f"process {facts.pid} ({job_label(facts.command)})"
     reason = f"the supervisor (mltidy run) saw {job} die on {facts.host}: {facts.describe()}"
+    if facts.stopped_by:
+        reason = f"{facts.stopped_by}; {reason}"
     pid = tags.get(names.PID)
     if pid and pid != str(facts.pid):
         reason += f"; its process {pid} is gone too"

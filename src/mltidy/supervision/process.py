@@ -12,6 +12,7 @@ the cgroups' memory events (:mod:`mltidy.supervision.oom`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -33,6 +34,7 @@ from mltidy.redact import redact
 from mltidy.supervision.context import find_command, job_context, wrapped
 from mltidy.supervision.oom import with_oom
 from mltidy.supervision.sampling import Seen, sample
+from mltidy.supervision.scheduler import stop_reason
 
 SUPERVISOR_PID_ENV = "MLTIDY_SUPERVISOR_PID"
 FORWARDED = (
@@ -63,6 +65,7 @@ class ExitFacts:
         oom_killed: ``True`` when the evidence shows the OOM killer, ``False`` when it rules
             it out, ``None`` when nothing could be checked.
         forwarded: the signals passed on to the child.
+        stopped_by: who stopped the job, when a scheduler did ("cancelled by the scheduler").
     """
 
     command: str
@@ -74,6 +77,7 @@ class ExitFacts:
     oom: str | None = None
     oom_killed: bool | None = None
     forwarded: tuple[str, ...] = ()
+    stopped_by: str | None = None
 
     @property
     def signal(self) -> signal.Signals | None:
@@ -219,6 +223,8 @@ def supervise(
         returncode=returncode,
         forwarded=tuple(forwarder.sent),
     )
+    if "SIGTERM" in facts.forwarded or facts.signal is signal.SIGTERM:
+        facts = dataclasses.replace(facts, stopped_by=stop_reason(base_env, ended))
     with seen.lock:
         processes = dict(seen.processes)
         cgroups = dict(seen.cgroups)

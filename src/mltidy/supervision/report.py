@@ -33,6 +33,8 @@ def job_event(
         ("ran", f"{when(exit_.started_at)} ({exit_.duration} until {when(exit_.ended_at)})"),
         ("exit", f"{exit_.describe()}; mltidy run exits {exit_.exit_code}"),
     ]
+    if exit_.stopped_by:
+        facts.append(("stopped", exit_.stopped_by))
     if exit_.oom and exit_.maybe_oom:
         facts.append(("memory", exit_.oom))
     links_: list[tuple[str, str]] = []
