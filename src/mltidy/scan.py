@@ -209,11 +209,15 @@ def scan(
     this_host: bool = False,
     bases: LinkBases | None = None,
     on_event: Callable[[ScanEvent], None] | None = None,
+    schedulers: Sequence[SchedulerSource] | None = None,
 ) -> ScanResult:
-    """Read every store and judge its unfinished records."""
+    """Read every store and judge its unfinished records (see :func:`iter_scan`)."""
     stores: list[StoreStatus] = []
     records: list[JudgedRecord] = []
-    for event in iter_scan(session, selection, policy, facts, this_host=this_host, bases=bases):
+    events = iter_scan(
+        session, selection, policy, facts, this_host=this_host, bases=bases, schedulers=schedulers
+    )
+    for event in events:
         if on_event is not None:
             on_event(event)
         if isinstance(event, StoreStatus):

@@ -118,7 +118,7 @@ class ExitFacts:
                     inner = signal.Signals(self.returncode - 128).name
                     text += f" (128 + {self.returncode - 128}: a process inside died of {inner})"
         if self.forwarded:
-            text += f" after mltidy passed on {', '.join(self.forwarded)}"
+            text += f" (mltidy passed on {', '.join(self.forwarded)})"
         return text
 
     @property
