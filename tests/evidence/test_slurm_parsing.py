@@ -14,9 +14,9 @@ import pytest
 
 from mltidy import names
 from mltidy.evidence import JobPhase, JobRef
-from mltidy.evidence.slurm import (
+from mltidy.evidence.slurm import SlurmSource
+from mltidy.evidence.slurm_parse import (
     PHASES,
-    SlurmSource,
     exit_code_text,
     parse_sacct,
     parse_squeue_jobs,
