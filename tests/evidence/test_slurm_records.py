@@ -77,6 +77,21 @@ class Cluster:
         return [r for r in result.records if r.record.tags.get(names.SLURM_JOB_ID) == job]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def time_limited(
+    slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SlurmCluster, str, str]]:
+    """A training job with a 1-minute time limit, submitted as the module starts, so that its
+    wait overlaps the other tests; the last test checks it timed out."""
+    root = tmp_path_factory.mktemp("time-limited")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    create_stores(uri, f"sqlite:///{root / 'optuna.db'}", "limited", root / "artifacts")
+    command = _training_then("time.sleep(600)", uri, "limited")
+    job = slurm_cluster.sbatch("--time=1", wrap=command)
+    yield slurm_cluster, job, uri
+    slurm_cluster.run("scancel", job, check=False)
+
+
 @pytest.fixture
 def cluster(slurm: SlurmCluster, tmp_path: Path) -> Iterator[Cluster]:
     study = f"slurm-{time.monotonic_ns() % 10**8}"
@@ -209,3 +224,48 @@ def _all_runs(cluster: Cluster) -> list[dict[str, str]]:
         env={**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"},
     )
     return list(json.loads(done.stdout))
+
+
+def _training_then(action: str, mlflow_uri: str, study: str) -> str:
+    """A job that opens an MLflow run, logs a metric, says ``ready``, then does ``action``."""
+    code = (
+        "import mlflow, time; "
+        f"mlflow.set_tracking_uri('{mlflow_uri}'); mlflow.set_experiment('{study}'); "
+        "mlflow.start_run(); mlflow.log_metric('loss', 1.0); print('ready -', flush=True); "
+        f"{action}"
+    )
+    return f'{sys.executable} -c "{code}"'
+
+
+def _runs_of(mlflow_uri: str, job: str) -> list[JudgedRecord]:
+    specs = [store_spec(StoreKind.MLFLOW, mlflow_uri, "test")]
+    with StoreSession(specs) as session:
+        result = scan(session, Selection(), Policy(now=utc_now()), LOGIN_NODE)
+    return [r for r in result.records if r.record.tags.get(names.SLURM_JOB_ID) == job]
+
+
+def test_a_run_whose_job_was_killed_for_memory_is_dead(
+    slurm_oom_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLURM_CONF", str(slurm_oom_cluster.conf))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    create_stores(uri, f"sqlite:///{tmp_path / 'optuna.db'}", "oom", tmp_path / "artifacts")
+    command = _training_then("x = bytearray(900 << 20); time.sleep(60)", uri, "oom")
+    job = slurm_oom_cluster.sbatch("--mem=300M", wrap=command)
+    slurm_oom_cluster.wait_for(job, {"OUT_OF_MEMORY"}, timeout=120)
+    (run,) = _runs_of(uri, job)
+    assert run.verdict.kind is VerdictKind.DEAD
+    assert f"SLURM job {job} ended OUT_OF_MEMORY" in run.verdict.reason
+
+
+def test_a_run_whose_job_hit_its_time_limit_is_dead(
+    time_limited: tuple[SlurmCluster, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Last in this module: the job was submitted when the module started (time_limited), and
+    SLURM checks time limits every 30 s, so a 1-minute limit ends it within ~90 s."""
+    slurm, job, uri = time_limited
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    slurm.wait_for(job, {"TIMEOUT"}, timeout=180)
+    (run,) = _runs_of(uri, job)
+    assert run.verdict.kind is VerdictKind.DEAD
+    assert f"SLURM job {job} ended TIMEOUT" in run.verdict.reason
