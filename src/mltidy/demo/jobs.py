@@ -55,11 +55,16 @@ class Job:
         self.kill(signal.SIGKILL)
         raise JobError(f"job {self.pid} did not start training within {timeout:.0f} s")
 
-    def kill(self, sig: int) -> None:
-        """Send a real signal and reap the process."""
+    def kill(self, sig: int, timeout: float = 120.0) -> None:
+        """Send a real signal and reap the process; SIGKILL it if it outlives ``timeout``
+        (a loaded machine can take long to run a job's clean-up after Ctrl-C)."""
         if self.process.poll() is None:
             os.kill(self.process.pid, sig)
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def wait(self, timeout: float = 120.0) -> int:
         """Wait for the job to end on its own."""
