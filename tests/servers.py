@@ -497,7 +497,7 @@ class MlflowServer:
     """
 
     def __init__(
-        self, *, enable_jobs: bool = False, startup_timeout: float = 60.0, workers: int = 1
+        self, *, enable_jobs: bool = False, startup_timeout: float = 120.0, workers: int = 1
     ) -> None:
         self.enable_jobs = enable_jobs
         self.startup_timeout = startup_timeout
