@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mltidy.backends.mlflow.runs import Rhythm
 from mltidy.backends.sql import table_names, translate_sql_error
 from mltidy.errors import NotAStore
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 #: Without these tables a database is not an MLflow tracking store at all.
 IDENTITY_TABLES = frozenset({"alembic_version", "runs", "experiments"})
 #: The tables the fast path reads.
-REQUIRED_TABLES = IDENTITY_TABLES | {"tags", "latest_metrics"}
+REQUIRED_TABLES = IDENTITY_TABLES | {"tags", "latest_metrics", "metrics"}
 #: Rows per partition of a streamed read, and run ids per ``IN`` query.
 CHUNK = 500
 
@@ -51,6 +52,7 @@ def tables() -> dict[str, Any]:
         "latest_metrics": table(
             "latest_metrics", column("key"), column("timestamp"), column("run_uuid")
         ),
+        "metrics": table("metrics", column("key"), column("timestamp"), column("run_uuid")),
     }
 
 
@@ -103,6 +105,58 @@ def read_tags(
     return found
 
 
+def window_functions(conn: Connection) -> bool:
+    """Whether the database has ``LAG() OVER (...)``: sqlite 3.25, PostgreSQL, MySQL 8.0 and
+    MariaDB 10.2 on."""
+    name = conn.dialect.name
+    if name == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 25)
+    if name in ("mysql", "mariadb"):
+        version = conn.dialect.server_version_info or (0,)
+        is_maria = bool(getattr(conn.dialect, "is_mariadb", False))
+        return tuple(version[:2]) >= ((10, 2) if is_maria else (8, 0))
+    return True
+
+
+def read_rhythms(conn: Connection, metrics: Any, run_ids: Sequence[str]) -> dict[str, Rhythm]:
+    """The rhythm of these runs from all their metrics (system metrics included), by run id;
+    one query per :data:`CHUNK` runs, over MLflow's ``index_metrics_run_uuid``.
+
+    The gaps are computed by the database (``LAG`` over each run's distinct timestamps) where it
+    has window functions; elsewhere the distinct timestamps are read and the gaps computed here.
+    """
+    from sqlalchemy import func, select
+
+    found: dict[str, Rhythm] = {}
+    windows = window_functions(conn)
+    for start in range(0, len(run_ids), CHUNK):
+        chunk = list(run_ids[start : start + CHUNK])
+        stamps = (
+            select(metrics.c.run_uuid, metrics.c.timestamp)
+            .where(metrics.c.run_uuid.in_(chunk))
+            .distinct()
+            .subquery()
+        )
+        if not windows:
+            by_run: dict[str, list[int]] = {}
+            for run_id, stamp in conn.execute(select(stamps.c.run_uuid, stamps.c.timestamp)):
+                by_run.setdefault(run_id, []).append(stamp)
+            found.update((run_id, Rhythm.of(values)) for run_id, values in by_run.items())
+            continue
+        previous = func.lag(stamps.c.timestamp).over(
+            partition_by=stamps.c.run_uuid, order_by=stamps.c.timestamp
+        )
+        gaps = select(stamps.c.run_uuid, (stamps.c.timestamp - previous).label("gap")).subquery()
+        query = select(gaps.c.run_uuid, func.count(), func.max(gaps.c.gap)).group_by(
+            gaps.c.run_uuid
+        )
+        for run_id, count, longest in conn.execute(query):
+            found[run_id] = Rhythm.from_sql(count, longest)
+    return found
+
+
 def replace_tags(conn: Connection, tags: Any, run_id: str, values: Mapping[str, str]) -> None:
     """Set tags on a run inside the caller's transaction (earlier values of these keys go)."""
     from sqlalchemy import delete, insert
@@ -115,4 +169,13 @@ def replace_tags(conn: Connection, tags: Any, run_id: str, values: Mapping[str, 
     )
 
 
-__all__ = ["CHUNK", "REQUIRED_TABLES", "inspect_store", "read_tags", "replace_tags", "tables"]
+__all__ = [
+    "CHUNK",
+    "REQUIRED_TABLES",
+    "inspect_store",
+    "read_rhythms",
+    "read_tags",
+    "replace_tags",
+    "tables",
+    "window_functions",
+]
