@@ -16,6 +16,7 @@ from mltidy.cli.options import (
     FormatOption,
     MlflowOption,
     OptunaOption,
+    OptunaUtcOffsetOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
@@ -39,6 +40,7 @@ class EndState(str, Enum):
 def close_command(
     mlflow: MlflowOption = None,
     optuna: OptunaOption = None,
+    optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
     stale_after: StaleAfterOption = None,
@@ -115,6 +117,7 @@ def close_command(
             experiments=experiment,
             studies=study,
             stale_after=stale_after,
+            optuna_utc_offset=optuna_utc_offset,
         )
         with resolved.session() as session:
             report = plan(

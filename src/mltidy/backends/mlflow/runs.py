@@ -44,12 +44,11 @@ def wanted_tags(
 
 @dataclass(frozen=True)
 class Rhythm:
-    """How a run logged while it ran: the longest gap between two consecutive distinct metric
-    timestamps (its longest pause), and how many distinct timestamps it has.
-
-    Every read path computes the same thing from what it can read: the SQL path over all of a
-    run's metrics (system metrics included), the client and REST paths over the history of the
-    run's most recently logged metric.
+    """How a run logged while it ran: the longest gap between two consecutive distinct
+    timestamps of its most recently logged metric key (its longest pause), and how many
+    distinct timestamps it has. Every read path (SQL, MlflowClient, REST) reads the same key's
+    history, so a run has the same rhythm whichever way it is read. With MLflow's system metrics
+    on, that key is usually a ``system/...`` metric, logged every 10 s while the process lives.
     """
 
     longest_pause: timedelta | None
@@ -62,12 +61,6 @@ class Rhythm:
         distinct = sorted({int(s) for s in stamps_ms if s is not None})
         gaps = [b - a for a, b in itertools.pairwise(distinct)]
         return cls(timedelta(milliseconds=max(gaps)) if gaps else None, len(distinct))
-
-    @classmethod
-    def from_sql(cls, count: int | None, longest_ms: int | float | None) -> Rhythm:
-        """A rhythm as the SQL path's window query computes it."""
-        pause = None if longest_ms is None else timedelta(milliseconds=float(longest_ms))
-        return cls(pause, int(count or 0))
 
 
 #: No metric history was read (finished runs, or a path that could not read it).

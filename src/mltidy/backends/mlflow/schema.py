@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mltidy.backends.mlflow.runs import Rhythm
+from mltidy.backends.mlflow.runs import Rhythm, latest_key
 from mltidy.backends.sql import table_names, translate_sql_error
 from mltidy.errors import NotAStore
 
@@ -105,55 +105,36 @@ def read_tags(
     return found
 
 
-def window_functions(conn: Connection) -> bool:
-    """Whether the database has ``LAG() OVER (...)``: sqlite 3.25, PostgreSQL, MySQL 8.0 and
-    MariaDB 10.2 on."""
-    name = conn.dialect.name
-    if name == "sqlite":
-        import sqlite3
+def read_rhythms(conn: Connection, t: dict[str, Any], run_ids: Sequence[str]) -> dict[str, Rhythm]:
+    """The rhythm of these runs, by run id: the history of each run's most recently logged
+    metric key (as the client and REST paths read it), from two queries per :data:`CHUNK` runs:
+    their latest keys (``latest_metrics``), then those keys' timestamps (``metrics``, through
+    MLflow's index on run and key). The gaps are computed here: cheaper than a window function
+    in the database, and the same on every database."""
+    from sqlalchemy import select
 
-        return sqlite3.sqlite_version_info >= (3, 25)
-    if name in ("mysql", "mariadb"):
-        version = conn.dialect.server_version_info or (0,)
-        is_maria = bool(getattr(conn.dialect, "is_mariadb", False))
-        return tuple(version[:2]) >= ((10, 2) if is_maria else (8, 0))
-    return True
-
-
-def read_rhythms(conn: Connection, metrics: Any, run_ids: Sequence[str]) -> dict[str, Rhythm]:
-    """The rhythm of these runs from all their metrics (system metrics included), by run id;
-    one query per :data:`CHUNK` runs, over MLflow's ``index_metrics_run_uuid``.
-
-    The gaps are computed by the database (``LAG`` over each run's distinct timestamps) where it
-    has window functions; elsewhere the distinct timestamps are read and the gaps computed here.
-    """
-    from sqlalchemy import func, select
-
+    latest, metrics = t["latest_metrics"], t["metrics"]
     found: dict[str, Rhythm] = {}
-    windows = window_functions(conn)
     for start in range(0, len(run_ids), CHUNK):
         chunk = list(run_ids[start : start + CHUNK])
-        stamps = (
-            select(metrics.c.run_uuid, metrics.c.timestamp)
-            .where(metrics.c.run_uuid.in_(chunk))
-            .distinct()
-            .subquery()
+        keyed: dict[str, list[tuple[str, int | None]]] = {}
+        query = select(latest.c.run_uuid, latest.c.key, latest.c.timestamp).where(
+            latest.c.run_uuid.in_(chunk)
         )
-        if not windows:
-            by_run: dict[str, list[int]] = {}
-            for run_id, stamp in conn.execute(select(stamps.c.run_uuid, stamps.c.timestamp)):
-                by_run.setdefault(run_id, []).append(stamp)
-            found.update((run_id, Rhythm.of(values)) for run_id, values in by_run.items())
+        for run_id, key, stamp in conn.execute(query):
+            keyed.setdefault(run_id, []).append((key, stamp))
+        keys = {run_id: latest_key(pairs) for run_id, pairs in keyed.items()}
+        wanted = {key for key in keys.values() if key is not None}
+        if not wanted:
             continue
-        previous = func.lag(stamps.c.timestamp).over(
-            partition_by=stamps.c.run_uuid, order_by=stamps.c.timestamp
+        stamps: dict[str, list[int]] = {}
+        history = select(metrics.c.run_uuid, metrics.c.key, metrics.c.timestamp).where(
+            metrics.c.run_uuid.in_(list(keys)), metrics.c.key.in_(sorted(wanted))
         )
-        gaps = select(stamps.c.run_uuid, (stamps.c.timestamp - previous).label("gap")).subquery()
-        query = select(gaps.c.run_uuid, func.count(), func.max(gaps.c.gap)).group_by(
-            gaps.c.run_uuid
-        )
-        for run_id, count, longest in conn.execute(query):
-            found[run_id] = Rhythm.from_sql(count, longest)
+        for run_id, key, stamp in conn.execute(history):
+            if keys.get(run_id) == key:
+                stamps.setdefault(run_id, []).append(stamp)
+        found.update((run_id, Rhythm.of(values)) for run_id, values in stamps.items())
     return found
 
 
@@ -177,5 +158,4 @@ __all__ = [
     "read_tags",
     "replace_tags",
     "tables",
-    "window_functions",
 ]

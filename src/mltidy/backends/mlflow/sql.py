@@ -9,8 +9,8 @@ opened, which a read must never do. It is used for the schema revisions listed i
 Reads stream: the RUNNING runs come from one query through a server-side cursor where the
 database has one, in partitions of :data:`CHUNK` rows, and each partition's tags come from one
 ``IN`` query. Memory follows the partition size, not the number of runs in the store. Each
-partition's rhythms (the longest pause between two distinct metric timestamps, and how many
-there are) come from one more query over ``metrics``, computed by the database with ``LAG``.
+partition's rhythms (the longest pause between two distinct timestamps of each run's latest
+metric key, and how many there are) come from two more queries.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
                 for chunk in result.partitions():
                     ids = [row.run_uuid for row in chunk]
                     tags = read_tags(side, self._t["tags"], ids, RECORD_TAGS)
-                    rhythms = read_rhythms(side, self._t["metrics"], ids)
+                    rhythms = read_rhythms(side, self._t, ids)
                     for row in chunk:
                         # Never trust the filter alone: some compatible stores ignore it.
                         if row.status == "RUNNING":
@@ -184,7 +184,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
                 tags = read_tags(conn, self._t["tags"], [record_id], RECORD_TAGS)
                 rhythm = None
                 if row.status == "RUNNING":
-                    found = read_rhythms(conn, self._t["metrics"], [record_id])
+                    found = read_rhythms(conn, self._t, [record_id])
                     rhythm = found.get(record_id, NO_RHYTHM)
                 return self._record(row, tags.get(record_id, {}), rhythm)
         except SQLAlchemyError as exc:

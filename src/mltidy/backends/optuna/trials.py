@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from mltidy import names
@@ -69,6 +69,7 @@ def trial_record(
     started_at: datetime | None,
     last_activity_at: datetime | None,
     tags: dict[str, str],
+    assumed_utc_offset: timedelta | None = None,
 ) -> Record:
     """A trial as a record: ``trial`` is its (id, number, state name), ``study`` (name, id).
 
@@ -89,6 +90,7 @@ def trial_record(
         trial_number=number,
         tags=tags,
         activity_source=None if last_activity_at is None else ActivitySource.OPTUNA_HEARTBEAT,
+        assumed_utc_offset=assumed_utc_offset,
     )
 
 
