@@ -123,3 +123,77 @@ def side_venvs() -> SideVenvs:
     for python in (venvs.job, venvs.optuna4):
         assert_no_mltidy(python)
     return venvs
+
+
+@dataclass
+class SideJob:
+    """One tutorial job (``field_jobs/train.py``) running in a side venv."""
+
+    process: subprocess.Popen[str]
+    started: float
+    log: Path
+    run_id: str | None = None
+    trial_number: int | None = None
+    pid: int | None = None
+    ready_at: float | None = None
+
+    def wait_ready(self, timeout: float = 240.0) -> SideJob:
+        """Block until the job printed its ready line.
+
+        Raises:
+            AssertionError: it exited first, or took longer than ``timeout``.
+        """
+        import time
+
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"job exited early:\n{self.log.read_text()[-3000:]}")
+                time.sleep(0.05)
+                continue
+            if line.startswith("ready "):
+                _, run_id, number, pid = line.split()
+                self.run_id = None if run_id == "-" else run_id
+                self.trial_number, self.pid = int(number), int(pid)
+                self.ready_at = time.time()
+                return self
+        self.process.kill()
+        raise AssertionError(f"job not ready within {timeout:.0f} s:\n{self.log.read_text()}")
+
+    def kill(self, sig: int) -> float:
+        """Send a real signal to the job's process; the time it was sent."""
+        import time
+
+        sent = time.time()
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+        self.process.wait(timeout=60)
+        return sent
+
+
+def start_side_job(
+    python: Path, cwd: Path, *args: str, tz: str | None = None, prefix: list[str] | None = None
+) -> SideJob:
+    """Start ``field_jobs/train.py`` with a side venv's python (``prefix``: a command the job
+    runs under, such as ``mltidy run --``), in time zone ``tz``."""
+    import time
+
+    env = without_mltidy_env()
+    if tz is not None:
+        env["TZ"] = tz
+    cwd.mkdir(parents=True, exist_ok=True)
+    log = cwd / f"job-{time.monotonic_ns()}.log"
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [*(prefix or []), str(python), str(TRAIN), *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+    return SideJob(process, time.time(), log)

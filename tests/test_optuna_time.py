@@ -153,5 +153,5 @@ def test_times_are_written_back_in_the_storage_convention() -> None:
     assert tokyo.to_store(end) == datetime(2026, 1, 1, 12, 0)
     now = end + timedelta(hours=1)
     assert tokyo.to_utc(datetime(2026, 1, 1, 12, 0), now) == end
-    assert tokyo.assumed(datetime(2026, 1, 1, 12, 0)) is None
-    assert StorageTimes(naive_utc=False).assumed(datetime(2026, 1, 1, 12, 0)) is not None
+    assert tokyo.assumed(datetime(2026, 1, 1, 12, 0), now) is None
+    assert StorageTimes(naive_utc=False).assumed(datetime(2026, 1, 1, 12, 0), now) is not None

@@ -272,9 +272,9 @@ def _judge_activity(record: Record, provenance: Provenance | None, policy: Polic
             return Verdict(
                 VerdictKind.UNKNOWN,
                 f"{never}, and its age depends on a time zone mltidy does not know: started "
-                f"{format_duration(age)} ago if written at {format_offset(assumed)} like this "
-                f"machine's clock, {format_duration(youngest)} to {format_duration(oldest)} ago "
-                f"in other zones: {_zone_unknown(assumed)}",
+                f"{format_duration(age)} ago if its writer's clock was at "
+                f"{format_offset(assumed)}, {format_duration(youngest)} to "
+                f"{format_duration(oldest)} ago at other offsets: {_zone_unknown(assumed)}",
                 Basis.CLOCK,
             )
     if age > policy.stale_after:
@@ -373,7 +373,7 @@ def _future(record: Record, now: datetime) -> tuple[str, timedelta] | None:
 def _zone_unknown(assumed: timedelta) -> str:
     return (
         "its storage keeps naive local times and mltidy does not know its writer's UTC offset "
-        f"(read as this machine's, {format_offset(assumed)}); {ZONE_HINT}"
+        f"(read as {format_offset(assumed)}); {ZONE_HINT}"
     )
 
 

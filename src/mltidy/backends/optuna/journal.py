@@ -105,7 +105,7 @@ class OptunaJournalBackend(
             self.uri,
             self._translate,
             started_at=lambda value: self._times.to_utc(value, utc_now()),
-            assumed=self._times.assumed,
+            assumed=lambda value: self._times.assumed(value, utc_now()),
         )
 
     def _open(self, uri: str) -> JournalStorage:

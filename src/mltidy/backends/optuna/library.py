@@ -167,7 +167,7 @@ class OptunaSqlLibraryBackend(
         return self._times.to_utc(self._stored(value), utc_now())
 
     def _assumed(self, value: datetime | None) -> timedelta | None:
-        return self._times.assumed(self._stored(value))
+        return self._times.assumed(self._stored(value), utc_now())
 
     def writer_zone_known(self) -> bool:
         return self._times.known

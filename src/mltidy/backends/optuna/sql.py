@@ -226,7 +226,7 @@ class OptunaSqlBackend(
                 heartbeat_to_utc(heartbeat, offset) if isinstance(heartbeat, datetime) else None
             ),
             tags=attrs,
-            assumed_utc_offset=self._times.assumed(row.datetime_start),
+            assumed_utc_offset=self._times.assumed(row.datetime_start, now),
         )
 
     def writer_zone_known(self) -> bool:

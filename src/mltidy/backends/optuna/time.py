@@ -153,11 +153,14 @@ class StorageTimes:
             return self._local(value) if self.naive_utc else naive_utc_to_utc(value)
         return first
 
-    def assumed(self, value: datetime | None) -> timedelta | None:
-        """The UTC offset mltidy assumed for a stored value: this machine's, for a naive local
-        value whose writer's zone is unknown; ``None`` when the reading is certain."""
+    def assumed(self, value: datetime | None, now: datetime) -> timedelta | None:
+        """The UTC offset mltidy assumed to read a stored value (see :meth:`to_utc`): this
+        machine's for a naive local value whose writer's zone is unknown, or UTC where that
+        reading lay in the future; ``None`` when the reading is certain."""
         if value is None or value.tzinfo is not None or self.known:
             return None
+        if naive_local_to_utc(value) - now > FUTURE_TOLERANCE:
+            return timedelta(0)
         return local_offset(value)
 
     def to_store(self, value: datetime) -> datetime:
