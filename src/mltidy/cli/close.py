@@ -25,7 +25,15 @@ from mltidy.cli.options import (
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.render_changes import changes_table, close_json, close_markdown, skipped_table
 from mltidy.cli.selection import resolve
-from mltidy.close import CloseOptions, CloseReport, Outcome, apply, parse_trial_ref, plan
+from mltidy.close import (
+    CloseOptions,
+    CloseReport,
+    Outcome,
+    annotate,
+    apply,
+    parse_trial_ref,
+    plan,
+)
 from mltidy.errors import ExitCode, UsageError
 from mltidy.evidence.local import LocalProbe
 
@@ -129,7 +137,7 @@ def close_command(
                 this_host=this_host,
             )
             if yes and report.changes:
-                report = apply(session, report, options)
+                report = annotate(session, apply(session, report, options))
         _render(report, output)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))
