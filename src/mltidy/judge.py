@@ -66,10 +66,14 @@ class Policy:
         now: the time of the scan (aware UTC).
         stale_after: silence longer than this, with no proof of life and too little history
             for a rhythm, makes a record stale.
+        rhythm_floor: the least silence the rhythm rule calls stale (:data:`RHYTHM_FLOOR`);
+            no option sets it: tests that measure the rule on jobs of seconds scale it down
+            with the jobs' pauses, since the rule is otherwise the same at every time scale.
     """
 
     now: datetime
     stale_after: timedelta = DEFAULT_STALE_AFTER
+    rhythm_floor: timedelta = RHYTHM_FLOOR
 
 
 @dataclass(frozen=True)
@@ -333,13 +337,13 @@ def _by_rhythm(record: Record, last: datetime, where: str, policy: Policy) -> Ve
         )
     pause = record.longest_pause
     if pause is not None and record.activity_count >= RHYTHM_MIN_ACTIVITIES:
-        limit = max(RHYTHM_FLOOR, pause * RHYTHM_FACTOR)
+        limit = max(policy.rhythm_floor, pause * RHYTHM_FACTOR)
         if silent > limit:
             return Verdict(
                 VerdictKind.STALE,
                 f"silent {format_duration(silent)}{where} since its last {source.value}; its "
                 f"longest pause before was {format_duration(pause)} (stale after "
-                f"{RHYTHM_FACTOR}x that, at least {format_duration(RHYTHM_FLOOR)})",
+                f"{RHYTHM_FACTOR}x that, at least {format_duration(policy.rhythm_floor)})",
                 Basis.RHYTHM,
             )
     elif silent > policy.stale_after:
