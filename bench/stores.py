@@ -9,9 +9,11 @@ The content imitates what a busy team's store holds:
 
 * MLflow: ``experiments`` experiments; each run has the four tags MLflow's own context providers
   write (``mlflow.user``, ``mlflow.source.name``, ``mlflow.source.type``, ``mlflow.runName``),
-  three params, ``metrics`` metrics (one history row and one ``latest_metrics`` row each); half of
-  the runs also carry the seven ``mltidy.*`` provenance tags of mltidy's MLflow plugin, from
-  training hosts that are not this machine. 1% of the runs are ``RUNNING``, 2% of the others are
+  three params, ``metrics`` metrics (one history row and one ``latest_metrics`` row each; a
+  RUNNING run has a history of 50 to 500 points per metric, logged every 2 s to 2 min with some
+  jitter and a few longer pauses, as a training loop logs per epoch); half of the runs also
+  carry the seven ``mltidy.*`` provenance tags of mltidy's MLflow plugin, from training hosts
+  that are not this machine. 1% of the runs are ``RUNNING``, 2% of the others are
   soft-deleted.
 * Optuna: ``studies`` studies of ``trials`` trials; two params per trial, a value per complete
   trial; half of the trials carry mltidy's provenance system attributes and an ``mlflow_run_id``
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bump when the generated content changes, so cached stores are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BATCH = 20_000
 HOSTS = [f"gpu-{n:02d}" for n in range(1, 17)]
 NOW_MS = int(time.time() * 1000)
@@ -236,20 +238,34 @@ def _mlflow_batch(
         ]
         last = (started + DAY_MS // 2) if ended is None else ended
         last = min(last, NOW_MS - 60_000)
+        stamps = _history(rng, last) if running else [last]
         for m in range(metrics):
-            stamp = last - m * 1000
-            value = rng.random()
-            row = {
-                "key": f"metric_{m}",
-                "value": value,
-                "timestamp": stamp,
-                "step": 100,
-                "is_nan": False,
-                "run_uuid": run_id,
-            }
-            out["metrics"].append(row)
-            out["latest_metrics"].append(dict(row))
+            for step, stamp in enumerate(stamps):
+                out["metrics"].append(
+                    {
+                        "key": f"metric_{m}",
+                        "value": rng.random(),
+                        "timestamp": stamp,
+                        "step": step,
+                        "is_nan": False,
+                        "run_uuid": run_id,
+                    }
+                )
+            latest = dict(out["metrics"][-1])
+            out["latest_metrics"].append(latest)
     return out
+
+
+def _history(rng: random.Random, last: int) -> list[int]:
+    """The metric timestamps of a RUNNING run, oldest first, ending at ``last``: 50 to 500
+    epochs at a steady cadence with jitter, and now and then a pause three times as long."""
+    points = rng.randint(50, 500)
+    cadence = rng.choice((2_000, 10_000, 30_000, 120_000))
+    stamps = [last]
+    for _ in range(points - 1):
+        pause = cadence * rng.uniform(0.8, 1.2) * (3 if rng.random() < 0.02 else 1)
+        stamps.append(stamps[-1] - int(pause))
+    return stamps[::-1]
 
 
 # ------------------------------------------------------------------------------------------

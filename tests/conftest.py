@@ -34,7 +34,7 @@ from servers import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytest_plugins = ["worlds", "receivers", "labs", "slurm_fixtures"]
+pytest_plugins = ["worlds", "receivers", "labs", "slurm_fixtures", "side_venvs"]
 
 _FIXTURE_MARKERS = {
     "postgres_server": "postgres",

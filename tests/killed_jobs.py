@@ -9,6 +9,9 @@ from pathlib import Path
 
 from mltidy.demo.jobs import Job, create_stores, start_job
 
+#: Metrics each job logs (one per epoch of 0.2 s) before it is killed.
+READY_AFTER = 4
+
 
 @dataclass(frozen=True)
 class KilledJobs:
@@ -58,6 +61,8 @@ def make_killed_jobs(
             epoch_seconds=0.2,
             env=env,
             heartbeat=heartbeat,
+            # A few metrics before the kill, so that the killed runs have a rhythm to read.
+            extra=["--ready-after", str(READY_AFTER)],
         )
 
     jobs = [start(name, 1000), start(name, 1000), start(name, 2), start(other_name, 1000)]

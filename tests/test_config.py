@@ -132,3 +132,26 @@ def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "mltidy.toml").write_text("mlflow = \n")
     with pytest.raises(UsageError):
         load_file_config(tmp_path)
+
+
+def test_optuna_utc_offset_from_option_environment_or_file(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from mltidy.config import load_config
+
+    (tmp_path / "mltidy.toml").write_text(
+        'optuna_utc_offset = ["+09:00", "sqlite:///la.db=America/Los_Angeles"]\n'
+    )
+    config = load_config(tmp_path, env={})
+    zones = config.writer_zones()
+    default, source = zones[None]
+    assert default.utcoffset(None) == timedelta(hours=9) and source == "mltidy.toml"
+    (la, _) = zones[f"sqlite:///{tmp_path.resolve() / 'la.db'}"]
+    assert str(la) == "America/Los_Angeles"
+    from_env = load_config(tmp_path, env={"MLTIDY_OPTUNA_UTC_OFFSET": "-07:00"}).writer_zones()
+    assert list(from_env) == [None] and from_env[None][1] == "MLTIDY_OPTUNA_UTC_OFFSET"
+    given = config.writer_zones(["UTC"])
+    assert given[None][1] == "--optuna-utc-offset"
+    (tmp_path / "mltidy.toml").write_text('optuna_utc_offset = "+25:00"\n')
+    with pytest.raises(UsageError, match="optuna_utc_offset"):
+        load_config(tmp_path, env={})

@@ -241,3 +241,45 @@ def test_short_command() -> None:
 def test_the_judge_is_pure() -> None:
     record = _run(tags=_tags(pid=777))
     assert judge(record, HERE, POLICY) == judge(record, HERE, POLICY)
+
+
+def _trial_of_unknown_zone(started: timedelta, assumed: timedelta) -> Record:
+    """An Optuna 4.x trial whose naive start was read in this machine's zone (``assumed``)."""
+    return Record(
+        kind=RecordKind.OPTUNA_TRIAL,
+        store="sqlite:///optuna.db",
+        id="7",
+        name="trial 3",
+        container="s",
+        container_id="1",
+        state="RUNNING",
+        started_at=NOW - started,
+        trial_number=3,
+        assumed_utc_offset=assumed,
+    )
+
+
+def test_an_age_that_depends_on_an_unknown_zone_is_not_stated_as_fact() -> None:
+    # Read as UTC here; written anywhere from UTC-12 to UTC+14: 2 h could be 0 to 16 h.
+    verdict = judge(_trial_of_unknown_zone(timedelta(hours=2), timedelta(0)), HERE, POLICY)
+    assert verdict.kind is VerdictKind.UNKNOWN and verdict.basis is Basis.CLOCK
+    assert "started 2 h ago if its writer's clock was at UTC+00:00" in verdict.reason
+    assert "0 s to 16 h ago at other offsets" in verdict.reason
+    assert "optuna_utc_offset" in verdict.reason
+
+
+def test_an_age_the_zone_cannot_change_is_judged_as_usual() -> None:
+    old = judge(_trial_of_unknown_zone(timedelta(days=3), timedelta(hours=9)), HERE, POLICY)
+    assert old.kind is VerdictKind.STALE and old.basis is Basis.STALE_AFTER
+    assert old.reason.startswith("started at least 2 d 3 h ago (in any time zone)")
+    # Read at UTC+14 (the eastmost zone): 10 min old here is at most 10 min old anywhere.
+    young = judge(_trial_of_unknown_zone(timedelta(minutes=10), timedelta(hours=14)), HERE, POLICY)
+    assert young.kind is VerdictKind.UNKNOWN and "too young" in young.reason
+
+
+def test_a_start_in_the_future_names_the_unknown_zone() -> None:
+    # Written in Tokyo, read as UTC: 9 h ahead.
+    verdict = judge(_trial_of_unknown_zone(-timedelta(hours=9), timedelta(0)), HERE, POLICY)
+    assert verdict.kind is VerdictKind.UNKNOWN and verdict.basis is Basis.CLOCK
+    assert verdict.reason.startswith("its start reads 9 h in the future: its storage keeps")
+    assert "(read as UTC+00:00)" in verdict.reason

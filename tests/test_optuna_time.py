@@ -107,3 +107,51 @@ def test_journal_to_utc_keeps_aware_values() -> None:
     aware = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=9)))
     assert journal_to_utc(aware) == datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
     assert journal_to_utc(None) is None
+
+
+def test_zones_are_offsets_or_names() -> None:
+    from mltidy.backends.optuna.time import parse_zone
+
+    now = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
+    assert now.astimezone(parse_zone("+09:00")).utcoffset() == timedelta(hours=9)
+    assert now.astimezone(parse_zone("UTC-0530")).utcoffset() == -timedelta(hours=5, minutes=30)
+    assert now.astimezone(parse_zone("UTC")).utcoffset() == timedelta(0)
+    # A zone name follows daylight saving time: Los Angeles is UTC-7 in July, UTC-8 in January.
+    zone = parse_zone("America/Los_Angeles")
+    assert now.astimezone(zone).utcoffset() == -timedelta(hours=7)
+    assert now.replace(month=1).astimezone(zone).utcoffset() == -timedelta(hours=8)
+    for bad in ("+15:00", "Mars/Olympus", "soon", ""):
+        with pytest.raises(ValueError):
+            parse_zone(bad)
+
+
+def test_the_offset_is_inferred_from_trials_linked_to_runs() -> None:
+    from mltidy.backends.optuna.time import infer_offset
+
+    run_start = datetime(2026, 1, 1, 3, 0, 5, tzinfo=timezone.utc)
+    tokyo = datetime(2026, 1, 1, 12, 0, 2)  # the trial started 3 s before its run, at UTC+9
+    found = infer_offset([(tokyo, run_start)] * 3)
+    assert found.offset == timedelta(hours=9)
+    assert found.why == "inferred from 3 trials linked to MLflow runs"
+    # A run started an hour after its trial (data loading) is outvoted by the others.
+    late = infer_offset([(tokyo, run_start)] * 3 + [(tokyo, run_start + timedelta(hours=1))])
+    assert late.offset == timedelta(hours=9)
+    split = infer_offset([(tokyo, run_start), (tokyo, run_start + timedelta(hours=1))])
+    assert split.offset is None and "disagree" in split.why
+    assert infer_offset([]).offset is None
+    # A pair far from a quarter hour (a run started 7 min after its trial) says nothing.
+    assert infer_offset([(tokyo, run_start + timedelta(minutes=7))]).offset is None
+
+
+def test_times_are_written_back_in_the_storage_convention() -> None:
+    from mltidy.backends.optuna.time import StorageTimes, parse_zone
+
+    end = datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
+    assert StorageTimes(naive_utc=True).to_store(end) == datetime(2026, 1, 1, 3, 0)
+    tokyo = StorageTimes(naive_utc=False)
+    tokyo.set_zone(parse_zone("+09:00"), "test")
+    assert tokyo.to_store(end) == datetime(2026, 1, 1, 12, 0)
+    now = end + timedelta(hours=1)
+    assert tokyo.to_utc(datetime(2026, 1, 1, 12, 0), now) == end
+    assert tokyo.assumed(datetime(2026, 1, 1, 12, 0), now) is None
+    assert StorageTimes(naive_utc=False).assumed(datetime(2026, 1, 1, 12, 0), now) is not None

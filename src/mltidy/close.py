@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 
 from mltidy import names
-from mltidy.backends.interface import Backend, Closer, TrialRetrier
+from mltidy.backends.interface import Backend, Closer, RunLinker, TrialLinker, TrialRetrier
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError, UsageError
 from mltidy.evidence.local import LocalFacts
@@ -30,8 +30,10 @@ from mltidy.model import (
     Record,
     RecordKind,
     Selection,
+    StoreKey,
     StoreStatus,
     VerdictKind,
+    iso,
     utc_now,
 )
 from mltidy.scan import LeftOut, ScanEvent, iter_scan
@@ -334,3 +336,76 @@ def _newer_activity(fresh: Record, planned: Record) -> bool:
 
     before, after = last(planned), last(fresh)
     return after is not None and (before is None or after > before)
+
+
+# -- why, where people look ---------------------------------------------------------------------
+#: The section of a trial's optuna-dashboard note, and of a run's MLflow description, that says
+#: why mltidy closed it (``dashboard_notes.with_section``; the user's text is kept).
+CLOSE_SECTION = "close"
+
+
+def closed_note(change: Change) -> str:
+    """Why a record was closed, as Markdown for optuna-dashboard's note or MLflow's
+    description (the full reason: a tag is cut at :data:`MAX_REASON` characters)."""
+    from mltidy.dashboard_notes import markdown_text
+
+    verdict = change.item.verdict
+    forced = " (forced: named with --force)" if change.forced else ""
+    return (
+        f"**Closed by mltidy** as {change.new_state}{forced}, by {markdown_text(closed_by())}: "
+        f"{verdict.kind.value}: {markdown_text(verdict.reason)}\n\n"
+        f"End time {iso(change.end_time)}, its last known activity. The audit trail is in "
+        f"`{names.CLOSED_AT}`, `{names.CLOSED_REASON}` and `{names.PREVIOUS_STATE}`."
+    )
+
+
+def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
+    """After :func:`apply`: say why, where people look. A closed trial gets the reason in its
+    optuna-dashboard note (mltidy's ``close`` section, through :class:`TrialLinker`), a closed
+    run in its MLflow description (through :class:`RunLinker`); the user's text is kept. A
+    note that cannot be written is added to the change's detail; the close itself stands."""
+    from mltidy.dashboard_notes import with_section
+
+    trials: dict[tuple[StoreKey, str], list[int]] = {}
+    changes = list(report.changes)
+    for index, change in enumerate(changes):
+        record = change.item.record
+        if change.outcome is not Outcome.CLOSED:
+            continue
+        if record.kind is RecordKind.OPTUNA_TRIAL:
+            trials.setdefault((record.store_key, record.container), []).append(index)
+            continue
+        runs = session.writable(record.store_key)
+        if runs is None or not isinstance(runs, RunLinker):
+            continue
+        try:
+            found = runs.link_candidates({record.id}, set())
+            current = found[0].tags.get(names.MLFLOW_NOTE, "") if found else ""
+            note = with_section(current, closed_note(change), CLOSE_SECTION)
+            runs.write_run_tags(record.id, {names.MLFLOW_NOTE: note})
+        except StoreError as exc:
+            changes[index] = _noted(change, f"the run description failed: {exc.message}")
+    for (store, study), indexes in trials.items():
+        backend = session.writable(store)
+        if backend is None or not isinstance(backend, TrialLinker):
+            continue
+        try:
+            refs = {t.trial_id: t for t in backend.iter_link_trials(Selection(studies=(study,)))}
+            for index in indexes:
+                change = changes[index]
+                ref = refs.get(change.item.record.id)
+                if ref is None:
+                    continue
+                note = with_section(ref.note, closed_note(change), CLOSE_SECTION)
+                remark = backend.write_trial_link(ref, None, note)
+                if remark:
+                    changes[index] = _noted(change, remark)
+        except StoreError as exc:
+            for index in indexes:
+                changes[index] = _noted(changes[index], f"the dashboard note failed: {exc.message}")
+    return dataclasses.replace(report, changes=tuple(changes))
+
+
+def _noted(change: Change, remark: str) -> Change:
+    detail = f"{change.detail}; {remark}" if change.detail else remark
+    return dataclasses.replace(change, detail=detail)

@@ -22,11 +22,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from mltidy.backends.identity import store_spec
+from mltidy.backends.identity import store_id, store_spec
+from mltidy.backends.optuna.time import parse_zone
 from mltidy.durations import parse_duration
 from mltidy.errors import UsageError
 from mltidy.linking.urls import DEFAULT_DASHBOARD, LinkBases
@@ -74,6 +75,13 @@ class Setting(Generic[T]):
     many: bool = False
 
 
+def _zone_item(value: str) -> str:
+    """``+09:00``, ``Asia/Tokyo``, or ``STORE=+09:00`` (one storage's writer zone)."""
+    _, _, zone = value.strip().rpartition("=")
+    parse_zone(zone)
+    return value.strip()
+
+
 DURATION = "a duration such as 90s, 30m, 2h or 7d"
 STALE_AFTER: Setting[timedelta] = Setting(
     "stale_after", "MLTIDY_STALE_AFTER", parse_duration, DURATION
@@ -94,6 +102,13 @@ MLFLOW_STORES: Setting[str] = Setting(
 OPTUNA_STORES: Setting[str] = Setting(
     "optuna", "OPTUNA_STORAGE", _text, "a storage URL or a list of them", many=True
 )
+OPTUNA_UTC_OFFSET: Setting[str] = Setting(
+    "optuna_utc_offset",
+    "MLTIDY_OPTUNA_UTC_OFFSET",
+    _zone_item,
+    "a UTC offset such as +09:00, a time zone such as Asia/Tokyo, or STORE=OFFSET",
+    many=True,
+)
 SETTINGS: tuple[Setting[Any], ...] = (
     STALE_AFTER,
     IDLE_AFTER,
@@ -102,6 +117,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     NOTIFY,
     MLFLOW_STORES,
     OPTUNA_STORES,
+    OPTUNA_UTC_OFFSET,
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -229,6 +245,29 @@ class Config:
             dashboard=self.value(DASHBOARD_URL, dashboard) or DEFAULT_DASHBOARD,
         )
 
+    def writer_zones(self, given: Iterable[str] | None = None) -> WriterZones:
+        """The writer zones of Optuna storages that keep naive local times (Optuna 4.x):
+        ``--optuna-utc-offset``, else ``MLTIDY_OPTUNA_UTC_OFFSET``, else the config file. An
+        item ``STORE=OFFSET`` is one storage's (its URI or path); a bare offset, every other's.
+
+        Raises:
+            UsageError: an offset or zone that does not parse.
+        """
+        items = self.values(OPTUNA_UTC_OFFSET, given)
+        source = self.source_of(OPTUNA_UTC_OFFSET, list(given or ()))
+        zones: dict[str | None, tuple[tzinfo, str]] = {}
+        for item in items:
+            store, _, text = item.rpartition("=")
+            try:
+                zone = parse_zone(text)
+            except ValueError as exc:
+                raise UsageError(
+                    f"{source}: {item!r} is not {OPTUNA_UTC_OFFSET.expected} ({exc})"
+                ) from None
+            key = store_id(StoreKind.OPTUNA, store, self.cwd) if store else None
+            zones[key] = (zone, source)
+        return zones
+
     def stores(self, mlflow: Iterable[str] = (), optuna: Iterable[str] = ()) -> list[StoreSpec]:
         """The stores a command works on, in the documented order of precedence."""
         explicit = [store_spec(StoreKind.MLFLOW, u, "--mlflow", self.cwd) for u in mlflow]
@@ -255,6 +294,11 @@ class Config:
         return specs
 
 
+#: The writer zone of naive local Optuna times, per storage identity (``None``: any storage),
+#: with where it was set.
+WriterZones = dict[str | None, tuple[tzinfo, str]]
+
+
 def load_config(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     """The configuration in force for a command started in ``cwd`` (default: here).
 
@@ -270,6 +314,7 @@ __all__ = [
     "IDLE_AFTER",
     "MLFLOW_UI",
     "NOTIFY",
+    "OPTUNA_UTC_OFFSET",
     "SETTINGS",
     "STALE_AFTER",
     "Config",

@@ -22,9 +22,13 @@ from mltidy import names
 CHUNK = 2045
 # Markdown link reference definitions render as nothing (HTML comments are shown as text by
 # optuna-dashboard), so they mark mltidy's section invisibly. They need blank lines around them.
+# mltidy has one section per job: "link" (the other UI's page) and "close" (why it was closed).
 BEGIN = "[//]: # (mltidy:link)"
 END = "[//]: # (/mltidy:link)"
-_SECTION = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+
+
+def _markers(section: str) -> tuple[str, str]:
+    return f"[//]: # (mltidy:{section})", f"[//]: # (/mltidy:{section})"
 
 
 def read_note(study_attrs: Mapping[str, Any], trial_id: int | str) -> tuple[int, str, int]:
@@ -53,11 +57,23 @@ def note_attrs(trial_id: int | str, version: int, text: str, old_chunks: int) ->
     return attrs
 
 
-def with_section(text: str, body: str) -> str:
-    """``text`` with mltidy's section set to ``body``; everything else is kept as it was."""
-    section = f"{BEGIN}\n\n{body}\n\n{END}"
-    if _SECTION.search(text):
-        return _SECTION.sub(lambda _: section, text, count=1)
+def with_section(text: str, body: str, section: str = "link") -> str:
+    """``text`` with mltidy's section ``section`` set to ``body``; everything else (the user's
+    text, mltidy's other sections) is kept as it was."""
+    begin, end = _markers(section)
+    block = f"{begin}\n\n{body}\n\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
     if not text.strip():
-        return section
-    return text.rstrip("\n") + "\n\n" + section
+        return block
+    return text.rstrip("\n") + "\n\n" + block
+
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~])")
+
+
+def markdown_text(text: str) -> str:
+    """Plain text (a reason, a command line) shown as itself in Markdown: its special
+    characters escaped, its lines joined."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))

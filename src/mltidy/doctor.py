@@ -12,9 +12,11 @@ import socket
 from dataclasses import dataclass
 from importlib import metadata
 
-from mltidy import __version__
+from mltidy import __version__, names
+from mltidy.backends.interface import NaiveTimes
 from mltidy.backends.session import StoreSession
 from mltidy.config import Config
+from mltidy.model import ActivitySource, JudgedRecord, Record, Selection, StoreKey, utc_now
 from mltidy.provenance.facts import read_boot_id
 
 OFF = frozenset({"0", "false", "no", "off"})
@@ -86,4 +88,64 @@ def diagnose(session: StoreSession, config: Config) -> list[Check]:
             checks.append(Check(topic, f"{shown}: {status.detail}"))
         else:
             checks.append(Check(topic, f"{shown}: {status.error}", ok=False))
+    evidence = running_evidence(session)
+    for spec in session.specs:
+        backend = session.backend(spec.key)
+        if backend is None:
+            continue
+        if isinstance(backend, NaiveTimes):
+            known = backend.writer_zone_known()
+            checks.append(Check("times", f"{spec.id}: {backend.describe_times()}", known))
+        counts = evidence.get(spec.key, Evidence())
+        checks.append(Check("RUNNING records", f"{spec.id}: {counts.describe()}", not counts.bare))
     return checks
+
+
+@dataclass
+class Evidence:
+    """What a store's RUNNING records carry to be judged by: provenance (their own, or their
+    MLflow run's), a heartbeat (mltidy's, or Optuna's own), or neither (age and rhythm only)."""
+
+    running: int = 0
+    provenance: int = 0
+    heartbeat: int = 0
+    bare: int = 0
+
+    def add(self, record: Record) -> None:
+        self.running += 1
+        has_provenance = bool(record.tags.get(names.HOST))
+        has_heartbeat = bool(record.tags.get(names.HEARTBEAT_AT)) or (
+            record.activity_source is ActivitySource.OPTUNA_HEARTBEAT
+        )
+        self.provenance += has_provenance
+        self.heartbeat += has_heartbeat
+        self.bare += not (has_provenance or has_heartbeat)
+
+    def describe(self) -> str:
+        if not self.running:
+            return "no RUNNING records"
+        text = (
+            f"{self.running} RUNNING: {self.provenance} with provenance, {self.heartbeat} with a "
+            f"heartbeat, {self.bare} with neither"
+        )
+        if self.bare:
+            text += (
+                " (judged by age and rhythm only: install mltidy in the training environment "
+                "or start jobs with mltidy run; see docs/provenance.md)"
+            )
+        return text
+
+
+def running_evidence(session: StoreSession) -> dict[StoreKey, Evidence]:
+    """Per store, what its RUNNING records carry, read the way scan reads them (a trial takes
+    its MLflow run's provenance). A store that fails is left out (its check says why)."""
+    from mltidy.evidence.local import LocalProbe
+    from mltidy.judge import Policy
+    from mltidy.scan import iter_scan
+
+    found: dict[StoreKey, Evidence] = {}
+    events = iter_scan(session, Selection(), Policy(now=utc_now()), LocalProbe(), schedulers=())
+    for event in events:
+        if isinstance(event, JudgedRecord):
+            found.setdefault(event.record.store_key, Evidence()).add(event.record)
+    return found

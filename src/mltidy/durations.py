@@ -48,3 +48,10 @@ def format_duration(delta: timedelta) -> str:
     if minutes:
         return f"{minutes} min"
     return f"{seconds} s"
+
+
+def format_offset(offset: timedelta) -> str:
+    """A UTC offset as people write it: ``UTC+09:00``, ``UTC-07:00``."""
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = int(abs(offset).total_seconds()) // 60
+    return f"UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from mltidy import names
-from mltidy.durations import format_duration
+from mltidy.durations import format_duration, format_offset
 from mltidy.evidence.local import LocalFacts, ProcessInfo
 from mltidy.evidence.scheduler import JobEvidence, Liveness
 from mltidy.model import ActivitySource, Basis, Record, RecordKind, Verdict, VerdictKind
@@ -51,6 +51,11 @@ HEARTBEAT_SLACK = timedelta(seconds=15)
 OPTUNA_HEARTBEAT_GRACE = timedelta(minutes=5)
 #: Clocks of different machines disagree a little; beyond this, a time in the future is wrong.
 FUTURE_TOLERANCE = timedelta(minutes=2)
+#: The UTC offsets in use: a naive local time of an unknown zone is this far from UTC at most.
+EASTMOST_OFFSET = timedelta(hours=14)
+WESTMOST_OFFSET = timedelta(hours=-12)
+#: Where to read about the writer's zone of Optuna 4.x storages.
+ZONE_HINT = "set optuna_utc_offset or --optuna-utc-offset (docs/provenance.md)"
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,14 @@ class Policy:
         now: the time of the scan (aware UTC).
         stale_after: silence longer than this, with no proof of life and too little history
             for a rhythm, makes a record stale.
+        rhythm_floor: the least silence the rhythm rule calls stale (:data:`RHYTHM_FLOOR`);
+            no option sets it: tests that measure the rule on jobs of seconds scale it down
+            with the jobs' pauses, since the rule is otherwise the same at every time scale.
     """
 
     now: datetime
     stale_after: timedelta = DEFAULT_STALE_AFTER
+    rhythm_floor: timedelta = RHYTHM_FLOOR
 
 
 @dataclass(frozen=True)
@@ -225,6 +234,13 @@ def _judge_activity(record: Record, provenance: Provenance | None, policy: Polic
     if future is not None:
         what, ahead = future
         clock = f"the clock of {provenance.host}" if provenance else "the writer's clock"
+        if what == "start" and record.assumed_utc_offset is not None:
+            return Verdict(
+                VerdictKind.UNKNOWN,
+                f"its start reads {format_duration(ahead)} in the future: "
+                f"{_zone_unknown(record.assumed_utc_offset)}; no proof of life either way",
+                Basis.CLOCK,
+            )
         return Verdict(
             VerdictKind.UNKNOWN,
             f"its {what} is dated {format_duration(ahead)} in the future: {clock} is ahead, or "
@@ -244,6 +260,27 @@ def _judge_activity(record: Record, provenance: Provenance | None, policy: Polic
     age = max(now - record.started_at, timedelta(0))
     never = "never logged a metric" if noun == "run" else "reported no activity"
     limit = format_duration(policy.stale_after)
+    assumed = record.assumed_utc_offset
+    if assumed is not None:
+        # Its start is naive local time of an unknown zone: anywhere a real offset puts it.
+        youngest = max(age - (assumed - WESTMOST_OFFSET), timedelta(0))
+        oldest = age + (EASTMOST_OFFSET - assumed)
+        if youngest > policy.stale_after:
+            return Verdict(
+                VerdictKind.STALE,
+                f"started at least {format_duration(youngest)} ago{where} (in any time zone) "
+                f"and {never}, longer than --stale-after {limit}",
+                Basis.STALE_AFTER,
+            )
+        if oldest > policy.stale_after:
+            return Verdict(
+                VerdictKind.UNKNOWN,
+                f"{never}, and its age depends on a time zone mltidy does not know: started "
+                f"{format_duration(age)} ago if its writer's clock was at "
+                f"{format_offset(assumed)}, {format_duration(youngest)} to "
+                f"{format_duration(oldest)} ago at other offsets: {_zone_unknown(assumed)}",
+                Basis.CLOCK,
+            )
     if age > policy.stale_after:
         return Verdict(
             VerdictKind.STALE,
@@ -300,13 +337,13 @@ def _by_rhythm(record: Record, last: datetime, where: str, policy: Policy) -> Ve
         )
     pause = record.longest_pause
     if pause is not None and record.activity_count >= RHYTHM_MIN_ACTIVITIES:
-        limit = max(RHYTHM_FLOOR, pause * RHYTHM_FACTOR)
+        limit = max(policy.rhythm_floor, pause * RHYTHM_FACTOR)
         if silent > limit:
             return Verdict(
                 VerdictKind.STALE,
                 f"silent {format_duration(silent)}{where} since its last {source.value}; its "
                 f"longest pause before was {format_duration(pause)} (stale after "
-                f"{RHYTHM_FACTOR}x that, at least {format_duration(RHYTHM_FLOOR)})",
+                f"{RHYTHM_FACTOR}x that, at least {format_duration(policy.rhythm_floor)})",
                 Basis.RHYTHM,
             )
     elif silent > policy.stale_after:
@@ -335,6 +372,13 @@ def _future(record: Record, now: datetime) -> tuple[str, timedelta] | None:
         if value is not None and value - now > FUTURE_TOLERANCE:
             return what, value - now
     return None
+
+
+def _zone_unknown(assumed: timedelta) -> str:
+    return (
+        "its storage keeps naive local times and mltidy does not know its writer's UTC offset "
+        f"(read as {format_offset(assumed)}); {ZONE_HINT}"
+    )
 
 
 def activity_source(record: Record) -> ActivitySource:

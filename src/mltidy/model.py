@@ -104,6 +104,10 @@ class Record:
         longest_pause: the longest silence between two activities while it was logging (its
             rhythm), where the store keeps a history; ``None`` otherwise.
         activity_count: how many distinct activity times that history holds.
+        assumed_utc_offset: the UTC offset mltidy assumed to read the record's naive times (an
+            Optuna 4.x storage whose writer's zone is neither set nor inferred: this machine's),
+            ``None`` when its times are certain. Its true start may lie anywhere a real UTC
+            offset (-12 to +14 h) puts it.
     """
 
     kind: RecordKind
@@ -123,6 +127,7 @@ class Record:
     activity_source: ActivitySource | None = None
     longest_pause: timedelta | None = None
     activity_count: int = 0
+    assumed_utc_offset: timedelta | None = None
 
     @property
     def store_key(self) -> StoreKey:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from mltidy import names
+from mltidy.backends.interface import Backend, NaiveTimes
+from mltidy.backends.optuna.time import infer_offset
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError
 from mltidy.evidence.local import LocalFacts
@@ -67,6 +70,10 @@ class RunIndex:
         ):
             if study and value:
                 self.by_trial.setdefault((study, key + value), run)
+
+    def lookup(self, run_id: str) -> Record | None:
+        """A run by id: one seen so far, else read from the session's MLflow stores."""
+        return self._lookup(run_id)
 
     def _lookup(self, run_id: str) -> Record | None:
         if run_id in self.by_id:
@@ -168,6 +175,31 @@ class _Context:
     bases: LinkBases
 
 
+#: How many linked trials of a storage are compared with their MLflow runs to infer its
+#: writer's UTC offset (their runs are read when the scan has not seen them).
+ZONE_SAMPLE = 20
+
+
+def infer_writer_zone(backend: Backend, index: RunIndex) -> None:
+    """Give a storage that keeps naive local times of an unknown zone the zone its own trials
+    prove: those linked to MLflow runs (``mlflow_run_id``), whose start times are epoch-based.
+    Nothing is set when they are too few or disagree (records then say their age is a guess).
+
+    Raises:
+        StoreError: the storage cannot be read.
+    """
+    if not isinstance(backend, NaiveTimes) or backend.writer_zone_known():
+        return
+    pairs: list[tuple[datetime, datetime]] = []
+    for run_id, naive in backend.linked_starts(ZONE_SAMPLE):
+        run = index.lookup(run_id)
+        if run is not None and run.started_at is not None:
+            pairs.append((naive, run.started_at))
+    found = infer_offset(pairs)
+    if found.offset is not None:
+        backend.set_writer_zone(timezone(found.offset), found.why)
+
+
 def _scan_store(
     context: _Context,
     spec: StoreSpec,
@@ -180,6 +212,8 @@ def _scan_store(
         yield session.status(spec.key)
         return
     try:
+        if spec.kind is StoreKind.OPTUNA:
+            infer_writer_zone(backend, context.index)
         for record in backend.iter_active(context.selection):
             if record.kind is RecordKind.MLFLOW_RUN:
                 context.index.add(record)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from killed_jobs import READY_AFTER
 from mltidy.backends import Selection, open_backend
 from mltidy.backends.identity import sqlite_file, store_id
 from mltidy.backends.interface import RunHistory, StudyWatcher
 from mltidy.errors import StoreError, StoreNotFound
-from mltidy.model import Record, RecordKind, StoreKind, utc_now
+from mltidy.model import ActivitySource, Record, RecordKind, StoreKind, utc_now
 
 from .conftest import StoreCase
 
@@ -68,6 +69,35 @@ def test_records_carry_the_contract_fields(case: StoreCase) -> None:
         assert record.kind is RecordKind.OPTUNA_TRIAL
         assert record.trial_number == jobs.sigkilled.trial_number
         assert record.tags.get("mlflow_run_id") == jobs.sigkilled.run_id
+
+
+def test_killed_runs_carry_their_rhythm(case: StoreCase) -> None:
+    """A RUNNING run's metric history: how many distinct times it logged at, and its longest
+    pause between two of them (each job logs one metric per 0.2 s epoch before its kill).
+    A trial's own activity, where it has any, is an Optuna heartbeat."""
+    jobs = case.jobs
+    active = _active(case)
+    for job, study in ((jobs.sigkilled, jobs.name), (jobs.sigtermed, jobs.name)):
+        record = active[_job_key(case, job, study)]
+        if case.kind is StoreKind.OPTUNA:
+            assert record.activity_source in (None, ActivitySource.OPTUNA_HEARTBEAT)
+            assert (record.activity_source is None) is (record.last_activity_at is None)
+            continue
+        assert record.activity_source is ActivitySource.METRIC
+        # Killed after its READY_AFTER-th metric (later when other jobs were slower to start).
+        assert record.activity_count >= READY_AFTER
+        assert record.longest_pause is not None
+        assert timedelta(milliseconds=150) <= record.longest_pause < timedelta(seconds=30)
+        assert record.last_activity_at is not None and record.started_at is not None
+        span = record.last_activity_at - record.started_at
+        assert record.longest_pause <= span
+    with open_backend(case.kind, case.uri) as backend:
+        if case.kind is StoreKind.MLFLOW:
+            fresh = backend.read(str(jobs.sigkilled.run_id))
+            assert fresh is not None
+            assert fresh.activity_count == active[str(jobs.sigkilled.run_id)].activity_count
+            finished = backend.read(str(jobs.finished.run_id))
+            assert finished is not None and finished.activity_count == 0
 
 
 def test_read_returns_a_fresh_record_or_none(case: StoreCase) -> None:

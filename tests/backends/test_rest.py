@@ -28,6 +28,7 @@ from killed_jobs import KilledJobs, make_killed_jobs
 from mlflow_server_options import ADMIN, ConfiguredMlflowServer
 from mltidy import names
 from mltidy.backends.identity import store_id
+from mltidy.backends.mlflow import rest as rest_module
 from mltidy.backends.mlflow.client import MlflowClientBackend
 from mltidy.backends.mlflow.rest import (
     PAGE,
@@ -283,8 +284,8 @@ def test_declutter_finds_closed_runs_and_soft_deletes_empty_ones(
         closed = {c.record.id: c for c in rest.iter_closed_runs(Selection())}
         with MlflowClientBackend(as_admin) as library:
             assert closed == {c.record.id: c for c in library.iter_closed_runs(Selection())}
-        assert (closed[empty].metrics, closed[empty].params, closed[empty].artifacts) == (0, 0, 0)
-        assert closed[empty].closed_at is not None
+        nothing = (closed[empty].metrics, closed[empty].params, closed[empty].artifacts)
+        assert nothing == (0, 0, 0) and closed[empty].closed_at is not None
         assert closed[kept].artifacts == 1
 
         assert rest.soft_delete(empty) is True
@@ -396,9 +397,10 @@ def _client_status(server: ConfiguredMlflowServer, run_id: str) -> str:
 def test_denied_scan_exits_3_with_the_hint(
     auth_server: ConfiguredMlflowServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Through the CLI: the registry reads servers over REST."""
+    """Through the CLI: the registry reads tracking servers with the REST backend."""
     from mltidy.cli.app import app
 
+    monkeypatch.delenv("MLTIDY_READ_PATH", raising=False)
     monkeypatch.chdir(tmp_path)
     wrong = "wrong-" + auth_server.admin_password
     uri = auth_server.url_with(ADMIN, wrong)
@@ -533,7 +535,7 @@ def test_the_server_filter_is_never_trusted() -> None:
     assert dict(record.tags) == {names.MLFLOW_USER: "someone", names.HOST: "gpu-01"}
     searches = [s for s in site.seen if s.path.endswith("/runs/search")]
     assert len(searches) == 2 and searches[1].body["page_token"] == "2"
-    assert all(s.body["max_results"] == PAGE for s in site.seen)
+    assert all(s.body["max_results"] == PAGE for s in site.seen if s.method == "POST")
     assert searches[0].body["filter"] == "attributes.status = 'RUNNING'"
     assert "99" not in searches[0].body["experiment_ids"]
 
@@ -546,7 +548,88 @@ def test_experiments_are_asked_for_in_chunks_and_pages_shrink_when_refused() -> 
     chunks = [len(s.body["experiment_ids"]) for s in searches if "page_token" not in s.body]
     assert chunks == [500, 500, 201]
     assert site.seen[0].body["max_results"] == PAGE
-    assert {s.body["max_results"] for s in site.seen[1:]} == {SMALL_PAGE}
+    assert {s.body["max_results"] for s in site.seen[1:] if s.method == "POST"} == {SMALL_PAGE}
+
+
+class HistoryServer(CompatibleServer):
+    """A compatible server whose RUNNING runs have a metric history: ``bulk`` says whether it
+    has MLflow's ``get-history-bulk`` endpoint, which cuts its whole answer (ordered by run id)
+    at ``max_results`` points, as MLflow does."""
+
+    def __init__(self, *, bulk: bool) -> None:
+        super().__init__()
+        self.bulk = bulk
+        # a: 6 points, 2 s apart but one pause of 7 s; d: 3 points 1 s apart.
+        self.history = {
+            "a": [1767261600000 + t for t in (0, 2000, 4000, 11000, 13000, 15000)],
+            "d": [1767261600000 + t for t in (0, 1000, 2000)],
+        }
+
+    def __call__(self, method: str, path: str, body: dict[str, Any]) -> Answer:
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(path)
+        query = parse_qs(parts.query)
+        if parts.path.endswith("/ajax-api/2.0/mlflow/metrics/get-history-bulk") and self.bulk:
+            points = [
+                {"key": "loss", "value": 1.0, "timestamp": stamp, "step": 0, "run_id": run_id}
+                for run_id in sorted(query["run_id"])
+                for stamp in self.history.get(run_id, [])
+            ]
+            return json_answer({"metrics": points[: int(query["max_results"][0])]})
+        if parts.path.endswith("/api/2.0/mlflow/runs/get"):
+            (run_id,) = query["run_id"]
+            return json_answer({"run": next(r for r in self.runs if r["info"]["run_id"] == run_id)})
+        if parts.path.endswith("/api/2.0/mlflow/metrics/get-history"):
+            (run_id,) = query["run_id"]
+            stamps = self.history.get(run_id, [])
+            start = int(query.get("page_token", ["0"])[0])
+            page: dict[str, Any] = {
+                "metrics": [{"key": "loss", "timestamp": t} for t in stamps[start : start + 4]]
+            }
+            if start + 4 < len(stamps):
+                page["next_page_token"] = str(start + 4)
+            return json_answer(page)
+        return super().__call__(method, path, body)
+
+
+@pytest.mark.parametrize(
+    ("bulk", "cut", "history_calls"),
+    [(True, 25_000, 0), (True, 7, 0), (False, 25_000, 3)],
+    ids=["bulk", "bulk-cut", "per-run"],
+)
+def test_running_runs_carry_the_rhythm_of_their_latest_metric(
+    bulk: bool, cut: int, history_calls: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through MLflow's bulk endpoint (an answer cut at its limit is asked again for the runs
+    it did not finish), or ``metrics/get-history`` page by page where a server lacks it."""
+    monkeypatch.setattr(rest_module, "HISTORY_POINTS", cut)
+    with fake_server(HistoryServer(bulk=bulk)) as site, MlflowRestBackend(site.url) as r:
+        records = {record.id: record for record in r.iter_active(Selection())}
+        fresh = r.read("a")
+    a, d = records["a"], records["d"]
+    assert (a.activity_count, a.longest_pause) == (6, timedelta(seconds=7))
+    assert (d.activity_count, d.longest_pause) == (3, timedelta(seconds=1))
+    assert fresh == a
+    calls = [s.path for s in site.seen if "/metrics/get-history?" in s.path]
+    assert len(calls) == history_calls + (0 if bulk else 2)  # read("a"): 2 pages
+    bulk_calls = [s.path for s in site.seen if "get-history-bulk" in s.path]
+    if bulk:  # a and d, then d again after the cut; read("a") once more
+        assert len(bulk_calls) == (3 if cut < 9 else 2)
+    if not bulk:
+        assert sum("get-history-bulk" in s.path for s in site.seen) == 1  # asked once only
+
+
+def test_a_server_without_metric_history_gives_no_rhythm() -> None:
+    """A compatible server that has neither history endpoint: records without a rhythm (the
+    judge then uses --stale-after), not a failed scan."""
+    with fake_server(CompatibleServer()) as site, MlflowRestBackend(site.url) as rest:
+        records = list(rest.iter_active(Selection()))
+    assert [(r.id, r.activity_count, r.longest_pause) for r in records] == [
+        ("a", 0, None),
+        ("d", 0, None),
+    ]
+    assert sum("/metrics/get-history" in s.path for s in site.seen) == 2  # bulk once, then one
 
 
 # -- MLflow's auth and TLS variables ------------------------------------------------------

@@ -34,3 +34,24 @@ def test_doctor_exits_3_on_a_bad_store(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert "does not exist" in result.stdout
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_doctor_counts_what_running_records_carry(sqlite_world: object, tmp_path: Path) -> None:
+    """Per store: RUNNING records with provenance (a trial's from its MLflow run), with a
+    heartbeat, or with neither; and how a naive-time Optuna storage's times are read."""
+    import optuna
+
+    world = sqlite_world
+    bare = f"sqlite:///{tmp_path / 'bare.db'}"
+    optuna.create_study(study_name="bare", storage=bare).ask()  # a trial killed before tell
+    stores = ["--mlflow", world.mlflow_uri, "--optuna", world.optuna_url, "--optuna", bare]  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, ["doctor", "-f", "json", *stores])
+    assert result.exit_code == 0, result.output
+    running = [c for c in json.loads(result.stdout)["checks"] if c["topic"] == "RUNNING records"]
+    findings = [c["finding"].split(": ", 1)[1] for c in running]
+    # Three killed jobs: their runs and trials all carry the plugin's provenance.
+    assert findings[:2] == ["3 RUNNING: 3 with provenance, 0 with a heartbeat, 0 with neither"] * 2
+    assert findings[2].startswith(
+        "1 RUNNING: 0 with provenance, 0 with a heartbeat, 1 with neither"
+    )
+    assert "mltidy run" in findings[2] and not running[2]["ok"]

@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import mlflow
 import optuna
@@ -157,7 +158,7 @@ def test_optuna_integration_track_in_mlflow_and_callback_conventions(lab: Lab) -
     how = {(p["study"], p["trial_number"]): p["how"] for p in report["pairs"]}
     assert how[("tracked", 0)].startswith("trial system attribute")
     assert how[("callback", 0)] in (
-        "optuna-integration MLflowCallback run",
+        "optuna-integration MLflowCallback run (study name and trial number)",
         "run tagged by mltidy's MLflow plugin",
     )
     assert len(how) == 4
@@ -241,3 +242,108 @@ def test_live_linking_while_the_study_runs(lab: Lab, monkeypatch: pytest.MonkeyP
     assert code == 0
     assert {p["status"] for p in report["pairs"]} == {"unchanged"}
     assert os.environ["MLTIDY_DASHBOARD_URL"] == "http://dash.local:8080"
+
+
+_CALLBACK_STUDY = """
+import sys, optuna
+from optuna_integration.mlflow import MLflowCallback
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+mlflow_uri, storage = sys.argv[1], sys.argv[2]
+callback = MLflowCallback(tracking_uri=mlflow_uri, metric_name="loss")
+study = optuna.create_study(study_name="zoned", storage=storage)
+study.optimize(lambda t: t.suggest_float("x", -1, 1) ** 2, n_trials=2, callbacks=[callback])
+"""
+
+
+def test_callback_runs_written_in_one_zone_are_linked_in_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflowCallback writes datetime_start as naive local text of the job (Tokyo here); link
+    runs in Los Angeles. Study name and trial number pair them; two storages holding a study
+    of the same name (runs of both in one experiment) are told apart by datetime_start, read at
+    whatever offset explains it."""
+    import subprocess
+    import sys
+    import time
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storages = [f"sqlite:///{tmp_path / name}" for name in ("first.db", "second.db")]
+    env = {**os.environ, "TZ": "Asia/Tokyo", "MLTIDY_PROVENANCE": "0", "MLTIDY_OPTUNA_DETECT": "0"}
+    for storage in storages:
+        subprocess.run(
+            [sys.executable, "-c", _CALLBACK_STUDY, mlflow_uri, storage],
+            env=env,
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["link", "-f", "json", "--mlflow", mlflow_uri]
+            + [arg for storage in storages for arg in ("--optuna", storage)],
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["unmatched"] == [] and report["trials_without_run"] == 0
+    pairs = report["pairs"]
+    assert len(pairs) == 4 and len({p["run_id"] for p in pairs}) == 4
+    assert {p["how"] for p in pairs} == {
+        "optuna-integration MLflowCallback run (study name, trial number and datetime_start)"
+    }
+    client = mlflow.MlflowClient(tracking_uri=mlflow_uri)
+    tokyo = ZoneInfo("Asia/Tokyo")
+    for pair in pairs:
+        run = client.get_run(pair["run_id"])
+        assert run.data.tags["number"] == str(pair["trial_number"])
+        storage = next(s for s in storages if s.endswith(Path(pair["optuna_store"]).name))
+        trial = optuna.load_study(study_name="zoned", storage=storage).trials[pair["trial_number"]]
+        # optuna 5 hands back naive local time of this process: the instant, in Tokyo.
+        start = trial.datetime_start.astimezone(tokyo).replace(tzinfo=None)
+        assert run.data.tags["datetime_start"] == str(start)
+
+
+def test_a_callback_run_whose_start_no_offset_explains_is_reported() -> None:
+    from datetime import datetime, timezone
+
+    from mltidy.linking.pairing import CandidateRuns, match
+    from mltidy.model import RunRef, StoreId, TrialRef
+
+    trial = TrialRef(
+        store=StoreId("sqlite:///o.db"),
+        study="s",
+        study_id="1",
+        trial_id="4",
+        number=3,
+        state="FAIL",
+        started_at=datetime(2026, 1, 1, 3, 0, 0, tzinfo=timezone.utc),
+        run_id_user_attr=None,
+        run_id_system_attr=None,
+        run_url=None,
+        note="",
+    )
+
+    def run(run_id: str, start: str) -> RunRef:
+        tags = {"number": "3", "datetime_start": start}
+        return RunRef(StoreId("sqlite:///m.db"), run_id, run_id, "1", "s", tags)
+
+    runs = CandidateRuns()
+    runs.add(run("a" * 32, "2026-01-01 12:00:00"))  # Tokyo: the trial's start
+    found = match(trial, runs)
+    assert found is not None and found.__class__.__name__ == "Pair"
+    odd = CandidateRuns()
+    odd.add(run("b" * 32, "2026-01-01 12:07:31"))  # no UTC offset makes this 03:00:00
+    reported = match(trial, odd)
+    assert reported is not None and reported.__class__.__name__ == "Unmatched"
+    assert "not this trial's start at any UTC offset" in reported.why  # type: ignore[union-attr]
+    both = CandidateRuns()
+    both.add(run("a" * 32, "2026-01-01 12:00:00"))
+    both.add(run("c" * 32, "2026-01-01 12:00:09"))
+    tied = match(trial, both)
+    assert tied is not None and getattr(tied, "run", None) is not None
+    assert tied.run.run_id == "a" * 32  # type: ignore[union-attr]

@@ -7,8 +7,10 @@ under ``MLTIDY_REQUIRE_SERVERS=1`` (CI), where that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +68,16 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     assert result.exit_code == 0, result.stderr
     (pair,) = json.loads(result.stdout)["pairs"]
+    with _serve_dashboard(optuna_url, tmp_path) as base:
+        study_id = optuna.load_study(study_name="browser", storage=optuna_url)._study_id
+        page = f"{base}/dashboard/studies/{study_id}/trials?numbers=0"
+        assert pair["dashboard_url"].endswith(f"/dashboard/studies/{study_id}/trials?numbers=0")
+        yield page, pair["mlflow_run_url"]
+
+
+@contextlib.contextmanager
+def _serve_dashboard(optuna_url: str, tmp_path: Path) -> Iterator[str]:
+    """optuna-dashboard serving ``optuna_url`` on 127.0.0.1; yields its base URL."""
     port = free_port()
     exe = Path(sys.executable).parent / "optuna-dashboard"
     log = (tmp_path / "dashboard.log").open("w")
@@ -85,10 +97,7 @@ def dashboard(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.3)
-        study_id = optuna.load_study(study_name="browser", storage=optuna_url)._study_id
-        page = f"{base}/dashboard/studies/{study_id}/trials?numbers=0"
-        assert pair["dashboard_url"].endswith(f"/dashboard/studies/{study_id}/trials?numbers=0")
-        yield page, pair["mlflow_run_url"]
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -133,4 +142,59 @@ def test_the_dashboard_note_links_to_the_mlflow_run(
     target = DOCS / "img" / "dashboard-note.png"
     if not target.exists():  # the screenshot kept in docs/ (refresh by deleting it)
         target.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, target)
+
+
+def test_a_closed_trial_says_why_in_the_dashboard_and_its_run_in_mlflow(tmp_path: Path) -> None:
+    """A job SIGKILLed mid-training, closed by ``mltidy close --yes``: optuna-dashboard shows
+    the reason in the trial's note, the MLflow run carries it in its description (whole) and
+    in ``mltidy.closed_reason``."""
+    import mlflow
+
+    chromium = _chromium()
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    optuna_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    create_stores(mlflow_uri, optuna_url, "closed", tmp_path / "artifacts")
+    job = start_job(
+        mlflow_uri=mlflow_uri, optuna_url=optuna_url, study="closed", cwd=tmp_path, epochs=1000
+    )
+    job.wait_ready()
+    job.kill(signal.SIGKILL)
+    result = CliRunner().invoke(
+        app, ["close", "--mlflow", mlflow_uri, "--optuna", optuna_url, "--yes", "-f", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    changes = json.loads(result.stdout)["changes"]
+    assert {c["kind"] for c in changes} == {"mlflow_run", "optuna_trial"}
+    assert all(c["status"] == "closed" and not c["detail"] for c in changes), changes
+    gone = f"process {job.pid}"
+    run = mlflow.MlflowClient(tracking_uri=mlflow_uri).get_run(str(job.run_id))
+    description = run.data.tags["mlflow.note.content"]
+    assert description.startswith("[//]: # (mltidy:close)")
+    assert "**Closed by mltidy** as KILLED" in description and gone in description
+    assert gone in run.data.tags["mltidy.closed_reason"]
+    study_id = optuna.load_study(study_name="closed", storage=optuna_url)._study_id
+    with _serve_dashboard(optuna_url, tmp_path) as base:
+        page = f"{base}/dashboard/studies/{study_id}/trials?numbers={job.trial_number}"
+        profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+        dom = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, *profile, "--dump-dom", page],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        shot = tmp_path / "dashboard-closed.png"
+        subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, *profile, f"--screenshot={shot}", page],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    text = " ".join(dom.split())
+    assert "Closed by mltidy" in text and "as FAIL" in text
+    assert f"{gone} (python" in text and "no longer exists" in text
+    assert "mltidy:close" not in text  # the section markers render as nothing
+    target = DOCS / "img" / "dashboard-closed-note.png"
+    if not target.exists():  # the screenshot kept in docs/ (refresh by deleting it)
         shutil.copy(shot, target)

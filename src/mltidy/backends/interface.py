@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from mltidy.model import (
     CloseRequest,
@@ -228,3 +228,35 @@ class MakesWritable(abc.ABC):
         Raises:
             StoreError: the store cannot be opened for writing (read-only file, permissions).
         """
+
+
+class NaiveTimes(abc.ABC):
+    """Capability: a storage that keeps naive datetimes (Optuna), whose writer's zone mltidy
+    may be told or may infer.
+
+    Optuna 4.x wrote naive local time of the writing process and no storage records which zone
+    that was; a backend reads such rows in :meth:`set_writer_zone`'s zone once given one, else in
+    this machine's zone and marks its records (``Record.assumed_utc_offset``). Writes (a trial's
+    ``datetime_complete``) use the same zone, so a store keeps one convention.
+    """
+
+    @abc.abstractmethod
+    def writer_zone_known(self) -> bool:
+        """Whether every naive row is read with certainty (naive UTC, or a zone given)."""
+
+    @abc.abstractmethod
+    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
+        """Read and write naive local rows in ``zone``; ``source`` says where it came from."""
+
+    @abc.abstractmethod
+    def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
+        """Up to ``limit`` trials (newest first) that name their MLflow run: (run id, the
+        trial's naive ``datetime_start`` as stored). Rows that are not naive local are left out.
+
+        Raises:
+            StoreError: the storage cannot be read.
+        """
+
+    @abc.abstractmethod
+    def describe_times(self) -> str:
+        """How the storage's times are read, in words (doctor)."""

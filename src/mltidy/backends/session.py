@@ -18,10 +18,11 @@ URI stays inside the session's :class:`~mltidy.model.StoreSpec`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
-from mltidy.backends.interface import Backend, MakesWritable
+from mltidy.backends.interface import Backend, MakesWritable, NaiveTimes
 from mltidy.backends.registry import backend_factory, open_backend
 from mltidy.errors import StoreError
 from mltidy.model import StoreKey, StoreKind, StoreSpec, StoreStatus
@@ -49,18 +50,28 @@ class StoreSession:
     Args:
         specs: the stores, in the order they were given (duplicates by identity are dropped).
         opener: how a backend is opened (tests count opens through it).
+        zones: the writer zone of Optuna storages that keep naive local times, by storage
+            identity (``None``: every other storage), with where it was set; given to each such
+            backend when it is opened.
 
     Raises:
         UsageError: a URI has a scheme no backend reads (nothing has been opened).
     """
 
-    def __init__(self, specs: Sequence[StoreSpec], *, opener: Opener = open_backend) -> None:
+    def __init__(
+        self,
+        specs: Sequence[StoreSpec],
+        *,
+        opener: Opener = open_backend,
+        zones: Mapping[str | None, tuple[tzinfo, str]] | None = None,
+    ) -> None:
         slots: dict[StoreKey, _Slot] = {}
         for spec in specs:
             backend_factory(spec.kind, spec.uri)
             slots.setdefault(spec.key, _Slot(spec))
         self._slots = slots
         self._opener = opener
+        self._zones = dict(zones or {})
 
     # -- what the session holds ---------------------------------------------------------
     @property
@@ -129,7 +140,11 @@ class StoreSession:
 
     def _open(self, slot: _Slot, *, writable: bool) -> Backend:
         slot.opens += 1
-        return self._opener(slot.spec.kind, slot.spec.uri, writable=writable)
+        backend = self._opener(slot.spec.kind, slot.spec.uri, writable=writable)
+        given = self._zones.get(slot.spec.id) or self._zones.get(None)
+        if given is not None and isinstance(backend, NaiveTimes):
+            backend.set_writer_zone(*given)
+        return backend
 
     # -- what happened ----------------------------------------------------------------
     def fail(self, store: StoreKey, exc: StoreError) -> None:

@@ -16,6 +16,7 @@ from mltidy.cli.options import (
     FormatOption,
     MlflowOption,
     OptunaOption,
+    OptunaUtcOffsetOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
@@ -24,7 +25,15 @@ from mltidy.cli.options import (
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.render_changes import changes_table, close_json, close_markdown, skipped_table
 from mltidy.cli.selection import resolve
-from mltidy.close import CloseOptions, CloseReport, Outcome, apply, parse_trial_ref, plan
+from mltidy.close import (
+    CloseOptions,
+    CloseReport,
+    Outcome,
+    annotate,
+    apply,
+    parse_trial_ref,
+    plan,
+)
 from mltidy.errors import ExitCode, UsageError
 from mltidy.evidence.local import LocalProbe
 
@@ -39,6 +48,7 @@ class EndState(str, Enum):
 def close_command(
     mlflow: MlflowOption = None,
     optuna: OptunaOption = None,
+    optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
     stale_after: StaleAfterOption = None,
@@ -115,6 +125,7 @@ def close_command(
             experiments=experiment,
             studies=study,
             stale_after=stale_after,
+            optuna_utc_offset=optuna_utc_offset,
         )
         with resolved.session() as session:
             report = plan(
@@ -126,7 +137,7 @@ def close_command(
                 this_host=this_host,
             )
             if yes and report.changes:
-                report = apply(session, report, options)
+                report = annotate(session, apply(session, report, options))
         _render(report, output)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))

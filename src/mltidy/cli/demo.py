@@ -94,7 +94,7 @@ def demo_command(
             out.print(
                 "[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)"
             )
-            done = close.apply(session, planned, options)
+            done = close.annotate(session, close.apply(session, planned, options))
         closed = [c for c in done.changes if c.outcome is close.Outcome.CLOSED]
         out.print(
             f"   closed {len(closed)} records ({len(done.failed)} failed, {len(done.skipped)} "

@@ -10,7 +10,12 @@ from rich.table import Table
 from rich.text import Text
 
 from mltidy.cli.errors import translated_errors
-from mltidy.cli.options import FormatOption, MlflowOption, OptunaOption
+from mltidy.cli.options import (
+    FormatOption,
+    MlflowOption,
+    OptunaOption,
+    OptunaUtcOffsetOption,
+)
 from mltidy.cli.render import OutputFormat, stdout_console
 from mltidy.cli.selection import resolve
 from mltidy.doctor import diagnose
@@ -20,6 +25,7 @@ from mltidy.errors import ExitCode
 def doctor_command(
     mlflow: MlflowOption = None,
     optuna: OptunaOption = None,
+    optuna_utc_offset: OptunaUtcOffsetOption = None,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Show what mltidy sees here: versions, the stores it would read (opened read-only, with
@@ -30,7 +36,12 @@ def doctor_command(
     """
     with translated_errors(json_mode=output.is_machine):
         resolved = resolve(
-            mlflow=mlflow, optuna=optuna, experiments=None, studies=None, stale_after=None
+            mlflow=mlflow,
+            optuna=optuna,
+            experiments=None,
+            studies=None,
+            stale_after=None,
+            optuna_utc_offset=optuna_utc_offset,
         )
         with resolved.session() as session:
             checks = diagnose(session, resolved.config)

@@ -39,6 +39,18 @@ OptunaOption = Annotated[
         show_default=False,
     ),
 ]
+OptunaUtcOffsetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--optuna-utc-offset",
+        metavar="OFFSET",
+        help="The UTC offset (+09:00) or time zone (Asia/Tokyo) of the process that wrote an "
+        "Optuna 4.x storage, whose times are naive local time; STORE=OFFSET for one storage. "
+        "Default: inferred from trials linked to MLflow runs. Repeatable. "
+        "[env: MLTIDY_OPTUNA_UTC_OFFSET]",
+        show_default=False,
+    ),
+]
 ExperimentOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -20,6 +20,7 @@ from mltidy.cli.options import (
     MlflowOption,
     MlflowUiOption,
     OptunaOption,
+    OptunaUtcOffsetOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
@@ -51,6 +52,7 @@ FAILING = {
 def scan_command(
     mlflow: MlflowOption = None,
     optuna: OptunaOption = None,
+    optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
     stale_after: StaleAfterOption = None,
@@ -77,6 +79,7 @@ def scan_command(
             stale_after=stale_after,
             mlflow_ui=mlflow_ui,
             dashboard_url=dashboard_url,
+            optuna_utc_offset=optuna_utc_offset,
         )
         err = stderr_console()
         if not resolved.specs:

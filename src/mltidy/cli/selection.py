@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mltidy.backends.session import StoreSession
-from mltidy.config import STALE_AFTER, Config, load_config
+from mltidy.config import STALE_AFTER, Config, WriterZones, load_config
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.linking.urls import LinkBases
 from mltidy.model import Selection, StoreSpec, utc_now
@@ -20,6 +20,7 @@ class Resolved:
     selection: Selection
     policy: Policy
     bases: LinkBases
+    zones: WriterZones | None = None
 
     def session(self) -> StoreSession:
         """A session over the stores (URIs checked now; stores opened when first used).
@@ -27,7 +28,7 @@ class Resolved:
         Raises:
             UsageError: a URI has a scheme no backend reads.
         """
-        return StoreSession(self.specs)
+        return StoreSession(self.specs, zones=self.zones)
 
 
 def resolve(
@@ -39,6 +40,7 @@ def resolve(
     stale_after: str | None = None,
     mlflow_ui: str | None = None,
     dashboard_url: str | None = None,
+    optuna_utc_offset: list[str] | None = None,
 ) -> Resolved:
     """Apply the documented precedence (options, environment, config file, discovery).
 
@@ -54,4 +56,5 @@ def resolve(
             now=utc_now(), stale_after=config.value(STALE_AFTER, stale_after) or DEFAULT_STALE_AFTER
         ),
         bases=config.link_bases(mlflow_ui, dashboard_url),
+        zones=config.writer_zones(optuna_utc_offset),
     )

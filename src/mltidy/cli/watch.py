@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from typing_extensions import assert_never
 
+from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import print_error, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
@@ -23,6 +24,7 @@ from mltidy.cli.options import (
     MlflowOption,
     NotifyOption,
     OptunaOption,
+    OptunaUtcOffsetOption,
     StaleAfterOption,
     StudyOption,
 )
@@ -45,6 +47,7 @@ from mltidy.watch.state import WatchState, default_state_path
 def watch_command(
     mlflow: MlflowOption = None,
     optuna: OptunaOption = None,
+    optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
     stale_after: StaleAfterOption = None,
@@ -142,6 +145,7 @@ def watch_command(
             experiments=experiment,
             studies=study,
             stale_after=stale_after,
+            optuna_utc_offset=optuna_utc_offset,
         )
         if not resolved.specs:
             raise UsageError(
@@ -172,7 +176,14 @@ def watch_command(
         store = WatchState(path)
 
     def run_poll() -> PollResult:
-        return watch.poll(resolved.specs, resolved.selection, store, targets, options)
+        return watch.poll(
+            resolved.specs,
+            resolved.selection,
+            store,
+            targets,
+            options,
+            session=lambda specs: StoreSession(specs, zones=resolved.zones),
+        )
 
     try:
         if once:

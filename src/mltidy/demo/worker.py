@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help="log only the first metric")
     parser.add_argument(
+        "--ready-after",
+        type=int,
+        default=1,
+        help="print the ready line after this many epochs (metrics) instead of the first",
+    )
+    parser.add_argument(
         "--empty", action="store_true", help="log nothing at all (a job killed while loading data)"
     )
     parser.add_argument(
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             loss = math.exp(-lr * 10 * (epoch + 1)) + 0.05 * layers
             if mlflow is not None and (epoch == 0 or not args.quiet):
                 mlflow.log_metric("loss", loss, step=epoch)
-            if epoch == 0:
+            if epoch == min(max(args.ready_after, 1), args.epochs) - 1:
                 print(f"ready {run_id or '-'} {trial.number}", flush=True)
                 if args.exit_after_ready is not None:
                     os._exit(args.exit_after_ready)

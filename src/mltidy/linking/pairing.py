@@ -7,11 +7,15 @@ In this order of confidence:
 3. runs that mltidy's MLflow plugin tagged with the trial they ran in (``mltidy.optuna.*``),
    which covers trials killed before the training script wrote ``mlflow_run_id``;
 4. runs mltidy linked before (``optuna.study_name`` / ``optuna.trial_number``);
-5. runs written by optuna-integration's ``MLflowCallback`` (experiment named after the study,
-   tag ``number``, tag ``datetime_start``).
+5. runs written by optuna-integration's ``MLflowCallback``: experiment named after the study
+   and tag ``number``, which identify a trial exactly. The run's ``datetime_start`` tag (the
+   trial's start as naive local text of the writing process) only breaks ties: it agrees with
+   a trial when the two differ by a whole quarter hour (a UTC offset, whichever zone wrote or
+   reads it) to the second.
 
 What cannot be matched with confidence (several candidate runs, one run claimed by several
-trials, an ``mlflow_run_id`` pointing nowhere) is reported, never guessed. Pure: no I/O.
+trials, an ``mlflow_run_id`` pointing nowhere, a ``datetime_start`` that no UTC offset
+explains) is reported with the reason, never guessed. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from mltidy import names
 from mltidy.model import RunRef, TrialRef
@@ -65,17 +69,58 @@ class CandidateRuns:
             self.by_key[("callback", run.experiment, tags[names.CALLBACK_NUMBER])].append(run)
 
 
-def _callback_start_matches(run: RunRef, trial: TrialRef) -> bool:
-    """MLflowCallback writes the trial's start as ``str(naive local datetime)``."""
+#: UTC offsets in use, and how close a naive time must be to one to count as agreeing.
+QUARTER_HOUR = timedelta(minutes=15)
+OFFSETS = (timedelta(hours=-12), timedelta(hours=14))
+SAME_SECOND = timedelta(seconds=1)
+
+
+def callback_start_agrees(run: RunRef, trial: TrialRef) -> bool | None:
+    """Whether a MLflowCallback run's ``datetime_start`` tag is this trial's start.
+
+    The callback writes ``str(trial.datetime_start)``: naive local time of the process that
+    ran the study, in a zone no store records. It agrees when it is the trial's start at some
+    real UTC offset, to the second; ``None`` when either time is missing or unreadable.
+    """
     text = run.tags.get(names.CALLBACK_DATETIME_START)
     if not text or trial.started_at is None:
-        return True
+        return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        return True
-    aware = value.astimezone() if value.tzinfo is None else value
-    return abs(aware - trial.started_at) < timedelta(seconds=1)
+        return None
+    if value.tzinfo is not None:
+        return abs(value - trial.started_at) < SAME_SECOND
+    diff = value - trial.started_at.astimezone(timezone.utc).replace(tzinfo=None)
+    offset = QUARTER_HOUR * round(diff / QUARTER_HOUR)
+    return abs(diff - offset) < SAME_SECOND and OFFSETS[0] <= offset <= OFFSETS[1]
+
+
+def _callback(trial: TrialRef, candidates: list[RunRef]) -> Pair | Unmatched | None:
+    """A MLflowCallback run by study name and trial number; its start only breaks ties."""
+    how = "optuna-integration MLflowCallback run"
+    if not candidates:
+        return None
+    agree = [run for run in candidates if callback_start_agrees(run, trial) is not False]
+    if len(candidates) == 1:
+        if not agree:
+            run = candidates[0]
+            return Unmatched(
+                trial,
+                f"run {run.run_id[:8]} ({how}, number {trial.number}) has datetime_start "
+                f"{run.tags.get(names.CALLBACK_DATETIME_START)}, which is not this trial's "
+                "start at any UTC offset",
+            )
+        return Pair(trial, candidates[0], f"{how} (study name and trial number)")
+    exact = [run for run in candidates if callback_start_agrees(run, trial) is True]
+    if len(exact) == 1:
+        return Pair(trial, exact[0], f"{how} (study name, trial number and datetime_start)")
+    ids = ", ".join(sorted(r.run_id[:8] for r in candidates))
+    return Unmatched(
+        trial,
+        f"{len(candidates)} candidate runs ({how}, number {trial.number}): {ids}; their "
+        "datetime_start does not tell them apart",
+    )
 
 
 def match(trial: TrialRef, runs: CandidateRuns) -> Pair | Unmatched | None:
@@ -97,22 +142,16 @@ def match(trial: TrialRef, runs: CandidateRuns) -> Pair | Unmatched | None:
         for run in runs.by_key.get(("linked", trial.study, str(trial.number)), [])
         if run.tags.get(names.LINK_STORAGE) in (None, "", trial.store)
     ]
-    callback = [
-        run
-        for run in runs.by_key.get(("callback", trial.study, str(trial.number)), [])
-        if _callback_start_matches(run, trial)
-    ]
     for candidates, how in (
         (plugin, "run tagged by mltidy's MLflow plugin"),
         (linked, "mltidy link tags"),
-        (callback, "optuna-integration MLflowCallback run"),
     ):
         if len(candidates) == 1:
             return Pair(trial, candidates[0], how)
         if len(candidates) > 1:
             ids = ", ".join(sorted(r.run_id[:8] for r in candidates))
             return Unmatched(trial, f"{len(candidates)} candidate runs ({how}): {ids}")
-    return None
+    return _callback(trial, runs.by_key.get(("callback", trial.study, str(trial.number)), []))
 
 
 @dataclass(frozen=True)
@@ -142,6 +181,20 @@ def pair_all(trials: Iterable[TrialRef], runs: CandidateRuns) -> Pairing:
         claims[pair.run.run_id].append(pair)
     kept: list[Pair] = []
     for claimants in claims.values():
+        if len(claimants) > 1:
+            # Trials of two storages with one study name claim the same MLflowCallback run:
+            # the one whose start the run's datetime_start tag is, if only one.
+            exact = [p for p in claimants if callback_start_agrees(p.run, p.trial) is True]
+            if len(exact) == 1:
+                owner = exact[0].trial
+                for pair in claimants:
+                    if pair is not exact[0]:
+                        why = (
+                            f"run {pair.run.run_id[:8]} is {owner.study} #{owner.number} of "
+                            f"{owner.store} (its datetime_start tag)"
+                        )
+                        unmatched.append(Unmatched(pair.trial, why))
+                claimants = exact
         if len(claimants) == 1:
             kept.append(claimants[0])
             continue
@@ -153,4 +206,12 @@ def pair_all(trials: Iterable[TrialRef], runs: CandidateRuns) -> Pairing:
     return Pairing(tuple(kept), tuple(unmatched), tuple(without))
 
 
-__all__ = ["CandidateRuns", "Pair", "Pairing", "Unmatched", "match", "pair_all"]
+__all__ = [
+    "CandidateRuns",
+    "Pair",
+    "Pairing",
+    "Unmatched",
+    "callback_start_agrees",
+    "match",
+    "pair_all",
+]

@@ -128,7 +128,7 @@ def clean_up(
         changes.append(close.planned_change(item, options, policy.now))
     report = close.CloseReport(tuple(stores), tuple(changes), (), dry_run=True)
     if changes:
-        report = close.apply(session, report, options)
+        report = close.annotate(session, close.apply(session, report, options))
     return Cleanup(report, tuple(alive), others, bare)
 
 

@@ -363,7 +363,7 @@ def _close(
     options = close.CloseOptions()
     report = close.plan_scanned(scanned, policy, options)
     if report.changes:
-        report = close.apply(session, report, options)
+        report = close.annotate(session, close.apply(session, report, options))
     outcomes = {(c.item.record.store, c.item.record.id): c for c in report.changes}
     for i, event in enumerate(found.events):
         if event.kind is not EventKind.DEAD or not event.subject or event.store is None:

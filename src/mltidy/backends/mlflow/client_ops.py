@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 from mltidy import names
 from mltidy.backends.mlflow.runs import (
     ENDED,
+    NO_RHYTHM,
+    Rhythm,
     epoch_ms,
+    latest_key,
     parse_time,
     run_record,
     run_ref,
@@ -139,11 +142,31 @@ class ClientOps:
                 return None
             raise
 
+    def rhythm(self, run: Run) -> Rhythm:
+        """A RUNNING run's rhythm from the history of its most recently logged metric: one
+        ``get_metric_history`` call (MLflow's client has no history of all keys at once).
+
+        Raises:
+            Exception: as the client raised it; callers translate.
+        """
+        metric_objs: list[Any] = list(getattr(run.data, "_metric_objs", []) or [])
+        key = latest_key((m.key, getattr(m, "timestamp", None)) for m in metric_objs)
+        if key is None:
+            return NO_RHYTHM
+        history = self.client.get_metric_history(run.info.run_id, key)
+        return Rhythm.of(m.timestamp for m in history)
+
     def record(self, run: Run) -> Record:
+        """A run as a record; a RUNNING run with its rhythm (one more call).
+
+        Raises:
+            Exception: as the client raised it; callers translate.
+        """
         info, data = run.info, run.data
         metric_objs: list[Any] = list(getattr(data, "_metric_objs", []) or [])
         stamps = [m.timestamp for m in metric_objs if getattr(m, "timestamp", None)]
         experiment_id = str(info.experiment_id)
+        rhythm = self.rhythm(run) if info.status == "RUNNING" else None
         return run_record(
             self.uri,
             info.run_id,
@@ -154,17 +177,22 @@ class ClientOps:
             times_ms=(info.start_time, info.end_time, max(stamps) if stamps else None),
             user=info.user_id,
             tags=wanted_tags(data.tags, names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES),
+            rhythm=rhythm,
         )
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         for run in self.pages(self.experiment_ids(selection), "attributes.status = 'RUNNING'"):
             # Some MLflow-compatible servers ignore filter_string: check it here.
             if run.info.status == "RUNNING" and run.info.lifecycle_stage == "active":
-                yield self.record(run)
+                try:
+                    record = self.record(run)
+                except Exception as exc:
+                    raise self.translate(exc) from exc
+                yield record
 
     def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
         since_ms = epoch_ms(since)
-        found = [
+        found = [  # finished runs: record() makes no call
             self.record(run)
             for run in self.pages(
                 self.experiment_ids(selection), f"attributes.end_time >= {since_ms}"
@@ -179,9 +207,9 @@ class ClientOps:
     def read(self, record_id: str) -> Record | None:
         try:
             run = self.get_run(record_id)
+            return None if run is None else self.record(run)
         except Exception as exc:
             raise self.translate(exc) from exc
-        return None if run is None else self.record(run)
 
     def close_record(self, request: CloseRequest) -> CloseResult:
         from mlflow.entities import RunTag

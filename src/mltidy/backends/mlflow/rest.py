@@ -10,7 +10,11 @@ auth and TLS variables) and returns the same records as ``MlflowClientBackend``:
   experiments, :data:`IDS_PER_CALL` experiment ids a call, with the largest page MLflow
   accepts (:data:`PAGE`; :data:`SMALL_PAGE` for servers that refuse it), and checks the status
   and lifecycle of every run itself: some MLflow-compatible servers ignore ``filter``;
-* a run's last activity is its newest latest-metric timestamp, as in the client path.
+* a run's last activity is its newest latest-metric timestamp, as in the client path;
+* a RUNNING run's rhythm is the history of its most recently logged metric, read for up to
+  :data:`HISTORY_RUNS_PER_CALL` runs at once through the endpoint MLflow's UI uses
+  (``ajax-api/.../metrics/get-history-bulk``), or ``metrics/get-history`` per run on servers
+  without it.
 
 Writes have no compare-and-set over REST. Each one reads the run fresh right before it writes,
 and re-reads once more between the audit tags and the state change: a run that ended in that
@@ -34,8 +38,9 @@ from mltidy.backends.interface import (
     RunHistory,
     RunLinker,
 )
-from mltidy.backends.mlflow.rest_client import MlflowApiError, RestClient, server_text
-from mltidy.errors import StoreError
+from mltidy.backends.mlflow.rest_client import AJAX_API, MlflowApiError, RestClient, server_text
+from mltidy.backends.mlflow.runs import NO_RHYTHM, Rhythm, latest_key, with_rhythm
+from mltidy.errors import NotAStore, StoreError
 from mltidy.model import (
     CloseRequest,
     CloseResult,
@@ -60,6 +65,10 @@ IDS_PER_CALL = 500
 RUN_IDS_PER_CALL = 100
 #: MLflow's limit of tags per ``runs/log-batch``.
 TAGS_PER_BATCH = 100
+#: MLflow's limits of ``metrics/get-history-bulk``: run ids per call, and points per answer
+#: (all runs together; an answer that long may be cut).
+HISTORY_RUNS_PER_CALL = 100
+HISTORY_POINTS = 25_000
 ENDED = ("FINISHED", "FAILED", "KILLED")
 RUNNING = "RUNNING"
 ACTIVE = "active"
@@ -98,6 +107,8 @@ class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, 
         self.uri = store_id(self.kind, uri)
         self._http = RestClient(uri, self.uri, environ)
         self._page = PAGE
+        self._bulk_history = True
+        self._history = True
         try:
             self._experiments = self._list_experiments()
         except BaseException:
@@ -170,10 +181,107 @@ class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, 
         return [i for i, name in self._experiments.items() if selection.wants_experiment(name, i)]
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        batch: list[Run] = []
         for run in self._runs(self._selected(selection), f"attributes.status = '{RUNNING}'"):
             info = _info(run)
             if info.get("status") == RUNNING and info.get("lifecycle_stage") == ACTIVE:
-                yield self._record(run)
+                batch.append(run)
+            if len(batch) >= HISTORY_RUNS_PER_CALL:
+                yield from self._with_rhythms(batch)
+                batch = []
+        yield from self._with_rhythms(batch)
+
+    def _with_rhythms(self, runs: Sequence[Run]) -> Iterator[Record]:
+        rhythms = self._rhythms(runs)
+        for run in runs:
+            yield with_rhythm(self._record(run), rhythms.get(_run_id(_info(run)), NO_RHYTHM))
+
+    def _rhythms(self, runs: Sequence[Run]) -> dict[str, Rhythm]:
+        """The rhythm of RUNNING runs from the history of each one's latest metric key."""
+        by_key: dict[str, list[str]] = {}
+        for run in runs:
+            metrics = _data(run).get("metrics") or ()
+            key = latest_key(
+                (str(m.get("key", "")), _stamp(m)) for m in metrics if isinstance(m, dict)
+            )
+            if key is not None:
+                by_key.setdefault(key, []).append(_run_id(_info(run)))
+        found: dict[str, Rhythm] = {}
+        for key, run_ids in by_key.items():
+            stamps: dict[str, list[int]] = {}
+            left = sorted(run_ids)
+            if self._bulk_history:
+                left = self._bulk_stamps(key, left, stamps)
+            for run_id in left:
+                history = self._history_stamps(run_id, key) if self._history else None
+                if history is not None:
+                    stamps[run_id] = history
+            found.update((run_id, Rhythm.of(values)) for run_id, values in stamps.items())
+        return found
+
+    def _bulk_stamps(self, key: str, run_ids: list[str], into: dict[str, list[int]]) -> list[str]:
+        """Fill ``into`` through ``get-history-bulk``; returns the run ids it could not read
+        (all of them on a server without the endpoint, which is then not asked again)."""
+        left = list(run_ids)
+        while left:
+            chunk = left[:HISTORY_RUNS_PER_CALL]
+            try:
+                answer = self._http.call(
+                    "GET",
+                    "metrics/get-history-bulk",
+                    params={"run_id": chunk, "metric_key": key, "max_results": str(HISTORY_POINTS)},
+                    prefix=AJAX_API,
+                )
+            except (NotAStore, MlflowApiError):
+                self._bulk_history = False
+                return left
+            points = (answer or {}).get("metrics") or []
+            seen: list[str] = []
+            for point in points if isinstance(points, list) else ():
+                run_id = str(point.get("run_id", "")) if isinstance(point, dict) else ""
+                stamp = _stamp(point)
+                if run_id in chunk and stamp is not None:
+                    into.setdefault(run_id, []).append(stamp)
+                    if not seen or seen[-1] != run_id:
+                        seen.append(run_id)
+            done = chunk
+            if len(points) >= HISTORY_POINTS and seen:
+                # Cut at the limit: the answer is ordered by run id, so the runs before the
+                # last one it reached are whole; that one and the rest are asked again.
+                last = seen[-1]
+                into.pop(last, None)
+                done = [run_id for run_id in chunk if run_id < last]
+                if not done:
+                    return left  # one run longer than an answer: read it page by page
+            for run_id in done:
+                into.setdefault(run_id, [])
+            left = left[len(done) :] if done == chunk else [r for r in left if r not in done]
+        return []
+
+    def _history_stamps(self, run_id: str, key: str) -> list[int] | None:
+        """One run's timestamps of one metric, page by page (``metrics/get-history``); ``None``
+        from a server without that endpoint (its runs carry no rhythm, and it is not asked
+        again)."""
+        stamps: list[int] = []
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = {"run_id": run_id, "run_uuid": run_id, "metric_key": key}
+            if token:
+                params["page_token"] = token
+            try:
+                answer = self._http.get("metrics/get-history", params)
+            except (NotAStore, MlflowApiError):
+                self._history = False
+                return None
+            for point in answer.get("metrics") or ():
+                stamp = _stamp(point)
+                if stamp is not None:
+                    stamps.append(stamp)
+            token = answer.get("next_page_token") or None
+            if token is None or token in seen:
+                return stamps
+            seen.add(token)
 
     def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
         since_ms = int(since.timestamp() * 1000)
@@ -192,7 +300,11 @@ class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, 
 
     def read(self, record_id: str) -> Record | None:
         run = self._get_run(record_id)
-        return None if run is None else self._record(run)
+        if run is None:
+            return None
+        if _running(run):
+            return next(self._with_rhythms([run]))
+        return self._record(run)
 
     def _get_run(self, run_id: str) -> Run | None:
         answer = self._http.call(

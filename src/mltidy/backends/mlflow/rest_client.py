@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Where MLflow's tracking API lives under the tracking URI.
 API = "/api/2.0/mlflow/"
+#: Where MLflow's UI endpoints live (``metrics/get-history-bulk``: not part of the documented
+#: API, so callers fall back when a server does not have it).
+AJAX_API = "/ajax-api/2.0/mlflow/"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 15.0
 #: The pause before the one retry of a request that could not connect or met a busy gateway.
@@ -241,11 +244,15 @@ class RestClient:
         method: str,
         endpoint: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
         body: Mapping[str, Any] | None = None,
         missing_ok: bool = False,
+        prefix: str = API,
     ) -> dict[str, Any] | None:
         """Send one request (retried once when it could not connect or a gateway was busy).
+
+        ``prefix`` is where the endpoint lives (:data:`API`, or :data:`AJAX_API`); a list in
+        ``params`` is sent as a repeated parameter.
 
         Returns:
             The answer's JSON object, or ``None`` when ``missing_ok`` and MLflow answered
@@ -261,7 +268,7 @@ class RestClient:
         if self._session is None:
             raise StoreError(f"{self.store}: the connection was closed")
         exceptions = self._requests.exceptions
-        url = self.settings.base_url + API + endpoint
+        url = self.settings.base_url + prefix + endpoint
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
@@ -404,4 +411,4 @@ def _reason(exc: BaseException) -> str:
     return server_text(type(exc).__name__)
 
 
-__all__ = ["API", "HttpSettings", "MlflowApiError", "RestClient", "server_text"]
+__all__ = ["AJAX_API", "API", "HttpSettings", "MlflowApiError", "RestClient", "server_text"]

@@ -1,14 +1,16 @@
 """MLflow SQL tracking stores (sqlite, PostgreSQL, MySQL) read with SQLAlchemy Core: the fast path.
 
-The read side is a couple of queries over MLflow's long-stable tables (``runs``, ``experiments``,
-``tags``, ``latest_metrics``); mlflow itself is not imported, because importing it costs seconds
-and because MLflow's own ``SqlAlchemyStore`` would create and migrate tables when opened, which a
-read must never do. It is used for the schema revisions listed in ``schema_versions.py``; the
-registry sends other revisions to ``library.py``.
+The read side is a few queries over MLflow's long-stable tables (``runs``, ``experiments``,
+``tags``, ``latest_metrics``, ``metrics``); mlflow itself is not imported, because importing it
+costs seconds and because MLflow's own ``SqlAlchemyStore`` would create and migrate tables when
+opened, which a read must never do. It is used for the schema revisions listed in
+``schema_versions.py``; the registry sends other revisions to ``library.py``.
 
 Reads stream: the RUNNING runs come from one query through a server-side cursor where the
 database has one, in partitions of :data:`CHUNK` rows, and each partition's tags come from one
-``IN`` query. Memory follows the partition size, not the number of runs in the store.
+``IN`` query. Memory follows the partition size, not the number of runs in the store. Each
+partition's rhythms (the longest pause between two distinct timestamps of each run's latest
+metric key, and how many there are) come from two more queries.
 """
 
 from __future__ import annotations
@@ -27,11 +29,20 @@ from mltidy.backends.interface import (
     RunHistory,
     RunLinker,
 )
-from mltidy.backends.mlflow.runs import ENDED, epoch_ms, parse_time, run_record, run_ref
+from mltidy.backends.mlflow.runs import (
+    ENDED,
+    NO_RHYTHM,
+    Rhythm,
+    epoch_ms,
+    parse_time,
+    run_record,
+    run_ref,
+)
 from mltidy.backends.mlflow.schema import (
     CHUNK,
     REQUIRED_TABLES,
     inspect_store,
+    read_rhythms,
     read_tags,
     replace_tags,
     tables,
@@ -152,10 +163,12 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
                 for chunk in result.partitions():
                     ids = [row.run_uuid for row in chunk]
                     tags = read_tags(side, self._t["tags"], ids, RECORD_TAGS)
+                    rhythms = read_rhythms(side, self._t, ids)
                     for row in chunk:
                         # Never trust the filter alone: some compatible stores ignore it.
                         if row.status == "RUNNING":
-                            yield self._record(row, tags.get(row.run_uuid, {}))
+                            rhythm = rhythms.get(row.run_uuid, NO_RHYTHM)
+                            yield self._record(row, tags.get(row.run_uuid, {}), rhythm)
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
@@ -169,7 +182,11 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
                 if row is None:
                     return None
                 tags = read_tags(conn, self._t["tags"], [record_id], RECORD_TAGS)
-                return self._record(row, tags.get(record_id, {}))
+                rhythm = None
+                if row.status == "RUNNING":
+                    found = read_rhythms(conn, self._t, [record_id])
+                    rhythm = found.get(record_id, NO_RHYTHM)
+                return self._record(row, tags.get(record_id, {}), rhythm)
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
@@ -189,7 +206,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
-    def _record(self, row: Row[Any], tags: dict[str, str]) -> Record:
+    def _record(self, row: Row[Any], tags: dict[str, str], rhythm: Rhythm | None = None) -> Record:
         return run_record(
             self.uri,
             row.run_uuid,
@@ -200,6 +217,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
             times_ms=(row.start_time, row.end_time, row.last_metric),
             user=row.user_id,
             tags=tags,
+            rhythm=rhythm,
         )
 
     def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:

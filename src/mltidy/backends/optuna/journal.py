@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mltidy import names
 from mltidy.backends.identity import JOURNAL_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
     Backend,
     Closer,
     MakesWritable,
+    NaiveTimes,
     StudyReporter,
     StudyWatcher,
     TrialLinker,
     TrialRetrier,
 )
 from mltidy.backends.optuna.storage_ops import StorageOps
+from mltidy.backends.optuna.time import StorageTimes
 from mltidy.backends.translate import first_line
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
 from mltidy.model import (
@@ -34,6 +38,7 @@ from mltidy.model import (
     StudyHealth,
     StudyProgress,
     TrialRef,
+    utc_now,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +65,14 @@ def looks_like_journal(path: Path) -> bool:
 
 
 class OptunaJournalBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+    Backend,
+    Closer,
+    TrialRetrier,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    MakesWritable,
+    NaiveTimes,
 ):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``.
 
@@ -86,7 +98,15 @@ class OptunaJournalBackend(
             if path.stat().st_size and not looks_like_journal(path):
                 raise NotAStore(f"{path} is not an Optuna journal file")
             self.path = path
-        self._ops = StorageOps(self._open(uri), self.uri, self._translate)
+        # Journal lines of Optuna 5 carry their offset; naive ones are 4.x local time.
+        self._times = StorageTimes(naive_utc=False)
+        self._ops = StorageOps(
+            self._open(uri),
+            self.uri,
+            self._translate,
+            started_at=lambda value: self._times.to_utc(value, utc_now()),
+            assumed=lambda value: self._times.assumed(value, utc_now()),
+        )
 
     def _open(self, uri: str) -> JournalStorage:
         try:
@@ -121,6 +141,32 @@ class OptunaJournalBackend(
 
     def describe(self) -> str:
         return "Optuna redis journal" if self.is_redis else "Optuna journal file"
+
+    def writer_zone_known(self) -> bool:
+        return self._times.known
+
+    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
+        self._times.set_zone(zone, source)
+
+    def describe_times(self) -> str:
+        return "offsets in the journal (Optuna 5); naive lines: " + self._times.describe()
+
+    def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
+        storage = self._ops.storage
+        found: list[tuple[int, str, datetime]] = []
+        try:
+            for study in storage.get_all_studies():
+                for trial in storage.get_all_trials(study._study_id, deepcopy=False):
+                    start = trial.datetime_start
+                    run_id = trial.user_attrs.get(names.MLFLOW_RUN_ID) or trial.system_attrs.get(
+                        names.MLFLOW_RUN_ID
+                    )
+                    if isinstance(run_id, str) and start is not None and start.tzinfo is None:
+                        found.append((trial._trial_id, run_id, start))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        found.sort(reverse=True)
+        return [(run_id, start) for _, run_id, start in found[:limit]]
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)

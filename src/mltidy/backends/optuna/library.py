@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
@@ -31,14 +31,21 @@ from mltidy.backends.identity import sqlite_file, store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    NaiveTimes,
     StudyReporter,
     StudyWatcher,
     TrialLinker,
     TrialRetrier,
 )
 from mltidy.backends.optuna.storage_ops import StorageOps
-from mltidy.backends.optuna.tables import CHUNK, db_clock_offset, inspect_storage
-from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
+from mltidy.backends.optuna.tables import (
+    CHUNK,
+    db_clock_offset,
+    inspect_storage,
+    read_linked_starts,
+    tables,
+)
+from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_naive_utc
 from mltidy.backends.sql import (
     PG_READ_ONLY_OPTIONS,
     create_reader_engine,
@@ -68,7 +75,7 @@ _log = logging.getLogger(__name__)
 
 
 class OptunaSqlLibraryBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker
+    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, NaiveTimes
 ):
     """An Optuna RDB storage read through ``RDBStorage``, after checks that opening it is safe.
 
@@ -95,8 +102,11 @@ class OptunaSqlLibraryBackend(
                 hint="mltidy never changes a storage to read it; "
                 f"{names.READ_PATH_ENV}=fast reads it without optuna",
             )
-        self._naive_utc = writes_naive_utc(self.version.library_version)
+        self._times = StorageTimes(writes_naive_utc(self.version.library_version))
         self._rdb = self._open_rdb(url, writable)
+        import optuna
+
+        self._optuna_converts = writes_naive_utc(optuna.__version__)
         self._ops = StorageOps(
             self._rdb,
             self.uri,
@@ -104,6 +114,7 @@ class OptunaSqlLibraryBackend(
             started_at=self._started_at,
             activity=self._heartbeats,
             study_of=self._study_of,
+            assumed=self._assumed,
         )
 
     def _open_rdb(self, url: str, writable: bool) -> RDBStorage:
@@ -145,8 +156,37 @@ class OptunaSqlLibraryBackend(
             f"set up by optuna {self.version.library_version}"
         )
 
+    def _stored(self, value: datetime | None) -> datetime | None:
+        """A ``FrozenTrial`` datetime as the table holds it: optuna 5 converts the stored value
+        (taken as naive UTC) to naive local time of this machine when it reads; undo that."""
+        if value is None or value.tzinfo is not None or not self._optuna_converts:
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
     def _started_at(self, value: datetime | None) -> datetime | None:
-        return rdb_to_utc(value, naive_utc=self._naive_utc, now=utc_now())
+        return self._times.to_utc(self._stored(value), utc_now())
+
+    def _assumed(self, value: datetime | None) -> timedelta | None:
+        return self._times.assumed(self._stored(value), utc_now())
+
+    def writer_zone_known(self) -> bool:
+        return self._times.known
+
+    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
+        self._times.set_zone(zone, source)
+
+    def describe_times(self) -> str:
+        return self._times.describe()
+
+    def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._rdb.engine.connect() as conn:
+                found = read_linked_starts(conn, tables(), limit)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return [(r, s) for r, s in found if isinstance(s, datetime) and s.tzinfo is None]
 
     def _study_of(self, trial_id: int) -> int | None:
         from optuna.storages._rdb import models

@@ -18,7 +18,7 @@ attributes on finished trials, and the trials worth linking are mostly finished.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes, names
@@ -27,6 +27,7 @@ from mltidy.backends.interface import (
     Backend,
     Closer,
     MakesWritable,
+    NaiveTimes,
     StudyReporter,
     StudyWatcher,
     TrialLinker,
@@ -37,11 +38,12 @@ from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
     inspect_storage,
+    read_linked_starts,
     read_notes,
     replace_attrs,
     tables,
 )
-from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
+from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_naive_utc
 from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
 from mltidy.backends.sql import (
     create_reader_engine,
@@ -72,12 +74,21 @@ LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
 
 
 class OptunaSqlBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+    Backend,
+    Closer,
+    TrialRetrier,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    MakesWritable,
+    NaiveTimes,
 ):
     """An Optuna RDB storage, read without importing optuna.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE trials ... WHERE state =
-    'RUNNING'`` and writes the audit system attributes only if that row changed.
+    'RUNNING'`` and writes the audit system attributes only if that row changed. The trial's
+    ``datetime_complete`` is written in the storage's own convention (naive UTC for 5.x, naive
+    local time of the writer's zone for 4.x).
     """
 
     kind = StoreKind.OPTUNA
@@ -93,10 +104,10 @@ class OptunaSqlBackend(
             self._engine.dispose()
             raise
         self._has_heartbeats = self.version.has_heartbeats
-        self._naive_utc = writes_naive_utc(self.version.library_version)
+        self._times = StorageTimes(writes_naive_utc(self.version.library_version))
         self.schema_known = self.version.known
         self._studies = StudyQueries(
-            self._engine, self._t, self.uri, self.version.tables, self._naive_utc
+            self._engine, self._t, self.uri, self.version.tables, self._times
         )
 
     @property
@@ -109,9 +120,7 @@ class OptunaSqlBackend(
         engine = create_reader_engine(self.url, writable=True)
         self._engine.dispose()
         self._engine = engine
-        self._studies = StudyQueries(
-            engine, self._t, self.uri, self.version.tables, self._naive_utc
-        )
+        self._studies = StudyQueries(engine, self._t, self.uri, self.version.tables, self._times)
 
     def describe(self) -> str:
         dialect = self._engine.dialect.name
@@ -212,18 +221,32 @@ class OptunaSqlBackend(
             self.uri,
             (row.trial_id, row.number, _state(row.state)),
             (row.study_name, row.study_id),
-            started_at=rdb_to_utc(row.datetime_start, naive_utc=self._naive_utc, now=now),
+            started_at=self._times.to_utc(row.datetime_start, now),
             last_activity_at=(
                 heartbeat_to_utc(heartbeat, offset) if isinstance(heartbeat, datetime) else None
             ),
             tags=attrs,
+            assumed_utc_offset=self._times.assumed(row.datetime_start, now),
         )
 
-    def _to_store_time(self, value: datetime) -> datetime:
-        """An aware time as this storage writes it: naive UTC (5.x) or naive local (4.x)."""
-        if self._naive_utc:
-            return value.astimezone(timezone.utc).replace(tzinfo=None)
-        return value.astimezone().replace(tzinfo=None)
+    def writer_zone_known(self) -> bool:
+        return self._times.known
+
+    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
+        self._times.set_zone(zone, source)
+
+    def describe_times(self) -> str:
+        return self._times.describe()
+
+    def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._engine.connect() as conn:
+                found = read_linked_starts(conn, self._t, limit)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return [(r, s) for r, s in found if isinstance(s, datetime) and s.tzinfo is None]
 
     def close_record(self, request: CloseRequest) -> CloseResult:
         from sqlalchemy import select, update
@@ -240,7 +263,7 @@ class OptunaSqlBackend(
                     .where(trials.c.trial_id == trial_id, trials.c.state == "RUNNING")
                     .values(
                         state=request.new_state,
-                        datetime_complete=self._to_store_time(request.end_time),
+                        datetime_complete=self._times.to_store(request.end_time),
                     )
                 ).rowcount
                 if changed == 1:
@@ -318,7 +341,7 @@ class OptunaSqlBackend(
                 self.uri,
                 (row.trial_id, int(row.number), _state(row.state)),
                 (row.study_name, row.study_id),
-                started_at=rdb_to_utc(row.datetime_start, naive_utc=self._naive_utc, now=now),
+                started_at=self._times.to_utc(row.datetime_start, now),
                 attrs=(
                     attrs.get(("user", row.trial_id), {}),
                     attrs.get(("system", row.trial_id), {}),

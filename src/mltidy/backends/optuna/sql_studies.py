@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
-from mltidy.backends.optuna.time import rdb_to_utc
+from mltidy.backends.optuna.time import StorageTimes
 from mltidy.backends.optuna.trials import json_text, parse_budget
 from mltidy.backends.sql import translate_sql_error
 from mltidy.model import Selection, StoreId, StudyHealth, StudyProgress, utc_now
@@ -27,14 +27,14 @@ class StudyQueries:
 
     Attributes:
         found_tables: the storage's tables (older storages lack some the queries read).
-        naive_utc: whether the storage's version writes naive UTC (else naive local time).
+        times: how the storage's naive datetimes are read (shared with the backend).
     """
 
     engine: Engine
     t: dict[str, Any]
     uri: StoreId
     found_tables: frozenset[str]
-    naive_utc: bool
+    times: StorageTimes
 
     def _selected(self, query: Select[Any], selection: Selection) -> Select[Any]:
         if not selection.studies:
@@ -153,7 +153,7 @@ class StudyQueries:
     def _time(self, value: Any, now: datetime) -> datetime | None:
         if not isinstance(value, datetime):
             return None
-        return rdb_to_utc(value, naive_utc=self.naive_utc, now=now)
+        return self.times.to_utc(value, now)
 
     def _directions(self, conn: Connection, study_id: int) -> tuple[str, ...]:
         from sqlalchemy import select

@@ -17,7 +17,7 @@ no ``mlflow_run_url``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from mltidy import dashboard_notes, names
@@ -60,6 +60,8 @@ class StorageOps:
         activity: where a trial's newest activity comes from.
         study_of: the study id of a trial id, where the storage has a faster way than asking
             every study.
+        assumed: the UTC offset assumed to read a naive ``datetime_start``, when the writer's
+            zone is unknown (``None`` when the reading is certain).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class StorageOps:
         started_at: Callable[[datetime | None], datetime | None] = journal_to_utc,
         activity: Activity = no_activity,
         study_of: Callable[[int], int | None] | None = None,
+        assumed: Callable[[datetime | None], timedelta | None] | None = None,
     ) -> None:
         self.storage = storage
         self.uri = uri
@@ -78,6 +81,7 @@ class StorageOps:
         self._started_at = started_at
         self._activity = activity
         self._study_of = study_of or self._study_by_number
+        self._assumed = assumed or (lambda value: None)
 
     def _studies(self, selection: Selection, *, by_name: bool = False) -> list[FrozenStudy]:
         studies = self.storage.get_all_studies()
@@ -107,6 +111,7 @@ class StorageOps:
             started_at=self._started_at(trial.datetime_start),
             last_activity_at=activity.get(trial._trial_id),
             tags=record_attrs(trial.user_attrs, trial.system_attrs),
+            assumed_utc_offset=self._assumed(trial.datetime_start),
         )
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
@@ -218,7 +223,7 @@ class StorageOps:
                             self.uri,
                             (trial._trial_id, trial.number, trial.state.name),
                             (study.study_name, study._study_id),
-                            started_at=journal_to_utc(trial.datetime_start),
+                            started_at=self._started_at(trial.datetime_start),
                             attrs=(trial.user_attrs, trial.system_attrs),
                             note=note,
                         )

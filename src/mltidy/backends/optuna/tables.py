@@ -154,6 +154,29 @@ def db_clock_offset(conn: Connection) -> timedelta:
     return db_now - now.replace(tzinfo=None)
 
 
+def read_linked_starts(conn: Connection, t: dict[str, Any], limit: int) -> list[tuple[str, Any]]:
+    """Up to ``limit`` trials, newest first, with an ``mlflow_run_id`` (user or system
+    attribute): (run id, ``datetime_start`` as stored)."""
+    from sqlalchemy import select
+
+    trials = t["trials"]
+    found: dict[int, tuple[str, Any]] = {}
+    for name in ("trial_user_attributes", "trial_system_attributes"):
+        attrs = t[name]
+        query = (
+            select(trials.c.trial_id, attrs.c.value_json, trials.c.datetime_start)
+            .select_from(trials.join(attrs, attrs.c.trial_id == trials.c.trial_id))
+            .where(attrs.c.key == names.MLFLOW_RUN_ID, trials.c.datetime_start.is_not(None))
+            .order_by(trials.c.trial_id.desc())
+            .limit(limit)
+        )
+        for trial_id, value_json, start in conn.execute(query):
+            run_id = decode(value_json)
+            if isinstance(run_id, str) and run_id and trial_id not in found:
+                found[trial_id] = (run_id, start)
+    return [found[k] for k in sorted(found, reverse=True)[:limit]]
+
+
 def replace_attrs(
     conn: Connection, table: Any, owner: tuple[str, int], values: Mapping[str, Any]
 ) -> None:
@@ -195,6 +218,7 @@ __all__ = [
     "StorageVersion",
     "db_clock_offset",
     "inspect_storage",
+    "read_linked_starts",
     "read_notes",
     "replace_attrs",
     "tables",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from mltidy import names
-from mltidy.model import Record, RecordKind, StoreId, TrialRef
+from mltidy.model import ActivitySource, Record, RecordKind, StoreId, TrialRef
 
 
 def decode(value_json: str | None) -> Any:
@@ -69,8 +69,12 @@ def trial_record(
     started_at: datetime | None,
     last_activity_at: datetime | None,
     tags: dict[str, str],
+    assumed_utc_offset: timedelta | None = None,
 ) -> Record:
-    """A trial as a record: ``trial`` is its (id, number, state name), ``study`` (name, id)."""
+    """A trial as a record: ``trial`` is its (id, number, state name), ``study`` (name, id).
+
+    A trial's own activity is always its newest Optuna heartbeat (``trial_heartbeats``):
+    intermediate values carry no time in any storage."""
     trial_id, number, state = trial
     study_name, study_id = study
     return Record(
@@ -85,6 +89,8 @@ def trial_record(
         last_activity_at=last_activity_at,
         trial_number=number,
         tags=tags,
+        activity_source=None if last_activity_at is None else ActivitySource.OPTUNA_HEARTBEAT,
+        assumed_utc_offset=assumed_utc_offset,
     )
 
 
