@@ -24,7 +24,12 @@ CHUNK = 2045
 # optuna-dashboard), so they mark mltidy's section invisibly. They need blank lines around them.
 BEGIN = "[//]: # (mltidy:link)"
 END = "[//]: # (/mltidy:link)"
-_SECTION = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+#: mltidy's section: the markers on lines of their own. Text mltidy writes between them holds
+#: names only inside code spans on longer lines, so a name that contains a marker can never make
+#: a marker line, and a second ``link`` finds the same section and changes nothing.
+_SECTION = re.compile(
+    rf"^{re.escape(BEGIN)}[ \t\r]*$.*?^{re.escape(END)}[ \t\r]*$", re.DOTALL | re.MULTILINE
+)
 
 
 def read_note(study_attrs: Mapping[str, Any], trial_id: int | str) -> tuple[int, str, int]:
