@@ -21,7 +21,7 @@ from mltidy.cli.options import (
     OptunaOption,
     StudyOption,
 )
-from mltidy.cli.render import OutputFormat, cell, stderr_console, stdout_console
+from mltidy.cli.render import OutputFormat, add_column, cell, stderr_console, stdout_console
 from mltidy.cli.selection import resolve
 from mltidy.errors import ExitCode
 from mltidy.linking import link
@@ -152,7 +152,7 @@ def links_table(report: LinkReport) -> Table:
     title = "Links (dry run: nothing written)" if report.dry_run else "Links"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("status", "study", "trial", "run", "found by"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("written", overflow="fold", ratio=1)
     for c in report.changes:
         parts = []

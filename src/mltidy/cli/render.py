@@ -91,6 +91,23 @@ def stderr_console(*, markup: bool = False) -> Console:
     return SafeConsole(stderr=True, highlight=False, markup=markup, emoji=False)
 
 
+#: Headers of columns that hold names from a store.
+NAME_HEADERS = frozenset(
+    {"experiment/study", "experiment/study: name", "experiment", "name", "study", "run"}
+)
+#: The widest such a column gets: a hostile name of a thousand characters folds instead of
+#: squeezing the other columns to nothing.
+NAME_WIDTH = 48
+
+
+def add_column(table: Table, header: str) -> None:
+    """A short column that never wraps, or, for names from a store, one that folds."""
+    if header in NAME_HEADERS:
+        table.add_column(header, overflow="fold", max_width=NAME_WIDTH)
+    else:
+        table.add_column(header, no_wrap=True)
+
+
 def cell(value: object, style: str = "") -> Text:
     """A value from a store as a table cell: literal text, controls and bidi shown escaped."""
     return Text(safe(value), style=style)
@@ -167,8 +184,8 @@ def records_table(records: Sequence[JudgedRecord]) -> Table:
     table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
     table.add_column("verdict", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("experiment/study", overflow="fold")
-    table.add_column("name", overflow="fold")
+    add_column(table, "experiment/study")
+    add_column(table, "name")
     table.add_column("id", no_wrap=True)
     table.add_column("reason", overflow="fold", ratio=1)
     for item in records:

@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from mltidy.cli.render import VERDICT_STYLE, cell, record_dict, store_dict
+from mltidy.cli.render import VERDICT_STYLE, add_column, cell, record_dict, store_dict
 from mltidy.close import Change, CloseReport, Outcome, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
@@ -67,7 +67,7 @@ def changes_table(report: CloseReport) -> Table:
     title = "Plan (dry run: nothing changed)" if report.dry_run else "Changes"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("status", "kind", "experiment/study: name", "id", "new state", "end time"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("evidence", overflow="fold", ratio=1)
     for change in report.changes:
         record, verdict = change.item.record, change.item.verdict
@@ -91,7 +91,7 @@ def skipped_table(report: CloseReport) -> Table:
     """Records left alone."""
     table = Table(title="Left alone", title_justify="left", header_style="bold", pad_edge=False)
     for name in ("verdict", "kind", "experiment/study: name", "id"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("why", overflow="fold", ratio=1)
     for skip in report.skipped:
         record, verdict = skip.item.record, skip.item.verdict
@@ -173,7 +173,7 @@ def runs_table(report: DeclutterReport) -> Table:
     title = "Closed runs (dry run: nothing deleted)" if report.dry_run else "Closed runs"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("action", "experiment", "name", "id"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("why", overflow="fold", ratio=1)
     for d in report.runs:
         table.add_row(
@@ -195,7 +195,7 @@ def studies_table(report: DeclutterReport) -> Table:
         pad_edge=False,
     )
     for name in ("study", "trials", "running", "failed", "closed by mltidy", "compute lost"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     for _, h in report.studies:
         share = f" ({h.failed * 100 // h.trials}%)" if h.trials else ""
         table.add_row(

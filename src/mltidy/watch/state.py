@@ -564,5 +564,6 @@ __all__ = [
     "WatchState",
     "default_state_path",
     "installation_secret",
+    "legacy_target_key",
     "state_dir",
 ]
