@@ -118,7 +118,7 @@ def _clock_check(store: str, backend: Backend) -> Check:
     if reading.server_now is not None:
         skew = reading.server_now - here
         ok = ok and abs(skew) <= FUTURE_TOLERANCE
-        parts.append(f"server clock {_offset(skew)} this host")
+        parts.append(f"server clock {_offset(skew, reading.resolution)} this host")
     else:
         parts.append("server clock unknown")
     if reading.newest is not None:
@@ -137,9 +137,12 @@ def _clock_check(store: str, backend: Backend) -> Check:
     return Check(topic, f"{store}: " + "; ".join(parts), ok=ok)
 
 
-def _offset(delta: timedelta) -> str:
+def _offset(delta: timedelta, resolution: timedelta) -> str:
+    """``within 0.3 s of``, ``2 min ahead of``: what a clock reading says, given how coarse it
+    is (and about a second of request time)."""
     seconds = delta.total_seconds()
-    if abs(seconds) < 1:
-        return f"within {abs(seconds):.1f} s of"
+    noise = resolution.total_seconds() + 1
+    if abs(seconds) < noise:
+        return f"within {max(abs(seconds), resolution.total_seconds()):.1f} s of"
     word = "ahead of" if seconds > 0 else "behind"
     return f"{format_duration(delta)} {word}"

@@ -200,11 +200,13 @@ class ClockReading:
         newest: the newest time in its records (a run or trial start or end, a metric or
             heartbeat), ``None`` in an empty store.
         newest_what: what that newest time is, in words (``run start``, ``metric``).
+        resolution: how coarse ``server_now`` is (an HTTP ``Date`` header: one second).
     """
 
     server_now: datetime | None
     newest: datetime | None
     newest_what: str = ""
+    resolution: timedelta = timedelta(0)
 
 
 def utc_now() -> datetime:

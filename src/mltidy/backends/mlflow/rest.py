@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -144,7 +144,9 @@ class MlflowRestBackend(
         if self._http.server_date:
             with contextlib.suppress(TypeError, ValueError, IndexError):
                 server = parsedate_to_datetime(self._http.server_date).astimezone(timezone.utc)
-        return ClockReading(server, newest, "run start" if newest else "")
+        return ClockReading(
+            server, newest, "run start" if newest else "", resolution=timedelta(seconds=1)
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
