@@ -39,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from mltidy.bounded import read_head
 from mltidy.errors import ChangeRefused, UsageError
 from mltidy.notify.events import Event
 
@@ -139,11 +140,9 @@ def _private_folder(folder: Path) -> None:
 def _is_watch_state(path: Path) -> str | None:
     """``None`` when ``path`` (a regular file) holds a watch state, else what it holds instead.
     Reads without writing: the header, then the table names on a read-only connection."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        return f"it cannot be read ({exc.strerror})"
+    head = read_head(path, len(SQLITE_MAGIC))
+    if head is None:
+        return "it cannot be read as a file"
     if head != SQLITE_MAGIC:
         return "it is not a watch state (not an SQLite file mltidy wrote)"
     try:
