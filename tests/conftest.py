@@ -16,6 +16,7 @@ If the server software is missing the tests are skipped -- unless ``MLTIDY_REQUI
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from typing import TYPE_CHECKING
@@ -63,6 +64,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in _FIXTURE_MARKERS.items():
             if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(marker):
                 item.add_marker(marker)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """mltidy's state (watch files, the installation secret) in a folder of the test session, not
+    in the home directory of whoever runs the tests; subprocesses inherit it."""
+    previous = os.environ.get("MLTIDY_STATE_DIR")
+    os.environ["MLTIDY_STATE_DIR"] = str(tmp_path_factory.mktemp("mltidy-state"))
+    yield
+    if previous is None:
+        os.environ.pop("MLTIDY_STATE_DIR", None)
+    else:
+        os.environ["MLTIDY_STATE_DIR"] = previous
 
 
 @pytest.fixture(autouse=True)

@@ -155,3 +155,33 @@ def test_optuna_utc_offset_from_option_environment_or_file(tmp_path: Path) -> No
     (tmp_path / "mltidy.toml").write_text('optuna_utc_offset = "+25:00"\n')
     with pytest.raises(UsageError, match="optuna_utc_offset"):
         load_config(tmp_path, env={})
+
+
+def test_a_config_file_others_may_write_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "mltidy.toml").write_text('notify = "json://collector.example/x"\n')
+    (tmp_path / "mltidy.toml").chmod(0o666)
+    (tmp_path / "proj").mkdir()
+    found = load_file_config(tmp_path / "proj")
+    assert found.path is None and found.values == {}
+    assert found.ignored == (f"{tmp_path / 'mltidy.toml'}: writable by others (group or world)",)
+    (tmp_path / "mltidy.toml").chmod(0o644)
+    assert load_file_config(tmp_path / "proj").path == tmp_path / "mltidy.toml"
+
+
+def test_the_search_stops_at_the_home_directory(tmp_path: Path) -> None:
+    (tmp_path / "mltidy.toml").write_text('stale_after = "2h"\n')
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    assert load_file_config(home / "proj", home=home).path is None
+    assert load_file_config(home / "proj", home=tmp_path / "elsewhere").path is not None
+
+
+def test_discovery_finds_a_locked_store(tmp_path: Path) -> None:
+    _mlflow_db(tmp_path / "mlflow.db")
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        (spec,) = discover(tmp_path)
+    finally:
+        holder.close()
+    assert spec.kind is StoreKind.MLFLOW

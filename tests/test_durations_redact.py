@@ -66,3 +66,24 @@ def test_redact(uri: str, shown: str) -> None:
 def test_notification_urls_are_secret_whole() -> None:
     assert redact_notification_url("slack://T000/B000/XXXX") == "slack://***"
     assert "XXXX" not in redact_notification_url("json://hooks.local/XXXX")
+
+
+def test_durations_longer_than_a_century_are_refused() -> None:
+    for text in ("99999999999999999999d", "1000000d", "1e999s"):
+        with pytest.raises(UsageError):
+            parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("bob:hunter22@db.example/mlflow", "hunter22"),
+        ("cannot reach alice:s3cr3t@10.0.0.1:5432", "s3cr3t"),
+    ],
+)
+def test_credentials_without_a_scheme_are_masked(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+
+
+def test_a_notification_url_without_a_scheme_shows_nothing() -> None:
+    assert redact_notification_url("bob:t0ken@hooks.example/x") == "***"

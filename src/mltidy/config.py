@@ -11,6 +11,12 @@ content as the last step:
 3. ``mlflow`` / ``optuna`` in ``mltidy.toml`` or ``[tool.mltidy]`` of ``pyproject.toml``;
 4. stores found in the current directory and one level below (:mod:`mltidy.discovery`).
 
+The config file is looked for in the current directory and its parents, stopping at a folder
+with ``.git``, at the home directory and at the edge of the filesystem (:func:`search_folders`).
+A file is used only if it belongs to the user (or root) and nobody else may write it
+(:func:`untrusted`): a config file chooses which stores mltidy changes and where notifications
+go, so one planted in a shared folder must not.
+
 A config file is validated when it is read: an unknown key or a value of the wrong form is a
 usage error that names the file, the key and the expected form.
 """
@@ -124,10 +130,15 @@ _BY_KEY = {s.key: s for s in SETTINGS}
 
 @dataclass(frozen=True)
 class FileConfig:
-    """The ``[tool.mltidy]`` table (or ``mltidy.toml``), validated, and where it came from."""
+    """The ``[tool.mltidy]`` table (or ``mltidy.toml``), validated, and where it came from.
+
+    ``ignored`` lists the config files found on the way that were not trusted, each with why
+    (``path: reason``).
+    """
 
     path: Path | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -162,28 +173,98 @@ def _check(path: Path, table: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def load_file_config(cwd: Path) -> FileConfig:
-    """Read ``mltidy.toml`` or ``[tool.mltidy]`` of ``pyproject.toml`` in ``cwd`` or a parent.
+#: A config file larger than this is not a config file.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def untrusted(info: os.stat_result) -> str | None:
+    """Why a config file with this ``stat`` may not be used, or ``None`` when it may: it must
+    belong to the user running mltidy (or to root) and be writable by nobody else, since it
+    chooses the stores mltidy changes and where notifications go."""
+    uid = os.geteuid() if hasattr(os, "geteuid") else None
+    if uid is not None and info.st_uid not in (uid, 0):
+        return f"owned by uid {info.st_uid}, not by this user or root"
+    if info.st_mode & 0o022:
+        return "writable by others (group or world)"
+    return None
+
+
+def _read_trusted(candidate: Path) -> str | tuple[str]:
+    """The text of a config file, or ``(why,)`` when it is not trusted. The checks and the read
+    use one open file, so the file cannot be swapped in between.
+
+    Raises:
+        UsageError: the file cannot be read, is too large or is not UTF-8.
+    """
+    try:
+        with candidate.open("rb") as handle:
+            why = untrusted(os.fstat(handle.fileno()))
+            if why is not None:
+                return (why,)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {candidate} ({exc.strerror})") from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{candidate} is larger than a config file can be (1 MiB)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{candidate} is not valid TOML (not UTF-8: {exc.reason})") from exc
+
+
+def search_folders(cwd: Path, home: Path | None = None) -> list[Path]:
+    """The folders searched for a config file, nearest first: ``cwd`` and its parents, up to
+    the first of: a folder with ``.git``, the home directory, the edge of ``cwd``'s filesystem
+    (a mount point, as git stops), the root. The ``.git`` stop is applied while searching."""
+    try:
+        home = (home or Path.home()).resolve()
+    except (OSError, RuntimeError, KeyError):
+        home = None
+    try:
+        device = cwd.stat().st_dev
+    except OSError:
+        return []
+    folders: list[Path] = []
+    for folder in (cwd, *cwd.parents):
+        try:
+            if folder.stat().st_dev != device:
+                break
+        except OSError:
+            break
+        folders.append(folder)
+        if home is not None and folder == home:
+            break
+    return folders
+
+
+def load_file_config(cwd: Path, home: Path | None = None) -> FileConfig:
+    """Read ``mltidy.toml`` or ``[tool.mltidy]`` of ``pyproject.toml`` in ``cwd`` or a parent
+    (:func:`search_folders`), skipping files that are not trusted (:func:`untrusted`).
 
     Raises:
         UsageError: the file exists but is not valid TOML, or holds unknown keys or bad values.
     """
-    for folder in (cwd, *cwd.parents):
+    ignored: list[str] = []
+    for folder in search_folders(cwd, home):
         for name in CONFIG_NAMES:
             candidate = folder / name
             if not candidate.is_file():
                 continue
+            text = _read_trusted(candidate)
+            if isinstance(text, tuple):
+                ignored.append(f"{candidate}: {text[0]}")
+                continue
             try:
-                data: Any = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                data: Any = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
                 raise UsageError(f"{candidate} is not valid TOML ({exc})") from exc
             if name == "pyproject.toml":
                 data = data.get("tool", {}).get("mltidy") if isinstance(data, dict) else None
             if isinstance(data, dict):
-                return FileConfig(candidate, _check(candidate, data))
+                return FileConfig(candidate, _check(candidate, data), tuple(ignored))
         if (folder / ".git").exists():
             break
-    return FileConfig()
+    return FileConfig(ignored=tuple(ignored))
 
 
 @dataclass(frozen=True)
@@ -306,7 +387,22 @@ def load_config(cwd: Path | None = None, env: Mapping[str, str] | None = None) -
         UsageError: a config file that is invalid.
     """
     cwd = cwd or Path.cwd()
-    return Config(load_file_config(cwd), dict(os.environ if env is None else env), cwd)
+    environ = dict(os.environ if env is None else env)
+    for setting in SETTINGS:
+        value = environ.get(setting.env or "")
+        if value is not None and not _utf8(value):
+            raise UsageError(
+                f"{setting.env} is not valid UTF-8", hint=f"it must be {setting.expected}"
+            )
+    return Config(load_file_config(cwd), environ, cwd)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 __all__ = [

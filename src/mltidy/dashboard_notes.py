@@ -31,6 +31,15 @@ def _markers(section: str) -> tuple[str, str]:
     return f"[//]: # (mltidy:{section})", f"[//]: # (/mltidy:{section})"
 
 
+def _section_pattern(begin: str, end: str) -> re.Pattern[str]:
+    """mltidy's section: the markers on lines of their own. Text mltidy writes between them
+    holds names only inside code spans on longer lines, so a name that contains a marker can
+    never make a marker line, and a second ``link`` finds the same section and changes nothing."""
+    return re.compile(
+        rf"^{re.escape(begin)}[ \t\r]*$.*?^{re.escape(end)}[ \t\r]*$", re.DOTALL | re.MULTILINE
+    )
+
+
 def read_note(study_attrs: Mapping[str, Any], trial_id: int | str) -> tuple[int, str, int]:
     """A trial's note from its study's system attributes: (version, text, chunk count)."""
     version = names.dashboard_note_version(trial_id)
@@ -62,7 +71,7 @@ def with_section(text: str, body: str, section: str = "link") -> str:
     text, mltidy's other sections) is kept as it was."""
     begin, end = _markers(section)
     block = f"{begin}\n\n{body}\n\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    pattern = _section_pattern(begin, end)
     if pattern.search(text):
         return pattern.sub(lambda _: block, text, count=1)
     if not text.strip():

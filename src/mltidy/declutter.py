@@ -18,6 +18,7 @@ from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
 from mltidy.errors import StoreError
 from mltidy.model import RunContents, Selection, StoreId, StoreKind, StoreStatus, StudyHealth
+from mltidy.text import shell_word
 
 
 class RunAction(str, Enum):
@@ -67,7 +68,10 @@ def _judge(contents: RunContents, now: datetime, older_than: timedelta) -> tuple
     if held:
         return RunAction.KEEP, "holds " + ", ".join(held)
     if contents.artifacts is None:
-        return RunAction.KEEP, "its artifact store is remote and was not checked"
+        return RunAction.KEEP, (
+            "its artifacts were not checked (a remote artifact store, or a location that is not "
+            "the run's own folder)"
+        )
     if contents.closed_at is None:
         return RunAction.KEEP, "no readable mltidy.closed_at"
     age = now - contents.closed_at
@@ -126,6 +130,6 @@ def apply(session: StoreSession, report: DeclutterReport) -> DeclutterReport:
 def restore_command(decision: RunDecision) -> str:
     """How a person brings a soft-deleted run back."""
     return (
-        f"MLFLOW_TRACKING_URI='{decision.store}' mlflow runs restore "
-        f"--run-id {decision.contents.record.id}"
+        f"MLFLOW_TRACKING_URI={shell_word(decision.store)} mlflow runs restore "
+        f"--run-id {shell_word(decision.contents.record.id)}"
     )

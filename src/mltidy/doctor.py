@@ -10,13 +10,18 @@ import os
 import platform
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import metadata
 
 from mltidy import __version__, names
-from mltidy.backends.interface import NaiveTimes
+from mltidy.backends.interface import Backend, NaiveTimes, StoreClock
 from mltidy.backends.session import StoreSession
 from mltidy.config import Config
+from mltidy.durations import format_duration
+from mltidy.errors import StoreError
+from mltidy.judge import FUTURE_TOLERANCE
 from mltidy.model import ActivitySource, JudgedRecord, Record, Selection, StoreKey, utc_now
+from mltidy.notify.events import when
 from mltidy.provenance.facts import read_boot_id
 
 OFF = frozenset({"0", "false", "no", "off"})
@@ -79,15 +84,20 @@ def diagnose(session: StoreSession, config: Config) -> list[Check]:
     beat = os.environ.get("MLTIDY_HEARTBEAT")
     checks.append(Check("heartbeat", f"every {beat} s (MLTIDY_HEARTBEAT)" if beat else "off"))
     checks.append(Check("config file", str(config.file.path) if config.file.path else "none"))
+    for ignored in config.file.ignored:
+        checks.append(Check("config file", f"ignored {ignored}", ok=False))
+    checks.append(Check("clock", f"this host: {when(utc_now())}"))
     for spec in session.specs:
         topic = f"{spec.kind.value} store"
         shown = f"{spec.id} ({spec.source})"
-        session.backend(spec.key)
+        backend = session.backend(spec.key)
         status = session.status(spec.key)
         if status.ok:
             checks.append(Check(topic, f"{shown}: {status.detail}"))
         else:
             checks.append(Check(topic, f"{shown}: {status.error}", ok=False))
+        if backend is not None and status.ok:
+            checks.append(_clock_check(spec.id, backend))
     evidence = running_evidence(session)
     for spec in session.specs:
         backend = session.backend(spec.key)
@@ -149,3 +159,50 @@ def running_evidence(session: StoreSession) -> dict[StoreKey, Evidence]:
         if isinstance(event, JudgedRecord):
             found.setdefault(event.record.store_key, Evidence()).add(event.record)
     return found
+
+
+def _clock_check(store: str, backend: Backend) -> Check:
+    """How far the store's server clock and its newest record time are from this host's."""
+    topic = "store clock"
+    if not isinstance(backend, StoreClock):
+        return Check(topic, f"{store}: this kind of store has no clock to compare")
+    try:
+        before = utc_now()
+        reading = backend.clock()
+        after = utc_now()
+    except StoreError as exc:
+        return Check(topic, f"{store}: {exc.message}", ok=False)
+    here = before + (after - before) / 2
+    parts: list[str] = []
+    ok = True
+    if reading.server_now is not None:
+        skew = reading.server_now - here
+        ok = ok and abs(skew) <= FUTURE_TOLERANCE
+        parts.append(f"server clock {_offset(skew, reading.resolution)} this host")
+    else:
+        parts.append("server clock unknown")
+    if reading.newest is not None:
+        ahead = reading.newest - here
+        if ahead > FUTURE_TOLERANCE:
+            ok = False
+            parts.append(
+                f"newest record time ({reading.newest_what}, {when(reading.newest)}) is "
+                f"{format_duration(ahead)} ahead of this host: a writer's clock is ahead or a "
+                "time zone is wrong"
+            )
+        else:
+            parts.append(f"newest record time {when(reading.newest)} ({reading.newest_what})")
+    else:
+        parts.append("no record times yet")
+    return Check(topic, f"{store}: " + "; ".join(parts), ok=ok)
+
+
+def _offset(delta: timedelta, resolution: timedelta) -> str:
+    """``within 0.3 s of``, ``2 min ahead of``: what a clock reading says, given how coarse it
+    is (and about a second of request time)."""
+    seconds = delta.total_seconds()
+    noise = resolution.total_seconds() + 1
+    if abs(seconds) < noise:
+        return f"within {max(abs(seconds), resolution.total_seconds()):.1f} s of"
+    word = "ahead of" if seconds > 0 else "behind"
+    return f"{format_duration(delta)} {word}"

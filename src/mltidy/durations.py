@@ -9,13 +9,16 @@ from mltidy.errors import UsageError
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+#: The longest duration mltidy takes: a century. Longer ones mean nothing for runs and trials,
+#: and "now minus" them leaves the calendar (datetime's year 1).
+MAX_DURATION = timedelta(days=36525)
 
 
 def parse_duration(text: str) -> timedelta:
     """Parse ``90s``, ``30m``, ``2h``, ``7d``, ``1w`` or a compound such as ``1h30m``.
 
     Raises:
-        UsageError: the text is not a positive duration.
+        UsageError: the text is not a positive duration of at most :data:`MAX_DURATION`.
     """
     cleaned = text.strip().lower().replace(" ", "")
     pos = 0
@@ -32,6 +35,8 @@ def parse_duration(text: str) -> timedelta:
         )
     if seconds <= 0:
         raise UsageError(f"{text!r} must be longer than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise UsageError(f"{text!r} is longer than mltidy takes (at most 100 years, 36525d)")
     return timedelta(seconds=seconds)
 
 

@@ -22,6 +22,7 @@ A time in the future beyond a tolerance is never proof of life: it makes the ver
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -95,7 +96,7 @@ class Provenance:
             return None
         return cls(
             host=host,
-            pid=_int(tags.get(names.PID)),
+            pid=_pid(tags.get(names.PID)),
             pid_start=_float(tags.get(names.PID_START)),
             boot_id=tags.get(names.BOOT_ID) or None,
             command=tags.get(names.CMD) or None,
@@ -118,7 +119,8 @@ def heartbeat_at(tags: Mapping[str, str]) -> datetime | None:
 def heartbeat_interval(tags: Mapping[str, str]) -> timedelta | None:
     """The interval mltidy's heartbeat recorded, if any."""
     seconds = _float(tags.get(names.HEARTBEAT_INTERVAL))
-    return timedelta(seconds=seconds) if seconds and seconds > 0 else None
+    # An interval of more than a day is no heartbeat (and a huge one overflows timedelta).
+    return timedelta(seconds=seconds) if seconds and 0 < seconds <= 86400 else None
 
 
 #: Verdicts this host gives with certainty, which no scheduler needs to confirm.
@@ -406,15 +408,25 @@ def short_command(command: str) -> str:
     return " ".join(short)
 
 
+#: Linux's largest possible pid (``PID_MAX_LIMIT``); a tag claiming more names no process.
+PID_LIMIT = 1 << 22
+
+
 def _int(text: str | None) -> int | None:
     try:
-        return int(text) if text else None
+        return int(text) if text and len(text) <= 20 else None
     except ValueError:
         return None
+
+
+def _pid(text: str | None) -> int | None:
+    value = _int(text)
+    return value if value is not None and 0 < value <= PID_LIMIT else None
 
 
 def _float(text: str | None) -> float | None:
     try:
-        return float(text) if text else None
+        value = float(text) if text and len(text) <= 40 else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None

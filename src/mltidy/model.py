@@ -192,6 +192,30 @@ class StoreStatus:
     detail: str | None = None
 
 
+#: The span of times mltidy computes with (room left for adding durations on either side).
+_EARLIEST_S = datetime(1000, 1, 1, tzinfo=timezone.utc).timestamp()
+_LATEST_S = datetime(9000, 1, 1, tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    """What a store says about time, for ``doctor``: the clock of its database server (or
+    tracking server), and the newest time its records carry.
+
+    Attributes:
+        server_now: the server's clock when asked (aware UTC); ``None`` when it cannot say.
+        newest: the newest time in its records (a run or trial start or end, a metric or
+            heartbeat), ``None`` in an empty store.
+        newest_what: what that newest time is, in words (``run start``, ``metric``).
+        resolution: how coarse ``server_now`` is (an HTTP ``Date`` header: one second).
+    """
+
+    server_now: datetime | None
+    newest: datetime | None
+    newest_what: str = ""
+    resolution: timedelta = timedelta(0)
+
+
 def utc_now() -> datetime:
     """The current time, aware UTC."""
     return datetime.now(tz=timezone.utc)
@@ -201,7 +225,17 @@ def from_epoch_ms(value: int | float | None) -> datetime | None:
     """MLflow stores epoch milliseconds."""
     if value is None:
         return None
-    return datetime.fromtimestamp(float(value) / 1000.0, tz=timezone.utc)
+    try:
+        seconds = float(value) / 1000.0
+    except (TypeError, ValueError):
+        return None  # not a number at all (SQLite keeps whatever it was given)
+    if seconds != seconds:  # NaN: no time at all
+        return None
+    # A store may hold any number (a broken clock, a hand-written row): times beyond the
+    # calendar mltidy can compute with are pinned to its ends, which the judge reports as
+    # far in the future (or the past), instead of failing the whole store.
+    seconds = min(max(seconds, _EARLIEST_S), _LATEST_S)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def naive_local_to_utc(value: datetime) -> datetime:

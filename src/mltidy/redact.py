@@ -21,6 +21,11 @@ _USERINFO = re.compile(
 _USERINFO_SHORT = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@"
 )
+#: ``user:password@host`` without a scheme (a URI typed without ``postgresql://``, a DSN in a
+#: driver's message): masked too, when what follows the ``@`` looks like a host.
+_BARE_USERINFO = re.compile(
+    r"(?<![\w:/@.%+-])(?P<user>[A-Za-z0-9._~-]+):(?P<pw>[^\s@/:]+)@(?=[A-Za-z0-9\[])"
+)
 _SECRET_PARAMS = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|token|access_token|secret|api_key|apikey|key|auth|"
     r"sig|signature)=)(?P<val>[^&#\s]+)",
@@ -58,7 +63,7 @@ def split_credentials(uri: str) -> Credentials:
     """
     scheme, sep, after = uri.partition("://")
     if not sep:
-        return Credentials("", None, None, uri)
+        return _bare_credentials(uri)
     at = after.rfind("@")
     # An "@" after the first "/" that follows it belongs to a path, not to the credentials,
     # unless what precedes it looks like user:password (a raw "/" in a password).
@@ -71,6 +76,19 @@ def split_credentials(uri: str) -> Credentials:
     return Credentials(scheme + "://", user, password if colon else None, rest)
 
 
+def _bare_credentials(uri: str) -> Credentials:
+    """``user:password@host/...`` without a scheme (a mistyped store URI): split it the same way,
+    so its password is registered and masked too. Paths (``/``, ``./``) have no credentials."""
+    at = uri.rfind("@")
+    if at <= 0 or uri.startswith(("/", ".", "~")):
+        return Credentials("", None, None, uri)
+    userinfo, rest = uri[:at], uri[at + 1 :]
+    user, colon, password = userinfo.partition(":")
+    if not colon or not user or "/" in user or any(c.isspace() for c in user):
+        return Credentials("", None, None, uri)
+    return Credentials("", user, password, rest)
+
+
 def redact(text: str) -> str:
     """Mask credentials in every URI inside ``text`` (user names stay, passwords go)."""
     for secret in sorted(_registered, key=len, reverse=True):
@@ -78,14 +96,16 @@ def redact(text: str) -> str:
             text = text.replace(secret, MASK)
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     text = _USERINFO_SHORT.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _BARE_USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", text)
     text = _SECRET_PARAMS.sub(lambda m: f"{m['key']}{MASK}", text)
     return text
 
 
 def redact_notification_url(url: str) -> str:
-    """Notification URLs are secrets as a whole (tokens live in their paths): keep the scheme."""
+    """Notification URLs are secrets as a whole (tokens live in their paths): keep the scheme,
+    and nothing at all of a URL without one."""
     scheme, sep, _ = url.partition("://")
-    if sep and _SCHEME.fullmatch(scheme + "://"):
+    if sep and _SCHEME.fullmatch(scheme + "://") and len(scheme) <= 20:
         return f"{scheme}://{MASK}"
     return MASK
 

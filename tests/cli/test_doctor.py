@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from killed_jobs import KilledJobs
 from mltidy.cli.app import app
 
 
@@ -55,3 +59,35 @@ def test_doctor_counts_what_running_records_carry(sqlite_world: object, tmp_path
         "1 RUNNING: 0 with provenance, 0 with a heartbeat, 1 with neither"
     )
     assert "mltidy run" in findings[2] and not running[2]["ok"]
+
+
+def _clock(uri: str) -> dict[str, object]:
+    result = CliRunner().invoke(app, ["doctor", "-f", "json", "--mlflow", uri])
+    assert result.exit_code == 0, result.stderr
+    (check,) = [c for c in json.loads(result.stdout)["checks"] if c["topic"] == "store clock"]
+    return dict(check)
+
+
+@pytest.mark.parametrize("world", ["sqlite_world", "postgres_world", "mysql_world", "server_world"])
+def test_doctor_compares_each_store_clock_with_this_host(
+    world: str, request: pytest.FixtureRequest
+) -> None:
+    jobs = request.getfixturevalue(world)
+    check = _clock(jobs.mlflow_uri)
+    assert check["ok"], check
+    finding = str(check["finding"])
+    assert "server clock within" in finding, finding  # the database's (or server's) own clock
+    assert "newest record time" in finding
+
+
+def test_doctor_names_a_record_dated_in_the_future(
+    sqlite_world: KilledJobs, tmp_path: Path
+) -> None:
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(sqlite_world.mlflow_uri.removeprefix("sqlite:///"), db)
+    ahead = int((time.time() + 400 * 86400) * 1000)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET start_time = ? WHERE status = 'RUNNING'", (ahead,))
+    check = _clock(f"sqlite:///{db}")
+    assert not check["ok"]
+    assert "ahead of this host" in str(check["finding"])

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
+from mltidy.errors import UsageError
 from mltidy.model import StoreId
 from mltidy.notify.events import Event, EventKind, Severity
-from mltidy.watch.state import OUTBOX_MAX_AGE, RETENTION, WatchState
+from mltidy.watch.state import OUTBOX_MAX_AGE, RETENTION, WatchState, legacy_target_key
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 STORE = StoreId("sqlite:////data/mlflow.db")
@@ -67,3 +72,49 @@ def test_old_events_are_forgotten(tmp_path: Path) -> None:
         state.add([_event("a")], NOW)
         state.prune(NOW + RETENTION + timedelta(days=1))
         assert [e.key for e in state.add([_event("a")], NOW + RETENTION)] == ["a"]
+
+
+def test_a_new_state_is_private(tmp_path: Path) -> None:
+    with WatchState(tmp_path / "new" / "state.db", secret_dir=tmp_path / "secrets") as state:
+        key = state.target_key("json://hooks.example/token")
+    assert (tmp_path / "new" / "state.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "secrets" / "secret").stat().st_mode & 0o777 == 0o600
+    assert key != legacy_target_key("json://hooks.example/token")
+
+
+@pytest.mark.parametrize("kind", ["link", "text", "tracking store", "fifo", "foreign sqlite"])
+def test_a_state_path_that_is_not_a_state_is_refused_and_left_alone(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "state.db"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    victim.chmod(0o644)
+    if kind == "link":
+        path.symlink_to(victim)
+    elif kind == "text":
+        path.write_text("notes\n")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        with sqlite3.connect(path) as conn:
+            tables = ("runs", "experiments") if kind == "tracking store" else ("things",)
+            for table in tables:
+                conn.execute(f"CREATE TABLE {table} (x)")
+    before = {p.name: (p.lstat().st_mode, p.lstat().st_size) for p in tmp_path.iterdir()}
+    with pytest.raises(UsageError, match="cannot use"):
+        WatchState(path)
+    after = {p.name: (p.lstat().st_mode, p.lstat().st_size) for p in tmp_path.iterdir()}
+    assert before == after
+    assert victim.read_text() == "mine\n"
+
+
+def test_an_earlier_unkeyed_target_keeps_its_outbox(tmp_path: Path) -> None:
+    url = "json://hooks.example/token"
+    with WatchState(tmp_path / "state.db", secret_dir=tmp_path) as state:
+        state.register([(legacy_target_key(url), "json://***")], NOW)
+        state.add([_event("a")], NOW)
+        (key,) = state.targets([(url, "json://***")], NOW)
+        assert [e.key for e in state.pending(key)] == ["a"]
+        assert state.pending(legacy_target_key(url)) == []

@@ -10,6 +10,7 @@ Computing it does no I/O beyond resolving a path.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from mltidy.model import StoreId, StoreKind, StoreSpec
 from mltidy.redact import register_secret, split_credentials
@@ -102,6 +103,14 @@ def store_spec(kind: StoreKind, uri: str, source: str, cwd: Path | None = None) 
     parts = split_credentials(uri)
     if parts.password:
         register_secret(parts.password)
+        if parts.scheme and parts.user is not None:
+            # A password may hold a raw "@", "/", "%" or a space (split at the last "@"):
+            # percent-encoded, every driver reads the credentials the user meant, and none
+            # echoes a piece of the password as a host name in its error.
+            user = quote(unquote(parts.user), safe="")
+            password = quote(unquote(parts.password), safe="")
+            register_secret(password)
+            uri = f"{parts.scheme}{user}:{password}@{parts.rest}"
     identity = store_id(kind, uri, cwd)
     if local_path(kind, uri) is not None:
         # A relative path means one thing here and another in the next folder: from now on the

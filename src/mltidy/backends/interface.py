@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime, tzinfo
 
 from mltidy.model import (
+    ClockReading,
     CloseRequest,
     CloseResult,
     Record,
@@ -211,6 +212,19 @@ class StudyWatcher(abc.ABC):
 
         Raises:
             StoreError: the storage cannot be read.
+        """
+
+
+class StoreClock(abc.ABC):
+    """Capability: the store's own clock and the newest time its records carry (``doctor``
+    shows how far they are from this machine's clock)."""
+
+    @abc.abstractmethod
+    def clock(self) -> ClockReading:
+        """The server's clock now, and the newest record time.
+
+        Raises:
+            StoreError: the store cannot be read.
         """
 
 

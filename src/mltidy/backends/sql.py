@@ -5,10 +5,12 @@ SQLAlchemy is imported here lazily (this module is imported only when a SQL back
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote, urlparse
@@ -112,11 +114,19 @@ def sqlite_connector(path: Path, *, writable: bool) -> Callable[[], sqlite3.Conn
     target = f"file:{quote(str(path))}?mode={'rw' if writable else 'ro'}"
 
     def connect() -> sqlite3.Connection:
-        return sqlite3.connect(
+        conn = sqlite3.connect(
             target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_S, check_same_thread=False
         )
+        # SQLite stores whatever bytes a writer gave it: a name that is not UTF-8 is shown with
+        # replacement characters instead of failing the whole store.
+        conn.text_factory = _lenient_text
+        return conn
 
     return connect
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 def server_connect_args(url: str) -> dict[str, object]:
@@ -220,6 +230,44 @@ def translate_sql_error(exc: BaseException, where: str) -> StoreError:
     return StoreError(f"{where}: {first}")
 
 
+def database_now(conn: Connection) -> datetime | None:
+    """The database server's clock as aware UTC (SQLite's is this machine's), or ``None``.
+
+    PostgreSQL's ``CURRENT_TIMESTAMP`` carries its offset; MySQL's is in the session's time
+    zone, so ``UTC_TIMESTAMP()`` is asked instead; SQLite's ``'now'`` is UTC.
+    """
+    from sqlalchemy import text
+
+    queries = {
+        "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
+        "postgresql": "SELECT CURRENT_TIMESTAMP",
+        "mysql": "SELECT UTC_TIMESTAMP(6)",
+        "mariadb": "SELECT UTC_TIMESTAMP(6)",
+    }
+    query = queries.get(conn.dialect.name)
+    if query is None:
+        return None
+    value = conn.execute(text(query)).scalar()
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def newest_time(candidates: Iterable[tuple[datetime | None, str]]) -> tuple[datetime | None, str]:
+    """The newest of ``(time, what)`` pairs, and what it is; ``(None, "")`` when none is set."""
+    found = [(when, what) for when, what in candidates if when is not None]
+    if not found:
+        return None, ""
+    return max(found, key=lambda pair: pair[0])
+
+
 def table_names(engine: Engine) -> set[str]:
     """The tables of the default schema (raises SQLAlchemy errors; callers translate)."""
     from sqlalchemy import inspect
@@ -252,9 +300,16 @@ def retry_locked(attempt: Callable[[], T], where: str) -> T:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def local_artifact_count(artifact_uri: str | None) -> int | None:
-    """Files under a run's artifact location when it is a local folder; ``None`` when the
-    location is remote (s3://, gs://, mlflow-artifacts:/, ...) and cannot be checked cheaply."""
+#: How many entries of a run's artifact folder ``declutter`` looks at, at most: it needs to know
+#: whether the run holds anything, not how much.
+ARTIFACT_WALK_LIMIT = 10_000
+
+
+def local_artifact_count(artifact_uri: str | None, run_id: str) -> int | None:
+    """Files under a run's own local artifact folder (``.../<run id>/artifacts``, as MLflow makes
+    it), counted up to :data:`ARTIFACT_WALK_LIMIT` entries without following links; ``None``
+    when the location is remote (s3://, gs://, mlflow-artifacts:/, ...) or is not the run's own
+    folder (an ``artifact_uri`` of ``/`` must not make mltidy walk the machine)."""
     if not artifact_uri:
         return 0
     if artifact_uri.startswith("file:"):
@@ -263,6 +318,14 @@ def local_artifact_count(artifact_uri: str | None) -> int | None:
         path = Path(artifact_uri)
     else:
         return None
-    if not path.exists():
+    if path.name != "artifacts" or path.parent.name != run_id or not run_id:
+        return None
+    if not path.is_dir():
         return 0
-    return sum(1 for p in path.rglob("*") if p.is_file())
+    files = seen = 0
+    for _, dirs, names in os.walk(path, followlinks=False):
+        files += len(names)
+        seen += len(names) + len(dirs)
+        if seen >= ARTIFACT_WALK_LIMIT:
+            break
+    return files

@@ -8,13 +8,14 @@ without secrets.
 from __future__ import annotations
 
 from mltidy.redact import redact
+from mltidy.text import safe
 
 
 def first_line(exc: BaseException, text: str | None = None) -> str:
-    """The first line of ``text`` (default: the exception's message), redacted; the exception's
-    type name when there is no message."""
+    """The first line of ``text`` (default: the exception's message), redacted and safe to show
+    (:func:`mltidy.text.safe`); the exception's type name when there is no message."""
     stripped = (str(exc) if text is None else text).strip()
-    return redact(stripped.splitlines()[0] if stripped else type(exc).__name__)
+    return safe(redact(stripped.splitlines()[0] if stripped else type(exc).__name__))
 
 
 def mentions(text: str, markers: tuple[str, ...]) -> bool:

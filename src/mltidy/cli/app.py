@@ -4,20 +4,24 @@ sqlalchemy), so ``mltidy --help`` stays instant."""
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Annotated
 
 import typer
 
 from mltidy import __version__
+from mltidy.cli.boundary import check_arguments, tolerant_streams
 from mltidy.cli.close import close_command
 from mltidy.cli.declutter import declutter_command
 from mltidy.cli.demo import demo_command
 from mltidy.cli.doctor import doctor_command
+from mltidy.cli.errors import print_error
 from mltidy.cli.link import link_command
 from mltidy.cli.run import run_command
 from mltidy.cli.scan import scan_command
 from mltidy.cli.state import STATE
 from mltidy.cli.watch import watch_command
+from mltidy.errors import UsageError
 
 app = typer.Typer(
     name="mltidy",
@@ -93,4 +97,10 @@ def main() -> None:
     # and the exit trigger: about 15% of the CPU time of `mltidy scan` and of `--help`
     # (measured with bench/scan_speed.py; docs/performance.md).
     gc.freeze()
+    tolerant_streams()
+    try:
+        check_arguments(sys.argv[1:])
+    except UsageError as exc:
+        print_error(exc.message, exc.hint)
+        sys.exit(int(exc.exit_code))
     app()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from typing_extensions import assert_never
 
-from mltidy.cli.errors import translated_errors
+from mltidy.cli.errors import print_error, report_store_failure, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
@@ -148,14 +148,10 @@ def close_command(
 def _render(report: CloseReport, output: OutputFormat) -> None:
     for status in report.stores:
         if not status.ok:
-            sys.stderr.write(
-                f"mltidy: error: cannot read {status.kind.value} store: {status.error}\n"
-            )
+            report_store_failure(status)
     for change in report.failed:
-        sys.stderr.write(
-            f"mltidy: error: could not close {change.item.record.name} "
-            f"({change.item.record.id}): {change.detail}\n"
-        )
+        record = change.item.record
+        print_error(f"could not close {record.name} ({record.id}): {change.detail}")
     if output is OutputFormat.JSON:
         sys.stdout.write(json.dumps(close_json(report), indent=2) + "\n")
         return

@@ -10,7 +10,7 @@ import typer
 from typing_extensions import assert_never
 
 from mltidy import declutter
-from mltidy.cli.errors import translated_errors
+from mltidy.cli.errors import report_store_failures, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
@@ -69,11 +69,7 @@ def declutter_command(
 
 
 def _render(report: DeclutterReport, output: OutputFormat) -> None:
-    for status in report.stores:
-        if not status.ok:
-            sys.stderr.write(
-                f"mltidy: error: cannot read {status.kind.value} store: {status.error}\n"
-            )
+    report_store_failures(report.stores)
     if output is OutputFormat.JSON or output is OutputFormat.JSONL:
         payload = declutter_json(report)
         if output is OutputFormat.JSON:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.text import Text
 
 from mltidy import close, declutter
@@ -33,6 +34,7 @@ from mltidy.notify.messages import compose
 from mltidy.scan import scan
 from mltidy.supervision.cleanup import clean_up
 from mltidy.supervision.report import job_event
+from mltidy.text import safe
 from mltidy.watch.poll import WatchOptions, poll
 from mltidy.watch.state import WatchState
 
@@ -54,19 +56,20 @@ def demo_command(
     behind. Shows the notifications it would send, and sends them to --notify targets."""
     from mltidy.demo import sandbox as demo
 
-    out = stdout_console()
+    out = stdout_console(markup=True)
     with translated_errors():
         targets = resolve_targets(notify, Config())
         validate(targets)
         out.print(
-            f"[bold]1. Building a sandbox in {path}/[/] (MLflow sqlite store, Optuna storage)"
+            f"[bold]1. Building a sandbox in {escape(safe(path))}/[/] (MLflow sqlite store, "
+            "Optuna storage)"
         )
         box = demo.prepare(path)
         out.print(
             "[bold]2. Running tutorial-style training jobs[/] (one Optuna trial each, with an "
             "MLflow run inside; mltidy's MLflow plugin tags each run with its host, boot and pid)"
         )
-        _, live = demo.run_jobs(box, lambda line: out.print(f"   {line}"))
+        _, live = demo.run_jobs(box, lambda line: out.print(f"   {line}", markup=False))
         try:
             out.print("[bold]3. mltidy scan[/] (while the live job keeps training)")
             specs = [
@@ -79,8 +82,8 @@ def demo_command(
             demo.stop_job(live)
         out.print(records_table(result.records))
         for status in result.stores:
-            state = "ok" if status.ok else status.error
-            out.print(f"   scanned {status.kind.value} store {status.uri}: {state}")
+            state = "ok" if status.ok else escape(safe(status.error or ""))
+            out.print(f"   scanned {status.kind.value} store {escape(safe(status.uri))}: {state}")
         out.print(
             "   (the live job was then stopped with Ctrl-C; Optuna and MLflow closed its trial "
             "and run themselves)"
@@ -121,16 +124,17 @@ def demo_command(
         if example is not None:
             trial = example.pair.trial
             out.print(
-                f"   trial {trial.number} in optuna-dashboard: {example.dashboard_url}\n"
-                f"   its MLflow run:                {example.run_url}",
+                f"   trial {trial.number} in optuna-dashboard: {escape(example.dashboard_url)}\n"
+                f"   its MLflow run:                {escape(example.run_url)}",
                 soft_wrap=True,
             )
         out.print("[bold]What next[/]")
         out.print(
-            f"   cd {path} && mltidy scan     # finds both stores by their schema; nothing left\n"
-            f"   mlflow ui --backend-store-uri {box.mlflow_uri}\n"
+            f"   cd {escape(safe(path))} && mltidy scan     # finds both stores by their schema; "
+            "nothing left\n"
+            f"   mlflow ui --backend-store-uri {escape(box.mlflow_uri)}\n"
             "       # the closed runs show as KILLED, with their true durations and mltidy.* tags\n"
-            f"   optuna-dashboard {box.optuna_url}\n"
+            f"   optuna-dashboard {escape(box.optuna_url)}\n"
             "       # each trial's note links to its MLflow run",
             soft_wrap=True,
         )
@@ -147,16 +151,16 @@ def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> 
     """Step 6: a job under ``mltidy run``, killed with SIGKILL; closed the moment it dies."""
     from mltidy.demo import sandbox as demo
 
-    out = stdout_console()
+    out = stdout_console(markup=True)
     out.print(
         "[bold]6. mltidy run -- python worker.py[/] (a supervised job, killed with SIGKILL while "
         "it trains)"
     )
     supervision = demo.supervised_job(box)
     exit_ = supervision.exit
-    out.print(f"   the supervisor saw process {exit_.pid} die: {exit_.describe()}")
+    out.print(f"   the supervisor saw process {exit_.pid} die: {escape(exit_.describe())}")
     if exit_.oom:
-        out.print(f"   memory: {exit_.oom}")
+        out.print(f"   memory: {escape(exit_.oom)}")
     with StoreSession(specs) as session:
         cleanup = clean_up(supervision, session, Selection())
     out.print(changes_table(cleanup.report))
@@ -165,7 +169,7 @@ def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> 
 
 def _watch(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:
     """Step 7: one ``watch`` poll over everything that happened, as one grouped message."""
-    out = stdout_console()
+    out = stdout_console(markup=True)
     out.print(
         "[bold]7. mltidy watch --once --since 1h --idle-after 1s[/] (what happened, as events; "
         "each is sent once)"
@@ -184,19 +188,19 @@ def _watch(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:
             ),
         )
     for event in result.events:
-        out.print(f"   [bold]{event.kind.value}[/]: {event.headline}", soft_wrap=True)
+        out.print(f"   [bold]{event.kind.value}[/]: {escape(safe(event.headline))}", soft_wrap=True)
     if result.events:
         _show(compose(list(result.events)), targets)
 
 
 def _show(message: Message, targets: list[Target]) -> None:
     """Print a message as it would be sent, and send it to the targets."""
-    out = stdout_console()
+    out = stdout_console(markup=True)
     to = ", ".join(t.shown for t in targets) or "nobody (no --notify given)"
     out.print(f"   [dim]message for {to}:[/]")
-    out.print(Text(f"   {message.title}", style="bold"), soft_wrap=True)
+    out.print(Text(f"   {safe(message.title)}", style="bold"), soft_wrap=True)
     for line in message.body.rstrip().splitlines():
         out.print(f"   | {line}", soft_wrap=True, markup=False, highlight=False)
     for delivery in deliver(message, targets):
-        state = "sent" if delivery.ok else f"[red]not sent[/]: {delivery.error}"
+        state = "sent" if delivery.ok else f"[red]not sent[/]: {escape(safe(delivery.error or ''))}"
         out.print(f"   {delivery.target}: {state}")

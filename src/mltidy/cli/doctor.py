@@ -16,7 +16,7 @@ from mltidy.cli.options import (
     OptunaOption,
     OptunaUtcOffsetOption,
 )
-from mltidy.cli.render import OutputFormat, stdout_console
+from mltidy.cli.render import OutputFormat, cell, stdout_console
 from mltidy.cli.selection import resolve
 from mltidy.doctor import diagnose
 from mltidy.errors import ExitCode
@@ -55,7 +55,7 @@ def doctor_command(
             table.add_column("finding", overflow="fold")
             for c in checks:
                 mark = Text("ok", style="green") if c.ok else Text("!!", style="bold red")
-                table.add_row(mark, c.topic, c.finding)
+                table.add_row(mark, cell(c.topic), cell(c.finding))
             stdout_console().print(table)
     if any(not c.ok and c.topic.endswith("store") for c in checks):
         raise typer.Exit(int(ExitCode.STORE))

@@ -14,16 +14,23 @@ from mltidy.cli.state import STATE
 from mltidy.errors import MltidyError
 from mltidy.model import StoreStatus
 from mltidy.redact import redact
+from mltidy.text import safe
 
 #: An unexpected exception is a bug in mltidy, kept apart from the contract's codes 0-4.
 INTERNAL_ERROR = 70
 
 
 def print_error(message: str, hint: str | None = None) -> None:
-    """The one-line error (and hint) on stderr."""
-    sys.stderr.write(f"mltidy: error: {redact(message)}\n")
+    """The one-line error (and hint) on stderr: redacted, and safe to show (a server's or a
+    store's text inside cannot control the terminal, :func:`mltidy.text.safe`)."""
+    sys.stderr.write(f"mltidy: error: {safe(redact(message))}\n")
     if hint:
-        sys.stderr.write(f"  hint: {redact(hint)}\n")
+        sys.stderr.write(f"  hint: {safe(redact(hint))}\n")
+
+
+def report_store_failure(status: StoreStatus) -> None:
+    """The one line for a store that could not be read."""
+    print_error(f"cannot read {status.kind.value} store: {status.error or 'unknown error'}")
 
 
 @contextmanager
@@ -39,7 +46,8 @@ def translated_errors(json_mode: bool = False) -> Iterator[None]:
             traceback.print_exc()
         print_error(exc.message, exc.hint)
         if json_mode:
-            payload = {"code": exc.code, "message": redact(exc.message), "hint": exc.hint}
+            hint = redact(exc.hint) if exc.hint else None
+            payload = {"code": exc.code, "message": redact(exc.message), "hint": hint}
             sys.stdout.write(json.dumps({"error": payload}) + "\n")
         raise typer.Exit(int(exc.exit_code)) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
@@ -58,5 +66,4 @@ def report_store_failures(stores: Iterable[StoreStatus]) -> None:
     """One line on stderr for each store that could not be read."""
     for status in stores:
         if not status.ok:
-            error = redact(status.error or "")
-            sys.stderr.write(f"mltidy: error: cannot read {status.kind.value} store: {error}\n")
+            report_store_failure(status)

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
-from mltidy.cli.errors import report_store_failures, translated_errors
+from mltidy.cli.errors import print_error, report_store_failures, translated_errors
 from mltidy.cli.options import (
     DashboardUrlOption,
     ExperimentOption,
@@ -21,11 +21,12 @@ from mltidy.cli.options import (
     OptunaOption,
     StudyOption,
 )
-from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
+from mltidy.cli.render import OutputFormat, add_column, cell, stderr_console, stdout_console
 from mltidy.cli.selection import resolve
 from mltidy.errors import ExitCode
 from mltidy.linking import link
 from mltidy.linking.link import LinkChange, LinkReport, LinkStatus
+from mltidy.text import md_code, md_escape, md_link, safe
 
 STATUS_STYLE = {
     LinkStatus.PLANNED: "cyan",
@@ -118,10 +119,8 @@ def report_dict(report: LinkReport) -> dict[str, Any]:
 def _render(report: LinkReport, output: OutputFormat) -> None:
     report_store_failures(report.stores)
     for change in report.failed:
-        sys.stderr.write(
-            f"mltidy: error: could not link {change.pair.trial.study} "
-            f"#{change.pair.trial.number}: {change.detail}\n"
-        )
+        trial = change.pair.trial
+        print_error(f"could not link {trial.study} #{trial.number}: {change.detail}")
     if output is OutputFormat.JSON:
         sys.stdout.write(json.dumps(report_dict(report), indent=2) + "\n")
     elif output is OutputFormat.JSONL:
@@ -137,8 +136,9 @@ def _render(report: LinkReport, output: OutputFormat) -> None:
         for c in report.changes:
             t, r = c.pair.trial, c.pair.run
             lines.append(
-                f"| {t.study} | [#{t.number}]({c.dashboard_url}) | [{r.name}]({c.run_url}) | "
-                f"{c.pair.how} | {c.status.value} |"
+                f"| {md_code(t.study, table=True)} | {md_link(f'#{t.number}', c.dashboard_url)} | "
+                f"{md_link(md_code(r.name, table=True), c.run_url)} | {md_escape(c.pair.how)} | "
+                f"{c.status.value} |"
             )
         sys.stdout.write("\n".join(lines) + "\n")
     elif output is OutputFormat.TABLE:
@@ -152,7 +152,7 @@ def links_table(report: LinkReport) -> Table:
     title = "Links (dry run: nothing written)" if report.dry_run else "Links"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("status", "study", "trial", "run", "found by"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("written", overflow="fold", ratio=1)
     for c in report.changes:
         parts = []
@@ -168,11 +168,11 @@ def links_table(report: LinkReport) -> Table:
             written += f" ({c.detail})"
         table.add_row(
             Text(c.status.value, style=STATUS_STYLE[c.status]),
-            c.pair.trial.study,
+            cell(c.pair.trial.study),
             f"#{c.pair.trial.number}",
-            f"{c.pair.run.name} ({c.pair.run.run_id[:8]})",
-            c.pair.how,
-            written,
+            cell(f"{c.pair.run.name} ({c.pair.run.run_id[:8]})"),
+            cell(c.pair.how),
+            cell(written),
         )
     return table
 
@@ -182,7 +182,9 @@ def _human(report: LinkReport) -> None:
     if report.changes:
         out.print(links_table(report))
     for u in report.unmatched:
-        err.print(f"  not linked: {u.trial.study} #{u.trial.number}: {u.why}", soft_wrap=True)
+        err.print(
+            f"  not linked: {safe(u.trial.study)} #{u.trial.number}: {safe(u.why)}", soft_wrap=True
+        )
     counts = {status: 0 for status in LinkStatus}
     for c in report.changes:
         counts[c.status] += 1
@@ -195,4 +197,7 @@ def _human(report: LinkReport) -> None:
     )
     example = next((c for c in report.changes if c.status is not LinkStatus.FAILED), None)
     if example is not None:
-        err.print(f"  e.g. {example.dashboard_url}\n    <-> {example.run_url}", soft_wrap=True)
+        err.print(
+            f"  e.g. {safe(example.dashboard_url)}\n    <-> {safe(example.run_url)}",
+            soft_wrap=True,
+        )

@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, HighlighterType, JustifyMethod, OverflowMethod
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
 from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso
+from mltidy.text import md_code, md_escape, md_link, safe, safe_lines
 
 
 class OutputFormat(str, Enum):
@@ -47,17 +49,68 @@ VERDICT_STYLE = {
 }
 
 
-def stdout_console() -> Console:
+class SafeConsole(Console):
+    """A console that shows every string as text: no markup or emoji codes unless a call asks
+    for markup (with escaped values), and no control or bidi characters whatever the call
+    (:func:`mltidy.text.safe_lines`), as a backstop behind the :func:`cell` of each value."""
+
+    def render_str(
+        self,
+        text: str,
+        *,
+        style: str | Style = "",
+        justify: JustifyMethod | None = None,
+        overflow: OverflowMethod | None = None,
+        emoji: bool | None = None,
+        markup: bool | None = None,
+        highlight: bool | None = None,
+        highlighter: HighlighterType | None = None,
+    ) -> Text:
+        return super().render_str(
+            safe_lines(text, limit=None),
+            style=style,
+            justify=justify,
+            overflow=overflow,
+            emoji=emoji,
+            markup=markup,
+            highlight=highlight,
+            highlighter=highlighter,
+        )
+
+
+def stdout_console(*, markup: bool = False) -> Console:
     """A console for reports; wide enough for tables when stdout is not a terminal."""
-    console = Console(soft_wrap=False, highlight=False)
+    console = SafeConsole(soft_wrap=False, highlight=False, markup=markup, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140
     return console
 
 
-def stderr_console() -> Console:
+def stderr_console(*, markup: bool = False) -> Console:
     """A console for progress and human summaries."""
-    return Console(stderr=True, highlight=False)
+    return SafeConsole(stderr=True, highlight=False, markup=markup, emoji=False)
+
+
+#: Headers of columns that hold names from a store.
+NAME_HEADERS = frozenset(
+    {"experiment/study", "experiment/study: name", "experiment", "name", "study", "run"}
+)
+#: The widest such a column gets: a hostile name of a thousand characters folds instead of
+#: squeezing the other columns to nothing.
+NAME_WIDTH = 48
+
+
+def add_column(table: Table, header: str) -> None:
+    """A short column that never wraps, or, for names from a store, one that folds."""
+    if header in NAME_HEADERS:
+        table.add_column(header, overflow="fold", max_width=NAME_WIDTH)
+    else:
+        table.add_column(header, no_wrap=True)
+
+
+def cell(value: object, style: str = "") -> Text:
+    """A value from a store as a table cell: literal text, controls and bidi shown escaped."""
+    return Text(safe(value), style=style)
 
 
 def record_dict(item: JudgedRecord) -> dict[str, Any]:
@@ -123,7 +176,7 @@ def _short_id(item: JudgedRecord) -> str:
     record = item.record
     if record.kind is RecordKind.OPTUNA_TRIAL:
         return f"#{record.trial_number}"
-    return record.id[:8]
+    return safe(record.id[:8])
 
 
 def records_table(records: Sequence[JudgedRecord]) -> Table:
@@ -131,8 +184,8 @@ def records_table(records: Sequence[JudgedRecord]) -> Table:
     table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
     table.add_column("verdict", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    table.add_column("experiment/study", overflow="fold")
-    table.add_column("name", overflow="fold")
+    add_column(table, "experiment/study")
+    add_column(table, "name")
     table.add_column("id", no_wrap=True)
     table.add_column("reason", overflow="fold", ratio=1)
     for item in records:
@@ -140,24 +193,20 @@ def records_table(records: Sequence[JudgedRecord]) -> Table:
         table.add_row(
             Text(item.verdict.kind.value, style=VERDICT_STYLE[item.verdict.kind]),
             "run" if record.kind is RecordKind.MLFLOW_RUN else "trial",
-            record.container,
-            record.name,
-            _short_id(item),
-            item.verdict.reason,
+            cell(record.container),
+            cell(record.name),
+            cell(_short_id(item)),
+            cell(item.verdict.reason),
         )
     return table
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def markdown(stores: Sequence[StoreStatus], records: Sequence[JudgedRecord]) -> str:
     """A Markdown report (for CI job summaries and pull-request comments)."""
     lines = ["## mltidy scan", ""]
     for status in stores:
-        state = "ok" if status.ok else f"**failed**: {_md(status.error or '')}"
-        lines.append(f"- {status.kind.value} store `{status.uri}`: {state}")
+        state = "ok" if status.ok else f"**failed**: {md_escape(status.error or '')}"
+        lines.append(f"- {status.kind.value} store {md_code(status.uri)}: {state}")
     lines.append("")
     if not records:
         lines.append("No unfinished runs or trials.")
@@ -168,10 +217,11 @@ def markdown(stores: Sequence[StoreStatus], records: Sequence[JudgedRecord]) -> 
     ]
     for item in records:
         record = item.record
-        name = f"[{_md(record.name)}]({item.url})" if item.url else _md(record.name)
+        name = md_link(md_code(record.name, table=True), item.url)
         kind = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
         lines.append(
-            f"| {item.verdict.kind.value} | {kind} | {_md(record.container)} | {name} | "
-            f"`{record.id}` | {iso(record.started_at) or '-'} | {_md(item.verdict.reason)} |"
+            f"| {item.verdict.kind.value} | {kind} | {md_code(record.container, table=True)} | "
+            f"{name} | {md_code(record.id, table=True)} | {iso(record.started_at) or '-'} | "
+            f"{md_escape(item.verdict.reason)} |"
         )
     return "\n".join(lines) + "\n"

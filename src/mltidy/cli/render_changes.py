@@ -7,11 +7,12 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from mltidy.cli.render import VERDICT_STYLE, record_dict, store_dict
+from mltidy.cli.render import VERDICT_STYLE, add_column, cell, record_dict, store_dict
 from mltidy.close import Change, CloseReport, Outcome, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
 from mltidy.model import RecordKind, iso
+from mltidy.text import md_code, md_escape, safe
 
 OUTCOME_STYLE = {Outcome.PLANNED: "cyan", Outcome.CLOSED: "green", Outcome.FAILED: "bold red"}
 ACTION_STYLE = {
@@ -30,7 +31,7 @@ def _id(change: Change | Skip) -> str:
     record = change.item.record
     if record.kind is RecordKind.OPTUNA_TRIAL:
         return f"#{record.trial_number}"
-    return record.id[:8]
+    return safe(record.id[:8])
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -66,19 +67,19 @@ def changes_table(report: CloseReport) -> Table:
     title = "Plan (dry run: nothing changed)" if report.dry_run else "Changes"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("status", "kind", "experiment/study: name", "id", "new state", "end time"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("evidence", overflow="fold", ratio=1)
     for change in report.changes:
         record, verdict = change.item.record, change.item.verdict
         evidence = Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind])
-        evidence.append(f": {verdict.reason}")
+        evidence.append(f": {safe(verdict.reason)}")
         if change.detail:
-            evidence.append(f" ({change.detail})", style=OUTCOME_STYLE[change.outcome])
+            evidence.append(f" ({safe(change.detail)})", style=OUTCOME_STYLE[change.outcome])
         table.add_row(
             Text(change.outcome.value, style=OUTCOME_STYLE[change.outcome]),
             _kind(change),
-            f"{record.container}: {record.name}",
-            _id(change),
+            cell(f"{record.container}: {record.name}"),
+            cell(_id(change)),
             change.new_state,
             (iso(change.end_time) or "-").replace("+00:00", "Z").replace("T", " "),
             evidence,
@@ -90,16 +91,16 @@ def skipped_table(report: CloseReport) -> Table:
     """Records left alone."""
     table = Table(title="Left alone", title_justify="left", header_style="bold", pad_edge=False)
     for name in ("verdict", "kind", "experiment/study: name", "id"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("why", overflow="fold", ratio=1)
     for skip in report.skipped:
         record, verdict = skip.item.record, skip.item.verdict
         table.add_row(
             Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind]),
             _kind(skip),
-            f"{record.container}: {record.name}",
-            _id(skip),
-            skip.why,
+            cell(f"{record.container}: {record.name}"),
+            cell(_id(skip)),
+            cell(skip.why),
         )
     return table
 
@@ -112,12 +113,16 @@ def close_markdown(report: CloseReport) -> str:
     for c in report.changes:
         r = c.item.record
         lines.append(
-            f"| {c.outcome.value} | {_kind(c)} | {r.container} | {r.name} | `{r.id}` | "
+            f"| {c.outcome.value} | {_kind(c)} | {md_code(r.container, table=True)} | "
+            f"{md_code(r.name, table=True)} | {md_code(r.id, table=True)} | "
             f"{c.new_state} | {iso(c.end_time)} |"
         )
     if report.skipped:
         lines += ["", "Left alone:", ""]
-        lines += [f"- `{s.item.record.id}` ({s.item.record.name}): {s.why}" for s in report.skipped]
+        lines += [
+            f"- {md_code(s.item.record.id)} ({md_code(s.item.record.name)}): {md_escape(s.why)}"
+            for s in report.skipped
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -168,15 +173,15 @@ def runs_table(report: DeclutterReport) -> Table:
     title = "Closed runs (dry run: nothing deleted)" if report.dry_run else "Closed runs"
     table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
     for name in ("action", "experiment", "name", "id"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     table.add_column("why", overflow="fold", ratio=1)
     for d in report.runs:
         table.add_row(
             Text(d.action.value, style=ACTION_STYLE[d.action]),
-            d.contents.record.container,
-            d.contents.record.name,
-            d.contents.record.id[:8],
-            d.why,
+            cell(d.contents.record.container),
+            cell(d.contents.record.name),
+            cell(d.contents.record.id[:8]),
+            cell(d.why),
         )
     return table
 
@@ -190,11 +195,11 @@ def studies_table(report: DeclutterReport) -> Table:
         pad_edge=False,
     )
     for name in ("study", "trials", "running", "failed", "closed by mltidy", "compute lost"):
-        table.add_column(name, no_wrap=True)
+        add_column(table, name)
     for _, h in report.studies:
         share = f" ({h.failed * 100 // h.trials}%)" if h.trials else ""
         table.add_row(
-            h.study,
+            cell(h.study),
             str(h.trials),
             str(h.running),
             f"{h.failed}{share}",

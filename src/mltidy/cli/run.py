@@ -25,6 +25,7 @@ from mltidy.notify.messages import compose
 from mltidy.supervision.cleanup import Cleanup, clean_up, job_label, warmed_up
 from mltidy.supervision.process import CommandNotFound, Supervision, supervise
 from mltidy.supervision.report import job_event
+from mltidy.text import safe
 
 
 class NotifyOn(str, Enum):
@@ -172,7 +173,7 @@ def _say(supervision: Supervision, cleanup: Cleanup | None) -> None:
             lines.append(f"mltidy run: left {item.record.name} alone: {item.verdict.reason}")
         if not exit_.ok and not cleanup.report.changes and not cleanup.alive:
             lines.append(f"mltidy run: {_nothing_found(cleanup)}")
-    sys.stderr.write("\n".join(lines) + "\n")
+    sys.stderr.write("\n".join(safe(line) for line in lines) + "\n")
 
 
 def _nothing_found(cleanup: Cleanup) -> str:

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from typing_extensions import assert_never
 
-from mltidy.cli.errors import translated_errors
+from mltidy.cli.errors import report_store_failure, translated_errors
 from mltidy.cli.options import (
     DashboardUrlOption,
     ExperimentOption,
@@ -40,6 +40,7 @@ from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
 from mltidy.scan import LeftOut, ScanEvent, iter_scan
+from mltidy.text import safe
 
 FAILING = {
     FailOn.DANGLING: (VerdictKind.DEAD, VerdictKind.STALE, VerdictKind.UNKNOWN),
@@ -128,9 +129,7 @@ def _collect(
     if isinstance(event, StoreStatus):
         stores.append(event)
         if not event.ok:
-            sys.stderr.write(
-                f"mltidy: error: cannot read {event.kind.value} store: {event.error}\n"
-            )
+            report_store_failure(event)
         return
     records.append(event)
     if output is OutputFormat.JSONL:
@@ -164,7 +163,8 @@ def _summarise(
     for status in stores:
         mark = "[green]ok[/]" if status.ok else "[red]failed[/]"
         err.print(
-            f"  {mark} {status.kind.value} {escape(status.uri)} [dim]({escape(status.source)})[/]",
+            f"  {mark} {status.kind.value} {escape(safe(status.uri))} "
+            f"[dim]({escape(safe(status.source))})[/]",
             markup=True,
             soft_wrap=True,
         )

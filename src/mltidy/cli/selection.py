@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from mltidy.backends.session import StoreSession
@@ -9,6 +10,7 @@ from mltidy.config import STALE_AFTER, Config, WriterZones, load_config
 from mltidy.judge import DEFAULT_STALE_AFTER, Policy
 from mltidy.linking.urls import LinkBases
 from mltidy.model import Selection, StoreSpec, utc_now
+from mltidy.text import safe
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,12 @@ class Resolved:
         return StoreSession(self.specs, zones=self.zones)
 
 
+def warn_ignored(config: Config) -> None:
+    """Say which config files were found but not trusted (so not used)."""
+    for ignored in config.file.ignored:
+        sys.stderr.write(f"mltidy: warning: ignored the config file {safe(ignored)}\n")
+
+
 def resolve(
     *,
     mlflow: list[str] | None,
@@ -48,6 +56,7 @@ def resolve(
         UsageError: a bad duration or URL, or a bad config file.
     """
     config = load_config()
+    warn_ignored(config)
     return Resolved(
         config=config,
         specs=config.stores(mlflow or (), optuna or ()),

@@ -17,7 +17,7 @@ import typer
 from typing_extensions import assert_never
 
 from mltidy.backends.session import StoreSession
-from mltidy.cli.errors import print_error, translated_errors
+from mltidy.cli.errors import print_error, report_store_failure, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
@@ -38,7 +38,8 @@ from mltidy.errors import ExitCode, MltidyError, UsageError
 from mltidy.model import iso
 from mltidy.notify.delivery import Target, resolve_targets, validate
 from mltidy.notify.events import EventKind
-from mltidy.notify.messages import render_event
+from mltidy.notify.messages import markdown_event
+from mltidy.text import safe
 from mltidy.watch import poll as watch
 from mltidy.watch.poll import PollResult
 from mltidy.watch.state import WatchState, default_state_path
@@ -223,7 +224,7 @@ def _daemon(
     to = ", ".join(t.shown for t in targets) or "nobody (no --notify)"
     sys.stderr.write(
         f"mltidy: watching {stores} store(s) every {format_duration(every)}; notifying {to}; "
-        f"state {path}\n"
+        f"state {safe(path)}\n"
     )
     sys.stderr.flush()
 
@@ -240,17 +241,14 @@ def _daemon(
 def _report(result: PollResult, output: OutputFormat) -> None:
     """The poll's new events on stdout; stores, deliveries and closes in one line each on stderr."""
     for status in result.failed_stores:
-        sys.stderr.write(f"mltidy: error: cannot read {status.kind.value} store: {status.error}\n")
+        report_store_failure(status)
     for delivery in result.failed_deliveries:
-        sys.stderr.write(
-            f"mltidy: error: could not notify {delivery.target}: {delivery.error} "
-            "(kept; retried on the next poll)\n"
+        print_error(
+            f"could not notify {delivery.target}: {delivery.error} (kept; retried on the next poll)"
         )
     for change in result.failed_closes:
         record = change.item.record
-        sys.stderr.write(
-            f"mltidy: error: could not close {record.name} ({record.id}): {change.detail}\n"
-        )
+        print_error(f"could not close {record.name} ({record.id}): {change.detail}")
     if output is OutputFormat.JSON:
         sys.stdout.write(json.dumps(poll_json(result), indent=2) + "\n")
     elif output is OutputFormat.JSONL:
@@ -263,13 +261,12 @@ def _report(result: PollResult, output: OutputFormat) -> None:
         if result.events:
             sys.stdout.write(f"## mltidy watch, {iso(result.at)}\n\n")
             for event in result.events:
-                block = render_event(event).replace("\n  ", "\n  - ")
-                sys.stdout.write(f"- **{event.kind.value}**: {block}\n")
+                sys.stdout.write(markdown_event(event))
             sys.stdout.write("\n")
     elif output is OutputFormat.TABLE:
         stamp = result.at.strftime("%Y-%m-%d %H:%M:%S")
         for event in result.events:
-            sys.stdout.write(f"{stamp}  {event.kind.value:<16} {event.headline}\n")
+            sys.stdout.write(f"{stamp}  {event.kind.value:<16} {safe(event.headline)}\n")
         _summary(result)
     else:
         assert_never(output)
@@ -291,7 +288,7 @@ def _summary(result: PollResult) -> None:
         parts.append(f"closed {closed}")
     ok = sum(1 for s in result.stores if s.ok)
     sys.stderr.write(
-        f"mltidy: polled {ok}/{len(result.stores)} store(s): " + "; ".join(parts) + "\n"
+        safe(f"mltidy: polled {ok}/{len(result.stores)} store(s): " + "; ".join(parts)) + "\n"
     )
 
 

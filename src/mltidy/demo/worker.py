@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True)
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: study)")
     parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument(
+        "--run-name", default=None, help="MLflow run name (default: trial-N); {n} is the number"
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], metavar="KEY=VALUE", help="an MLflow run tag"
+    )
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--epoch-seconds", type=float, default=0.2)
     parser.add_argument("--heartbeat", type=int, default=None, help="RDBStorage heartbeat (s)")
@@ -106,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     def objective(trial: optuna.Trial) -> float:
         if mlflow is None:
             return train(trial, None)
-        with mlflow.start_run(run_name=f"trial-{trial.number}") as run:
+        name = (args.run_name or "trial-{n}").replace("{n}", str(trial.number))
+        tags = dict(item.split("=", 1) for item in args.tag)
+        with mlflow.start_run(run_name=name, tags=tags or None) as run:
             if args.link == "early":
                 trial.set_user_attr("mlflow_run_id", run.info.run_id)
             loss = train(trial, run.info.run_id)

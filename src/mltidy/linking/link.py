@@ -24,6 +24,7 @@ from mltidy.errors import StoreError
 from mltidy.linking.pairing import CandidateRuns, Pair, Unmatched, pair_all
 from mltidy.linking.urls import LinkBases, dashboard_trial_url, mlflow_run_url
 from mltidy.model import RunRef, Selection, StoreKey, StoreKind, StoreStatus, TrialRef
+from mltidy.text import md_code, md_link
 
 #: What ``trial_writes`` calls the trial's optuna-dashboard note.
 DASHBOARD_NOTE = "dashboard note"
@@ -83,10 +84,12 @@ def link_values(
     """What a linked pair should carry: (run URL, dashboard URL, trial note, run tags)."""
     run_url = mlflow_run_url(bases.ui(run.store), run.experiment_id, run.run_id)
     dash_url = dashboard_trial_url(bases.dashboard, trial.study_id, trial.number)
-    note = with_section(trial.note, f"**MLflow run:** [{run.name}]({run_url})")
+    # Names are someone else's text: code spans (literal in every renderer); the targets are
+    # the http(s) pages mltidy built, or no link at all.
+    note = with_section(trial.note, f"**MLflow run:** {md_link(md_code(run.name), run_url)}")
     description = with_section(
         run.tags.get(names.MLFLOW_NOTE, ""),
-        f"**Optuna trial:** [{trial.study} #{trial.number}]({dash_url})",
+        f"**Optuna trial:** {md_link(f'{md_code(trial.study)} #{trial.number}', dash_url)}",
     )
     run_tags = {
         names.LINK_STUDY: trial.study,

@@ -6,31 +6,34 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from mltidy.model import Record, RecordKind
+from mltidy.text import url_part
 
 DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
 DEFAULT_DASHBOARD = "http://127.0.0.1:8080"
 
 
 def mlflow_run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of a run."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI page of a run (ids come from the store: percent-encoded, so a hostile id
+    cannot leave its path segment)."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{url_part(experiment_id)}/runs/{url_part(run_id)}"
 
 
 def mlflow_experiment_url(ui_base: str, experiment_id: str) -> str:
     """The MLflow UI page of an experiment."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{ui_base.rstrip('/')}/#/experiments/{url_part(experiment_id)}"
 
 
 def dashboard_trial_url(dashboard_base: str, study_id: str, trial_number: int) -> str:
     """The optuna-dashboard page of a trial."""
     return (
-        f"{dashboard_base.rstrip('/')}/dashboard/studies/{study_id}/trials?numbers={trial_number}"
+        f"{dashboard_base.rstrip('/')}/dashboard/studies/{url_part(study_id)}/trials"
+        f"?numbers={url_part(trial_number)}"
     )
 
 
 def dashboard_study_url(dashboard_base: str, study_id: str) -> str:
     """The optuna-dashboard page of a study."""
-    return f"{dashboard_base.rstrip('/')}/dashboard/studies/{study_id}"
+    return f"{dashboard_base.rstrip('/')}/dashboard/studies/{url_part(study_id)}"
 
 
 def without_credentials(url: str) -> str:

@@ -3,14 +3,13 @@
 
 Notification URLs are secrets as a whole (webhook tokens live in their paths), so mltidy never
 prints one: it shows ``scheme://***`` (:func:`mltidy.redact.redact_notification_url`), keeps only
-a hash of the URL in the watch state, and scrubs apprise's own log lines before using them as
-error details. apprise is imported only when a message is validated or sent, so ``mltidy
---help`` stays light.
+a keyed hash of the URL in the watch state (:meth:`mltidy.watch.state.WatchState.target_key`),
+and scrubs apprise's own log lines before using them as error details. apprise is imported only
+when a message is validated or sent, so ``mltidy --help`` stays light.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -48,11 +47,6 @@ class Target:
         """The URL as mltidy prints it: the scheme only."""
         return redact_notification_url(self.url)
 
-    @property
-    def key(self) -> str:
-        """A stable identity for the watch state, which must not hold the URL itself."""
-        return hashlib.sha256(self.url.encode()).hexdigest()[:24]
-
     def __str__(self) -> str:
         return self.shown
 
@@ -62,7 +56,6 @@ class Delivery:
     """How sending one message to one target went."""
 
     target: str
-    target_key: str
     ok: bool
     events: int
     error: str | None = None
@@ -105,8 +98,13 @@ def _captured_apprise_logs() -> Iterator[list[logging.LogRecord]]:
 
 
 def scrub(text: str, url: str) -> str:
-    """Free text with every URL (and every longer piece of the target's URL) masked."""
-    for piece in sorted(re.split(r"[/:@?&=#,]+", url.partition("://")[2]), key=len, reverse=True):
+    """Free text with every URL (and every longer piece of the target's URL, the whole URL when
+    it has no scheme) masked."""
+    _, sep, rest = url.partition("://")
+    secret = rest if sep else url
+    if len(secret) >= _MIN_SECRET:
+        text = text.replace(secret, "***")
+    for piece in sorted(re.split(r"[/:@?&=#,\s]+", secret), key=len, reverse=True):
         if len(piece) >= _MIN_SECRET:
             text = text.replace(piece, "***")
     text = _ANY_URL.sub(lambda m: redact_notification_url(m.group(0)), text)
@@ -174,7 +172,7 @@ def deliver(message: Message, targets: Sequence[Target]) -> list[Delivery]:
             error = scrub(
                 crash or (lines[-1] if lines else "apprise reported a failure"), target.url
             )
-        done.append(Delivery(target.shown, target.key, ok, message.events, error))
+        done.append(Delivery(target.shown, ok, message.events, error))
     return done
 
 

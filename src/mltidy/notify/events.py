@@ -35,6 +35,7 @@ class EventKind(str, Enum):
     STUDY_STOPPED = "study-stopped"
     EXPERIMENT_IDLE = "experiment-idle"
     STORE_FAILING = "store-failing"
+    CLOCK_SKEW = "clock-skew"
     JOB_FAILED = "job-failed"
     JOB_SUCCEEDED = "job-succeeded"
 

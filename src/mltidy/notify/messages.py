@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from mltidy.notify.events import Event, EventKind, Message
+from mltidy.text import md_escape, md_link, safe
 
 #: Events shown with all their facts in one message; the rest get one line each.
 DETAILED = 10
@@ -28,6 +29,7 @@ _LABELS: Mapping[str, tuple[str, str]] = {
     EventKind.RUN_KILLED.value: ("run killed", "runs killed"),
     EventKind.STUDY_STOPPED.value: ("study stopped", "studies stopped"),
     EventKind.STORE_FAILING.value: ("store unreadable", "stores unreadable"),
+    EventKind.CLOCK_SKEW.value: ("record dated in the future", "records dated in the future"),
     "stale:run": ("run stale", "runs stale"),
     "stale:trial": ("trial stale", "trials stale"),
     EventKind.RUN_FINISHED.value: ("run finished", "runs finished"),
@@ -84,11 +86,21 @@ def fold(events: Sequence[Event]) -> list[Event]:
 
 
 def render_event(event: Event) -> str:
-    """One event as text: the headline, then indented facts and links."""
-    lines = [event.headline]
-    lines += [f"  {label}: {value}" for label, value in event.facts]
-    lines += [f"  {label}: {url}" for label, url in event.links]
+    """One event as text: the headline, then indented facts and links. Names inside are
+    someone else's text: each line is :func:`~mltidy.text.safe` (no controls, no bidi)."""
+    lines = [safe(event.headline)]
+    lines += [f"  {safe(label)}: {safe(value)}" for label, value in event.facts]
+    lines += [f"  {safe(label)}: {safe(url)}" for label, url in event.links]
     return "\n".join(lines)
+
+
+def markdown_event(event: Event) -> str:
+    """One event as a Markdown list item: literal text, links only to the http(s) pages mltidy
+    built."""
+    lines = [f"- **{event.kind.value}**: {md_escape(event.headline)}"]
+    lines += [f"  - {md_escape(label)}: {md_escape(value)}" for label, value in event.facts]
+    lines += [f"  - {md_link(md_escape(label), url)}" for label, url in event.links]
+    return "\n".join(lines) + "\n"
 
 
 def compose(events: Sequence[Event], *, detailed: int = DETAILED, listed: int = LISTED) -> Message:
@@ -98,14 +110,14 @@ def compose(events: Sequence[Event], *, detailed: int = DETAILED, listed: int = 
         raise ValueError("compose needs at least one event")
     entries = sorted(fold(events), key=lambda e: -e.severity.rank)
     severity = max((e.severity for e in events), key=lambda s: s.rank)
-    title = "mltidy: " + (entries[0].headline if len(entries) == 1 else summary(events))
+    title = "mltidy: " + safe(entries[0].headline if len(entries) == 1 else summary(events))
     if len(title) > TITLE_LIMIT:
         title = title[: TITLE_LIMIT - 3] + "..."
     blocks = [render_event(e) for e in entries[:detailed]]
     rest = entries[detailed:]
     if rest:
         lines = [f"And {len(rest)} more:"]
-        lines += [f"- {e.headline}" for e in rest[:listed]]
+        lines += [f"- {safe(e.headline)}" for e in rest[:listed]]
         if len(rest) > listed:
             lines.append(
                 f"- ... and {len(rest) - listed} more (mltidy watch --once -f json lists them all)"

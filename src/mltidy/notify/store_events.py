@@ -75,6 +75,37 @@ def verdict_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Event:
     )
 
 
+def clock_skew_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Event:
+    """A run or trial dated in the future: a clock ahead, or a wrong time zone. Such a record is
+    never judged alive, and never stale either: someone must look at the clock. Reported once
+    per record."""
+    record, verdict = item.record, item.verdict
+    noun = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
+    facts: list[tuple[str, str]] = [("store", record.store), ("finding", verdict.reason)]
+    if record.started_at is not None:
+        facts.append(("started", when(record.started_at)))
+    if record.last_activity_at is not None:
+        facts.append(("last activity", when(record.last_activity_at)))
+    facts.append(("checked at", when(now)))
+    facts += process_facts(record)
+    link = (
+        ("MLflow", links.run(record))
+        if record.kind is RecordKind.MLFLOW_RUN
+        else ("optuna-dashboard", links.trial(record.container_id, record.trial_number or 0))
+    )
+    return Event(
+        kind=EventKind.CLOCK_SKEW,
+        key=f"clock:{record.store}:{noun}:{record.id}",
+        at=now,
+        headline=f"{describe_record(record)} is dated in the future: {verdict.reason}",
+        severity=Severity.WARNING,
+        facts=tuple(facts),
+        links=(link,),
+        store=record.store,
+        subject=subject_of(record),
+    )
+
+
 def ended_run_event(record: Record, links: LinkBases) -> Event:
     """An MLflow run that ended: finished, failed or killed (also by ``mltidy close``)."""
     closed = record.tags.get(names.CLOSED_REASON)

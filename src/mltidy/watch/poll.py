@@ -4,9 +4,10 @@ One poll:
 
 1. scan every store (the same verdicts as ``mltidy scan``);
 2. per store, gather events: runs that ended since the last poll (finished, failed, killed),
-   runs and trials that are dead or stale, studies that finished (nothing RUNNING or WAITING,
-   and idle for ``--idle-after`` or their trial budget reached), studies whose RUNNING trials
-   are all dead or stale (stopped), experiments that went idle, stores that keep failing;
+   runs and trials that are dead or stale, or dated in the future (``clock-skew``), studies
+   that finished (nothing RUNNING or WAITING, and idle for ``--idle-after`` or their trial
+   budget reached), studies whose RUNNING trials are all dead or stale (stopped), experiments
+   that went idle, stores that keep failing;
 3. optionally close what is dead (``--close``: :mod:`mltidy.close`, the same safety as
    ``mltidy close --yes``);
 4. record the events in the state (deduplicated) and send everything still pending to each
@@ -36,6 +37,7 @@ from mltidy.evidence.local import LocalFacts, LocalProbe
 from mltidy.judge import Policy
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
+    Basis,
     JudgedRecord,
     Record,
     RecordKind,
@@ -52,6 +54,7 @@ from mltidy.notify.delivery import Delivery, Target, deliver
 from mltidy.notify.events import Event, EventKind, when
 from mltidy.notify.messages import compose
 from mltidy.notify.store_events import (
+    clock_skew_event,
     ended_run_event,
     experiment_idle_event,
     store_failing_event,
@@ -155,7 +158,7 @@ def poll(
         now = now or utc_now()
         policy = Policy(now=now, stale_after=options.stale_after)
         facts = probe()
-        state.register(((t.key, t.shown) for t in targets), now)
+        keys = state.targets([(t.url, t.shown) for t in targets], now)
         scanned = list(iter_scan(stores, selection, policy, facts))
         items: dict[StoreKey, list[JudgedRecord]] = defaultdict(list)
         for event in scanned:
@@ -178,7 +181,7 @@ def poll(
         known = state.add(found.known, now, baseline=True)
         for store in found.ok:
             state.mark_ok(store, now)
-        given_up = sum(state.give_up(t.key, now) for t in targets)
+        given_up = sum(state.give_up(key, now) for key in keys)
         deliveries = deliver_pending(state, targets, now)
         state.prune(now)
     return PollResult(
@@ -196,11 +199,12 @@ def deliver_pending(state: WatchState, targets: Sequence[Target], now: datetime)
     """Send each target everything pending for it, as one grouped message."""
     done: list[Delivery] = []
     for target in targets:
-        pending = state.pending(target.key)
+        key = state.target_key(target.url)
+        pending = state.pending(key)
         if not pending:
             continue
         (delivery,) = deliver(compose(pending), [target])
-        state.delivered([e.key for e in pending], target.key, delivery.ok, delivery.error, now)
+        state.delivered([e.key for e in pending], key, delivery.ok, delivery.error, now)
         done.append(delivery)
     return done
 
@@ -253,6 +257,8 @@ def _store_events(
     for item in items:
         if item.verdict.kind in GONE:
             found.events.append(verdict_event(item, options.links, now))
+        elif item.verdict.basis is Basis.CLOCK:
+            found.events.append(clock_skew_event(item, options.links, now))
     if isinstance(backend, RunHistory):
         last_ok = mark.last_ok_at if mark is not None else None
         since = now - options.lookback if last_ok is None else last_ok - SLACK

@@ -11,23 +11,35 @@
   before it), and how long it has been failing.
 * **Experiment activity.** When ``watch`` last saw each experiment active, for "went idle".
 
-The file holds no secrets: notification targets are stored as a hash and their redacted form,
-stores by their identity (secret-free). One file per watch profile (the stores and selection),
-under the user's state directory, unless ``--state PATH`` names one.
+The file holds no secrets: notification targets are stored as their redacted form and a hash
+keyed with a per-installation secret (``secret`` in the state directory, mode 600), so the file
+cannot confirm a guessed URL; stores by their identity (secret-free). One file per watch profile
+(the stores and selection), under the user's state directory, unless ``--state PATH`` names one.
+
+mltidy writes only files it owns (docs/watch.md, "The state file"): the state is a regular file
+that mltidy created (``O_EXCL``, mode 600) or a valid watch state of this user. A symbolic link, a
+device, another program's file or a tracking store is refused, never followed, changed or
+chmod'ed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
+from mltidy.bounded import read_head
 from mltidy.errors import ChangeRefused, UsageError
 from mltidy.notify.events import Event
 
@@ -39,6 +51,13 @@ RETENTION = timedelta(days=30)
 #: How long a poll waits for another poll holding the same state to finish.
 LOCK_WAIT_S = 10.0
 STATE_ENV = "MLTIDY_STATE_DIR"
+#: The per-installation secret that keys the hashes of notification URLs.
+SECRET_NAME = "secret"
+#: The tables every watch state has (what tells a state file from any other SQLite file).
+STATE_TABLES = frozenset({"meta", "stores", "events", "targets", "deliveries"})
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -102,10 +121,133 @@ def default_state_path(
     return state_dir(env) / f"watch-{digest}.db"
 
 
-def _owner_only(path: Path) -> None:
-    """The state names stores, experiments and runs: readable by its owner only."""
-    with contextlib.suppress(OSError):
-        path.chmod(0o600)
+def _refuse(path: Path, why: str) -> UsageError:
+    return UsageError(
+        f"cannot use {path} as the watch state: {why}",
+        hint="pass --state a new path (mltidy creates it) or a state file an earlier watch wrote",
+    )
+
+
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) if missing; the folders mltidy creates are its owner's
+    only. Existing folders are left as they are."""
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+
+
+def _is_watch_state(path: Path) -> str | None:
+    """``None`` when ``path`` (a regular file) holds a watch state, else what it holds instead.
+    Reads without writing: the header, then the table names on a read-only connection."""
+    head = read_head(path, len(SQLITE_MAGIC))
+    if head is None:
+        return "it cannot be read as a file"
+    if head != SQLITE_MAGIC:
+        return "it is not a watch state (not an SQLite file mltidy wrote)"
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=LOCK_WAIT_S)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            schema = (
+                conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if tables >= STATE_TABLES
+                else None
+            )
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return f"it cannot be read as SQLite ({exc})"
+    if schema is None:
+        if {"runs", "experiments"} <= tables or {"studies", "trials"} <= tables:
+            return "it is a tracking store, not a watch state"
+        return "it is an SQLite file of another program, not a watch state"
+    return None
+
+
+def _claim(path: Path) -> tuple[int, int]:
+    """Create the state file, or check that the existing one may be used; returns its
+    ``(st_dev, st_ino)``.
+
+    Raises:
+        UsageError: the path is a symbolic link, not a regular file, another user's, or a file
+            that is not a watch state (a tracking store, another program's database).
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        _private_folder(path.parent)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+        except FileExistsError:
+            return _claim(path)  # made in the meantime: judge it like any existing file
+        try:
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return info.st_dev, info.st_ino
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse(path, "it is a symbolic link (mltidy does not follow links for its state)")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, "it is not a regular file")
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+        raise _refuse(path, "it belongs to another user")
+    if info.st_size == 0:
+        # What mltidy leaves when it stops between creating the file and writing its tables;
+        # an empty file anyone else made would not be private.
+        if info.st_mode & 0o077:
+            raise _refuse(path, "it is an empty file mltidy did not create")
+        return info.st_dev, info.st_ino
+    why = _is_watch_state(path)
+    if why is not None:
+        raise _refuse(path, why)
+    return info.st_dev, info.st_ino
+
+
+def installation_secret(folder: Path) -> bytes:
+    """The secret that keys the hashes of notification URLs in every watch state of this user:
+    ``folder/secret``, created on first use (mode 600, never through a link).
+
+    Raises:
+        UsageError: the secret cannot be created or read, or is not private.
+    """
+    path = folder / SECRET_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+        except FileNotFoundError:
+            try:
+                _private_folder(folder)
+                fd = os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600
+                )
+            except FileExistsError:
+                continue  # another mltidy made it first: read that one
+            except OSError as exc:
+                raise UsageError(f"cannot create {path} ({exc.strerror})") from exc
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32) + "\n")
+            continue
+        except OSError as exc:
+            raise UsageError(f"cannot read {path} ({exc.strerror})") from exc
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            value = handle.read(4096).strip()
+        private = stat.S_ISREG(info.st_mode) and not info.st_mode & 0o077
+        if not private or (hasattr(os, "geteuid") and info.st_uid != os.geteuid()):
+            raise UsageError(
+                f"{path} is not a private file of this user",
+                hint="remove it; mltidy creates a new one (mode 600)",
+            )
+        if len(value) >= 32:
+            return value
+        raise UsageError(f"{path} holds no secret", hint="remove it; mltidy creates a new one")
+    raise UsageError(f"cannot create {path}")
+
+
+def legacy_target_key(url: str) -> str:
+    """The unkeyed hash earlier versions stored (migrated to the keyed one on first use)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
 def _ts(value: datetime) -> float:
@@ -126,16 +268,33 @@ class StoreMark:
 
 
 class WatchState:
-    """The state file, open. Not thread-safe; one poll at a time holds :meth:`lock`."""
+    """The state file, open. Not thread-safe; one poll at a time holds :meth:`lock`.
 
-    def __init__(self, path: Path) -> None:
+    Args:
+        path: the state file: created if missing (mode 600), else it must be a watch state of
+            this user (see the module docstring).
+        secret_dir: where the per-installation secret lives (default: the state directory).
+
+    Raises:
+        UsageError: the path may not be used, or cannot be opened.
+    """
+
+    def __init__(self, path: Path, secret_dir: Path | None = None) -> None:
         self.path = path
+        self._secret_dir = secret_dir
+        self._secret: bytes | None = None
         try:
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True)
-                path.parent.chmod(0o700)  # a folder of its own: the owner's only
-            self._conn = sqlite3.connect(path, timeout=LOCK_WAIT_S, isolation_level=None)
-            _owner_only(path)
+            identity = _claim(path)
+            self._conn = sqlite3.connect(
+                f"file:{quote(str(path))}?mode=rw",
+                uri=True,
+                timeout=LOCK_WAIT_S,
+                isolation_level=None,
+            )
+            after = os.lstat(path)
+            if stat.S_ISLNK(after.st_mode) or (after.st_dev, after.st_ino) != identity:
+                self._conn.close()
+                raise _refuse(path, "it was replaced while mltidy opened it")
             self._conn.executescript(_SCHEMA)
             self._conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
@@ -147,6 +306,7 @@ class WatchState:
                 f"cannot use {path} as the watch state ({exc})",
                 hint="pass --state PATH to a writable file",
             ) from exc
+
         if version and int(version[0]) > SCHEMA_VERSION:
             raise UsageError(f"{path} was written by a newer mltidy; pass another --state PATH")
 
@@ -173,7 +333,17 @@ class WatchState:
             yield
             return
         lock_path = self.path.with_name(self.path.name + ".lock")
-        with lock_path.open("a") as handle:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot use {lock_path} as the watch state's lock ({exc.strerror}; a symbolic "
+                "link is never followed)"
+            ) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError(f"cannot use {lock_path} as the watch state's lock: not a file")
+        with os.fdopen(fd, "r+b") as handle:
             deadline = time.monotonic() + LOCK_WAIT_S
             while True:
                 try:
@@ -190,6 +360,40 @@ class WatchState:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- notification targets ---------------------------------------------------------
+
+    def target_key(self, url: str) -> str:
+        """A notification URL's identity in this state: keyed with the installation's secret,
+        so the file cannot confirm a guessed URL.
+
+        Raises:
+            UsageError: the secret cannot be created or read.
+        """
+        if self._secret is None:
+            folder = self._secret_dir or state_dir(os.environ)
+            self._secret = installation_secret(folder)
+        return hmac.new(self._secret, url.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def targets(self, targets: Sequence[tuple[str, str]], now: datetime) -> list[str]:
+        """Register this poll's targets (``(url, shown)``) and return their keys. A target an
+        earlier version recorded under an unkeyed hash keeps its outbox under the keyed one."""
+        keys = [self.target_key(url) for url, _ in targets]
+        with self._tx():
+            for (url, _), key in zip(targets, keys, strict=True):
+                old = legacy_target_key(url)
+                if self._conn.execute("SELECT 1 FROM targets WHERE key = ?", (old,)).fetchone():
+                    self._conn.execute(
+                        "UPDATE OR IGNORE targets SET key = ? WHERE key = ?", (key, old)
+                    )
+                    self._conn.execute(
+                        "UPDATE OR IGNORE deliveries SET target_key = ? WHERE target_key = ?",
+                        (key, old),
+                    )
+                    self._conn.execute("DELETE FROM targets WHERE key = ?", (old,))
+                    self._conn.execute("DELETE FROM deliveries WHERE target_key = ?", (old,))
+        self.register(zip(keys, (shown for _, shown in targets), strict=True), now)
+        return keys
 
     # -- stores -----------------------------------------------------------------------
 
@@ -358,5 +562,7 @@ __all__ = [
     "StoreMark",
     "WatchState",
     "default_state_path",
+    "installation_secret",
+    "legacy_target_key",
     "state_dir",
 ]

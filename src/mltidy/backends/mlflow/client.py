@@ -23,6 +23,7 @@ from mltidy.backends.interface import (
     RunLinker,
 )
 from mltidy.backends.mlflow.client_ops import ClientOps
+from mltidy.bounded import read_head
 from mltidy.errors import NotAStore, StoreNotFound
 from mltidy.model import (
     CloseRequest,
@@ -48,20 +49,31 @@ def file_store_path(uri: str) -> Path:
     return strip_scheme(uri, FILE_STORE_PREFIXES)
 
 
-def looks_like_mlruns(path: Path) -> bool:
-    """Whether a directory has the layout of an MLflow file store (experiment ``meta.yaml``s)."""
+#: How many entries of a folder discovery looks at before it gives up on it being ``mlruns``.
+MLRUNS_ENTRIES = 200
+
+
+def looks_like_mlruns(path: Path, entries: int = MLRUNS_ENTRIES) -> bool:
+    """Whether a directory has the layout of an MLflow file store (experiment ``meta.yaml``s),
+    judged from the first few KB of at most ``entries`` children's ``meta.yaml``."""
     if not path.is_dir():
         return False
     try:
-        for child in path.iterdir():
-            meta = child / "meta.yaml"
-            if child.is_dir() and meta.is_file():
-                head = meta.read_text(errors="replace")[:4096]
+        with os.scandir(path) as found:
+            for seen, entry in enumerate(found):
+                if seen >= entries:
+                    break
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                head = read_head(Path(entry.path) / "meta.yaml")
+                if head is None:
+                    continue
+                text = head.decode("utf-8", "replace")
                 # An experiment's meta.yaml, not a run's (runs also name their experiment_id).
                 if (
-                    "experiment_id" in head
-                    and "artifact_location" in head
-                    and "run_uuid" not in head
+                    "experiment_id" in text
+                    and "artifact_location" in text
+                    and "run_uuid" not in text
                 ):
                     return True
     except OSError:

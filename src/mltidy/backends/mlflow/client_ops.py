@@ -11,6 +11,7 @@ skipped unless it is RUNNING. A run that ends in the moment between the two is o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,12 @@ def translate_client_error(exc: BaseException, uri: StoreId) -> StoreError:
     return StoreError(f"{uri}: {text}")
 
 
+def quiet_mlflow() -> None:
+    """Before mltidy uses MLflow in its own process: no telemetry. MLflow's telemetry writes an
+    installation id under ``~/.config/mlflow`` and sends events; a read must write nothing."""
+    os.environ[names.MLFLOW_DISABLE_TELEMETRY_ENV] = "true"
+
+
 class ClientOps:
     """An opened ``MlflowClient`` and the active experiments of its store.
 
@@ -78,6 +85,7 @@ class ClientOps:
 
     def __init__(self, tracking_uri: str, uri: StoreId) -> None:
         self.uri = uri
+        quiet_mlflow()
         try:
             from mlflow.tracking import MlflowClient
 

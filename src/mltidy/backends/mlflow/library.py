@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from mltidy import names
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory, RunLinker
-from mltidy.backends.mlflow.client_ops import ClientOps
+from mltidy.backends.mlflow.client_ops import ClientOps, quiet_mlflow
 from mltidy.backends.mlflow.schema import inspect_store
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
 from mltidy.backends.sql import (
@@ -127,6 +127,7 @@ def _check_safe_to_open(url: str, uri: str) -> str:
 
 
 def _installed_mlflow_head(uri: str) -> tuple[str, str]:
+    quiet_mlflow()
     try:
         import mlflow
         from mlflow.store.db.utils import _get_latest_schema_revision

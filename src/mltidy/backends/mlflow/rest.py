@@ -23,9 +23,11 @@ moment gets its previous tags back and is left alone (see :attr:`close_guarantee
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from mltidy import names
@@ -37,11 +39,13 @@ from mltidy.backends.interface import (
     RunDeclutterer,
     RunHistory,
     RunLinker,
+    StoreClock,
 )
 from mltidy.backends.mlflow.rest_client import AJAX_API, MlflowApiError, RestClient, server_text
 from mltidy.backends.mlflow.runs import NO_RHYTHM, Rhythm, latest_key, with_rhythm
 from mltidy.errors import NotAStore, StoreError
 from mltidy.model import (
+    ClockReading,
     CloseRequest,
     CloseResult,
     CloseStatus,
@@ -90,7 +94,9 @@ def needs_mlflow_client(environ: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+class MlflowRestBackend(
+    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, StoreClock
+):
     """An MLflow tracking server, through its REST API (``/api/2.0/mlflow/``)."""
 
     kind = StoreKind.MLFLOW
@@ -123,6 +129,35 @@ class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, 
 
     def describe(self) -> str:
         return f"MLflow tracking server (REST API), {len(self._experiments)} active experiments"
+
+    def clock(self) -> ClockReading:
+        """The server's clock from its ``Date`` header (second resolution), and the newest run
+        start among the active experiments' runs."""
+        newest: datetime | None = None
+        ids = list(self._experiments)
+        for start in range(0, len(ids), IDS_PER_CALL):
+            page = self._http.post(
+                "runs/search",
+                {
+                    "experiment_ids": ids[start : start + IDS_PER_CALL],
+                    "order_by": ["attributes.start_time DESC"],
+                    "run_view_type": "ACTIVE_ONLY",
+                    "max_results": 1,
+                },
+            )
+            for run in page.get("runs") or []:
+                started = from_epoch_ms(_int(_info(run).get("start_time"))) if run else None
+                if started is not None and (newest is None or started > newest):
+                    newest = started
+        if not ids:
+            self._http.post("experiments/search", {"max_results": 1})
+        server = None
+        if self._http.server_date:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                server = parsedate_to_datetime(self._http.server_date).astimezone(timezone.utc)
+        return ClockReading(
+            server, newest, "run start" if newest else "", resolution=timedelta(seconds=1)
+        )
 
     # -- reading ----------------------------------------------------------------------------
 

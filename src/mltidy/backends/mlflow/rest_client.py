@@ -34,6 +34,7 @@ from mltidy import __version__, names
 from mltidy.errors import NotAStore, StoreAccessDenied, StoreError, StoreUnreachable
 from mltidy.model import StoreId
 from mltidy.redact import redact, register_secret, split_credentials
+from mltidy.text import safe
 
 if TYPE_CHECKING:
     import requests
@@ -65,12 +66,13 @@ Authorize = Callable[["requests.PreparedRequest"], "requests.PreparedRequest"]
 
 def server_text(raw: object) -> str:
     """Text a server sent, made fit for one line of mltidy's output: whitespace folded, cut to
-    :data:`TEXT_LIMIT` characters, secrets masked. Every piece of server-supplied text that
-    reaches a message goes through here (the one place to sanitise it further)."""
+    :data:`TEXT_LIMIT` characters, secrets masked, controls and bidi characters shown as escapes
+    (:func:`mltidy.text.safe`). Every piece of server-supplied text that reaches a message goes
+    through here."""
     text = " ".join(str(raw).split())
     if len(text) > TEXT_LIMIT:
         text = text[: TEXT_LIMIT - 3] + "..."
-    return redact(text)
+    return safe(redact(text), limit=None)
 
 
 class MlflowApiError(StoreError):
@@ -212,6 +214,8 @@ class RestClient:
             # the header when a redirect leaves the host.
             session.auth = _authorize(self.settings.authorization)
         self._session: requests.Session | None = session
+        #: The ``Date`` header of the last answer: the server's clock (``doctor``).
+        self.server_date: str | None = None
 
     def close(self) -> None:
         """Close the kept-alive connections. Safe to call twice."""
@@ -304,6 +308,7 @@ class RestClient:
                 ) from None
             except exceptions.RequestException as exc:
                 raise StoreError(f"{self.store}: {endpoint} failed ({_reason(exc)})") from None
+            self.server_date = response.headers.get("Date")
             if response.status_code in RETRY_STATUSES and not last:
                 response.close()
                 time.sleep(RETRY_PAUSE)

@@ -28,6 +28,7 @@ from mltidy.backends.interface import (
     RunDeclutterer,
     RunHistory,
     RunLinker,
+    StoreClock,
 )
 from mltidy.backends.mlflow.runs import (
     ENDED,
@@ -50,12 +51,15 @@ from mltidy.backends.mlflow.schema import (
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
     create_reader_engine,
+    database_now,
     local_artifact_count,
+    newest_time,
     retry_locked,
     side_connection,
     translate_sql_error,
 )
 from mltidy.model import (
+    ClockReading,
     CloseRequest,
     CloseResult,
     CloseStatus,
@@ -64,6 +68,7 @@ from mltidy.model import (
     RunRef,
     Selection,
     StoreKind,
+    from_epoch_ms,
     utc_now,
 )
 
@@ -76,7 +81,9 @@ RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
 LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
 
 
-class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+class MlflowSqlBackend(
+    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, StoreClock
+):
     """An MLflow tracking store in a SQL database, read without importing mlflow.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE runs ... WHERE status =
@@ -116,6 +123,26 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
     def describe(self) -> str:
         dialect = self._engine.dialect.name
         return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
+
+    def clock(self) -> ClockReading:
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs, metrics = self._t["runs"], self._t["latest_metrics"]
+        try:
+            with self._engine.connect() as conn:
+                server = database_now(conn)
+                start, end = conn.execute(
+                    select(func.max(runs.c.start_time), func.max(runs.c.end_time))
+                ).one()
+                metric = conn.execute(select(func.max(metrics.c.timestamp))).scalar()
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        newest, what = newest_time(
+            (from_epoch_ms(value), what)
+            for value, what in ((start, "run start"), (end, "run end"), (metric, "metric"))
+        )
+        return ClockReading(server, newest, what)
 
     def _select(self, selection: Selection | None = None) -> Select[Any]:
         """Active runs with their experiment and newest metric time; only the selected
@@ -298,7 +325,7 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
                 closed_at=parse_time(row.closed_at),
                 metrics=int(row.n_metrics),
                 params=int(row.n_params),
-                artifacts=local_artifact_count(row.artifact_uri),
+                artifacts=local_artifact_count(row.artifact_uri, row.run_uuid),
             )
 
     def soft_delete(self, run_id: str) -> bool:

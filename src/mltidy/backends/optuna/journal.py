@@ -25,9 +25,10 @@ from mltidy.backends.interface import (
     TrialLinker,
     TrialRetrier,
 )
-from mltidy.backends.optuna.storage_ops import StorageOps
+from mltidy.backends.optuna.storage_ops import StorageOps, quiet_optuna
 from mltidy.backends.optuna.time import StorageTimes
 from mltidy.backends.translate import first_line
+from mltidy.bounded import read_head
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
 from mltidy.model import (
     CloseRequest,
@@ -50,13 +51,13 @@ def journal_path(uri: str) -> Path:
     return strip_scheme(uri, JOURNAL_PREFIXES)
 
 
-def looks_like_journal(path: Path) -> bool:
-    """Whether a file starts with an Optuna journal operation (a JSON object with ``op_code``)."""
-    try:
-        with path.open("rb") as handle:
-            first = handle.readline(1 << 16)
-    except OSError:
+def looks_like_journal(path: Path, limit: int = 1 << 16) -> bool:
+    """Whether a file starts with an Optuna journal operation (a JSON object with ``op_code``),
+    judged from at most ``limit`` bytes (discovery reads a few KB per file)."""
+    head = read_head(path, limit)
+    if not head:
         return False
+    first = head.split(b"\n", 1)[0]
     try:
         entry = json.loads(first)
     except ValueError:
@@ -119,7 +120,8 @@ class OptunaJournalBackend(
                 return JournalStorage(JournalFileBackend(str(self.path)))
             from optuna.storages.journal import JournalRedisBackend
 
-            return JournalStorage(JournalRedisBackend(uri))
+            with quiet_optuna():
+                return JournalStorage(JournalRedisBackend(uri))
         except ImportError as exc:
             raise StoreError(
                 f"{self.uri}: redis journals need the redis package", hint="pip install redis"
@@ -128,6 +130,16 @@ class OptunaJournalBackend(
             raise self._translate(exc) from exc
 
     def _translate(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, AssertionError):
+            # optuna's replay ends in `assert False, "Should not reach."` at an operation it
+            # does not know.
+            found = self._unknown_op()
+            what = f"operation {found}" if found else "an operation"
+            return NotAStore(
+                f"{self.uri} holds {what} that optuna {_optuna_version()} does not know: written "
+                "by a newer optuna, or not an Optuna journal",
+                hint="read it with the optuna version that wrote it",
+            )
         text = first_line(exc)
         lowered = text.lower()
         if "connect" in lowered or "refused" in lowered:
@@ -135,6 +147,26 @@ class OptunaJournalBackend(
         if isinstance(exc, (ValueError, KeyError, TypeError)):
             return NotAStore(f"{self.uri} is not a readable Optuna journal ({text})")
         return StoreError(f"{self.uri}: {text}")
+
+    def _unknown_op(self) -> str | None:
+        """The first ``op_code`` in the journal file that optuna has no operation for."""
+        if self.path is None:
+            return None
+        from optuna.storages.journal._storage import JournalOperation
+
+        known = {op.value for op in JournalOperation}
+        try:
+            with self.path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    try:
+                        op = json.loads(line).get("op_code")
+                    except (ValueError, AttributeError):
+                        continue
+                    if op not in known:
+                        return f"op_code {str(op)[:20]!r} (line {number})"
+        except OSError:
+            return None
+        return None
 
     def make_writable(self) -> None:
         """Nothing to do: a journal opens no read-only session."""
@@ -191,6 +223,12 @@ class OptunaJournalBackend(
 
     def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
         return self._ops.write_trial_link(trial, run_url, note)
+
+
+def _optuna_version() -> str:
+    from importlib.metadata import version
+
+    return version("optuna")
 
 
 __all__ = ["OptunaJournalBackend", "journal_path", "looks_like_journal"]

@@ -37,7 +37,7 @@ from mltidy.backends.interface import (
     TrialLinker,
     TrialRetrier,
 )
-from mltidy.backends.optuna.storage_ops import StorageOps
+from mltidy.backends.optuna.storage_ops import StorageOps, quiet_optuna
 from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
@@ -125,11 +125,12 @@ class OptunaSqlLibraryBackend(
             from optuna.storages import RDBStorage
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            return RDBStorage(
-                url,
-                engine_kwargs=_engine_kwargs(url, writable),
-                skip_table_creation=True,
-            )
+            with quiet_optuna():
+                return RDBStorage(
+                    url,
+                    engine_kwargs=_engine_kwargs(url, writable),
+                    skip_table_creation=True,
+                )
         except RuntimeError as exc:
             # optuna's compatibility check: the schema is not the installed optuna's head.
             raise UnsupportedSchema(

@@ -28,12 +28,14 @@ from mltidy.backends.interface import (
     Closer,
     MakesWritable,
     NaiveTimes,
+    StoreClock,
     StudyReporter,
     StudyWatcher,
     TrialLinker,
     TrialRetrier,
 )
 from mltidy.backends.optuna.sql_studies import StudyQueries
+from mltidy.backends.optuna.storage_ops import quiet_optuna
 from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
@@ -47,12 +49,15 @@ from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_n
 from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
 from mltidy.backends.sql import (
     create_reader_engine,
+    database_now,
+    newest_time,
     retry_locked,
     side_connection,
     translate_sql_error,
 )
 from mltidy.errors import StoreError
 from mltidy.model import (
+    ClockReading,
     CloseRequest,
     CloseResult,
     CloseStatus,
@@ -69,6 +74,19 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.engine import Connection, Engine, Row
 
+
+def _datetime(value: object) -> datetime | None:
+    """A datetime column's value (SQLite may hand back text for an aggregate)."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
 #: The trial attributes a link reads (user and system attributes).
 LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
 
@@ -82,6 +100,7 @@ class OptunaSqlBackend(
     TrialLinker,
     MakesWritable,
     NaiveTimes,
+    StoreClock,
 ):
     """An Optuna RDB storage, read without importing optuna.
 
@@ -129,6 +148,37 @@ class OptunaSqlBackend(
             f"{'/' + self.version.revision if self.version.revision else ''}, "
             f"set up by optuna {self.version.library_version}"
         )
+
+    def clock(self) -> ClockReading:
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials = self._t["trials"]
+        now = utc_now()
+        try:
+            with self._engine.connect() as conn:
+                server = database_now(conn)
+                start, end = conn.execute(
+                    select(func.max(trials.c.datetime_start), func.max(trials.c.datetime_complete))
+                ).one()
+                beat, offset = None, timedelta(0)
+                if self._has_heartbeats:
+                    beats = self._t["trial_heartbeats"]
+                    beat = conn.execute(select(func.max(beats.c.heartbeat))).scalar()
+                    offset = self._clock_offset(conn)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        newest, what = newest_time(
+            [
+                (self._times.to_utc(_datetime(start), now), "trial start"),
+                (self._times.to_utc(_datetime(end), now), "trial end"),
+                (
+                    heartbeat_to_utc(beat, offset) if isinstance(beat, datetime) else None,
+                    "Optuna heartbeat",
+                ),
+            ]
+        )
+        return ClockReading(server, newest, what)
 
     def _select(self, selection: Selection, *, heartbeat: bool) -> Select[Any]:
         """Trials with their study (the selected studies' only), and their newest heartbeat
@@ -297,7 +347,8 @@ class OptunaSqlBackend(
         try:
             from optuna.storages import RDBStorage
 
-            storage = RDBStorage(self.url, skip_table_creation=True)
+            with quiet_optuna():
+                storage = RDBStorage(self.url, skip_table_creation=True)
         except Exception as exc:
             raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
         try:

@@ -16,7 +16,9 @@ no ``mlflow_run_url``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -42,6 +44,20 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 T = TypeVar("T")
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Open optuna storages without optuna's ``ExperimentalWarning`` (``JournalRedisBackend``,
+    heartbeat arguments): it speaks to optuna's users, not to mltidy's, and would leak on
+    stderr. Only these warnings, and only around the call."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
 #: Newest activity per trial id, aware UTC (trials without any are left out).
 Activity = Callable[[Sequence[int]], dict[int, datetime]]
 

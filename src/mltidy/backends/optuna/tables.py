@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
@@ -30,9 +31,38 @@ REQUIRED_TABLES = frozenset({"studies", "trials", "version_info"})
 CHUNK = 500
 
 
+@cache
+def lenient_datetime() -> Any:
+    """``DateTime`` that reads a value it cannot parse (SQLite keeps any text a writer gave
+    it) as ``None``, a time unknown, instead of failing the whole storage."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.types import TypeDecorator
+
+    class LenientDateTime(TypeDecorator[datetime]):
+        impl = DateTime
+        cache_ok = True
+
+        def result_processor(self, dialect: Any, coltype: Any) -> Any:
+            inner = super().result_processor(dialect, coltype)
+            if inner is None:
+                return None
+
+            def process(value: Any) -> Any:
+                try:
+                    return inner(value)
+                except (ValueError, TypeError, OverflowError):
+                    return None
+
+            return process
+
+    return LenientDateTime
+
+
 def tables() -> dict[str, Any]:
     """SQLAlchemy table objects for the columns the fast path reads and writes."""
-    from sqlalchemy import DateTime, Float, Integer, String, column, table
+    from sqlalchemy import Float, Integer, String, column, table
+
+    DateTime = lenient_datetime()
 
     def attrs(name: str, owner: str) -> Any:
         return table(
