@@ -2,6 +2,7 @@
 
 MLflow stores are read first, so that an Optuna trial can inherit the evidence of the MLflow run
 it trained in (linked by ``mlflow_run_id``, or by the trial tags mltidy's MLflow plugin wrote).
+Records are selected (:mod:`mltidy.scope`) before they are judged.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mltidy.model import (
     StoreSpec,
     StoreStatus,
 )
+from mltidy.scope import Named, Scope, stream_named
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class ScanResult:
 
     stores: tuple[StoreStatus, ...]
     records: tuple[JudgedRecord, ...]
+    missing: tuple[str, ...] = ()
+    """Ids given with ``--run``/``--trial`` that named no unfinished record."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,21 @@ class LeftOut:
     why: str
 
 
-ScanEvent = StoreStatus | JudgedRecord | LeftOut
+@dataclass(frozen=True)
+class NoMatch:
+    """An id given with ``--run``/``--trial`` that named no unfinished record."""
+
+    given: str
+
+
+ScanEvent = StoreStatus | JudgedRecord | LeftOut | NoMatch
+
+
+def names_of(event: ScanEvent) -> list[Named]:
+    """The record an event is about, as ids name it (none for statuses)."""
+    if isinstance(event, (JudgedRecord, LeftOut)):
+        return [Named.of(event.record)]
+    return []
 
 
 class RunIndex:
@@ -92,10 +110,9 @@ class RunIndex:
             return by_id
         return self.by_trial.get((trial.container, f"number:{trial.trial_number}"))
 
-    def enrich(self, trial: Record) -> Record:
-        """A trial takes its run's activity when newer than its own, and its run's provenance
-        when it has none of its own (the job wrote it on the run only)."""
-        run = self.run_of(trial)
+    def enrich(self, trial: Record, run: Record | None) -> Record:
+        """A trial takes its run's (:meth:`run_of`) activity when newer than its own, and its
+        run's provenance when it has none of its own (the job wrote it on the run only)."""
         if run is None:
             return trial
         own = Provenance.from_tags(trial.tags) is not None
@@ -133,21 +150,36 @@ def iter_scan(
     *,
     this_host: bool = False,
     bases: LinkBases | None = None,
+    scope: Scope | None = None,
 ) -> Iterator[ScanEvent]:
-    """Stream the scan: each record as soon as it is judged, and each store's status after it.
+    """Stream the scan: each selected record as soon as it is judged, each store's status after
+    it. Records named by id (``--run``, ``--trial``) come at the end, once every id is known to
+    name one record; an id that names none yields a :class:`NoMatch`.
 
     A store that fails yields a failed :class:`StoreStatus` and the scan goes on with the next.
     With ``this_host``, only records whose provenance names this host are judged.
+
+    Raises:
+        UsageError: a named experiment or study no store holds (unless ``scope`` is given:
+            then the caller chose whether names are checked), or an id that names several
+            records.
     """
+    scope = scope or Scope.of(session, selection, policy.now)
     index = RunIndex(session)
-    for spec in session.specs:
-        yield from _scan_store(session, spec, selection, policy, facts, index, this_host, bases)
+    events = (
+        event
+        for spec in session.specs
+        for event in _scan_store(session, spec, scope, policy, facts, index, this_host, bases)
+    )
+    yield from stream_named(
+        events, selection, names_of, lambda missing: (NoMatch(given) for given in missing)
+    )
 
 
 def _scan_store(
     session: StoreSession,
     spec: StoreSpec,
-    selection: Selection,
+    scope: Scope,
     policy: Policy,
     facts: LocalFacts,
     index: RunIndex,
@@ -160,11 +192,15 @@ def _scan_store(
         return
     bases = bases or LinkBases()
     try:
-        for record in backend.iter_active(selection):
+        for record in backend.iter_active(scope.for_backend(spec.kind)):
+            run: Record | None = None
             if record.kind is RecordKind.MLFLOW_RUN:
                 index.add(record)
             else:
-                record = index.enrich(record)
+                run = index.run_of(record)
+                record = index.enrich(record, run)
+            if not scope.wants(record, run):
+                continue
             if this_host and record.tags.get(names.HOST) != facts.host:
                 host = record.tags.get(names.HOST)
                 yield LeftOut(record, f"started on {host}" if host else "no provenance")
@@ -189,6 +225,7 @@ def scan(
     """Read every store and judge its unfinished records."""
     stores: list[StoreStatus] = []
     records: list[JudgedRecord] = []
+    missing: list[str] = []
     for event in iter_scan(session, selection, policy, facts, this_host=this_host, bases=bases):
         if on_event is not None:
             on_event(event)
@@ -196,4 +233,6 @@ def scan(
             stores.append(event)
         elif isinstance(event, JudgedRecord):
             records.append(event)
-    return ScanResult(tuple(stores), tuple(records))
+        elif isinstance(event, NoMatch):
+            missing.append(event.given)
+    return ScanResult(tuple(stores), tuple(records), tuple(missing))

@@ -17,12 +17,18 @@ from mltidy.cli.options import (
     FailOn,
     FailOnOption,
     FormatOption,
+    HostOption,
     MlflowOption,
     MlflowUiOption,
+    OlderThanOption,
     OptunaOption,
+    RunOption,
+    SilentForOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
+    TrialOption,
+    UserOption,
 )
 from mltidy.cli.render import (
     OutputFormat,
@@ -38,7 +44,7 @@ from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
-from mltidy.scan import LeftOut, ScanEvent, iter_scan
+from mltidy.scan import LeftOut, NoMatch, ScanEvent, iter_scan
 
 FAILING = {
     FailOn.DANGLING: (VerdictKind.DEAD, VerdictKind.STALE, VerdictKind.UNKNOWN),
@@ -53,6 +59,12 @@ def scan_command(
     optuna: OptunaOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     stale_after: StaleAfterOption = None,
     output: FormatOption = OutputFormat.TABLE,
     fail_on: FailOnOption = FailOn.NEVER,
@@ -77,6 +89,12 @@ def scan_command(
             stale_after=stale_after,
             mlflow_ui=mlflow_ui,
             dashboard_url=dashboard_url,
+            runs=run,
+            trials=trial,
+            older_than=older_than,
+            silent_for=silent_for,
+            users=user,
+            hosts=host,
         )
         err = stderr_console()
         if not resolved.specs:
@@ -87,6 +105,7 @@ def scan_command(
         stores: list[StoreStatus] = []
         records: list[JudgedRecord] = []
         left_out: list[LeftOut] = []
+        missing: list[str] = []
         progress: AbstractContextManager[Any] = (
             err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
         )
@@ -100,11 +119,14 @@ def scan_command(
                 bases=resolved.bases,
             )
             for event in events:
-                _collect(event, stores, records, left_out, output)
+                _collect(event, stores, records, left_out, missing, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
         _render(output, stores, records)
         _summarise(stores, records, left_out, output)
+        if not output.is_machine:
+            for given in missing:
+                err.print(f"  {given}: no unfinished record of the selection has this id")
     failed = any(not s.ok for s in stores)
     if failed:
         raise typer.Exit(int(ExitCode.STORE))
@@ -117,8 +139,12 @@ def _collect(
     stores: list[StoreStatus],
     records: list[JudgedRecord],
     left_out: list[LeftOut],
+    missing: list[str],
     output: OutputFormat,
 ) -> None:
+    if isinstance(event, NoMatch):
+        missing.append(event.given)
+        return
     if isinstance(event, LeftOut):
         left_out.append(event)
         return

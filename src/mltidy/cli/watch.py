@@ -20,11 +20,17 @@ from mltidy.cli.errors import print_error, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
+    HostOption,
     MlflowOption,
     NotifyOption,
+    OlderThanOption,
     OptunaOption,
+    RunOption,
+    SilentForOption,
     StaleAfterOption,
     StudyOption,
+    TrialOption,
+    UserOption,
 )
 from mltidy.cli.render import OutputFormat, store_dict
 from mltidy.cli.render_changes import change_dict
@@ -37,6 +43,7 @@ from mltidy.model import iso
 from mltidy.notify.delivery import Target, resolve_targets, validate
 from mltidy.notify.events import EventKind
 from mltidy.notify.messages import render_event
+from mltidy.scope import check_names
 from mltidy.watch import poll as watch
 from mltidy.watch.poll import PollResult
 from mltidy.watch.state import WatchState, default_state_path
@@ -47,6 +54,12 @@ def watch_command(
     optuna: OptunaOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     stale_after: StaleAfterOption = None,
     notify: NotifyOption = None,
     once: Annotated[
@@ -142,6 +155,12 @@ def watch_command(
             experiments=experiment,
             studies=study,
             stale_after=stale_after,
+            runs=run,
+            trials=trial,
+            older_than=older_than,
+            silent_for=silent_for,
+            users=user,
+            hosts=host,
         )
         if not resolved.specs:
             raise UsageError(
@@ -149,7 +168,9 @@ def watch_command(
                 hint="pass --mlflow URI / --optuna URL, set MLFLOW_TRACKING_URI / "
                 "OPTUNA_STORAGE, or run in a folder that holds them",
             )
-        resolved.session().close()  # a URI no backend reads fails now, not in the loop
+        with resolved.session() as session:  # a URI no backend reads fails now, not in the loop
+            if not once and resolved.selection.by_container:
+                check_names(session, resolved.selection)  # and so does a name no store holds
         config = resolved.config
         options = watch.WatchOptions(
             stale_after=resolved.policy.stale_after,
@@ -168,6 +189,7 @@ def watch_command(
             resolved.selection.experiments,
             resolved.selection.studies,
             os.environ,
+            resolved.selection.narrowing(),
         )
         store = WatchState(path)
 

@@ -29,6 +29,7 @@ from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     RunDeclutterer,
     RunHistory,
@@ -81,7 +82,9 @@ def needs_mlflow_client(environ: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+class MlflowRestBackend(
+    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, ContainerLister
+):
     """An MLflow tracking server, through its REST API (``/api/2.0/mlflow/``)."""
 
     kind = StoreKind.MLFLOW
@@ -114,6 +117,9 @@ class MlflowRestBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, 
         return f"MLflow tracking server (REST API), {len(self._experiments)} active experiments"
 
     # -- reading ----------------------------------------------------------------------------
+
+    def containers(self) -> dict[str, str]:
+        return dict(self._experiments)
 
     def _list_experiments(self) -> dict[str, str]:
         found: dict[str, str] = {}

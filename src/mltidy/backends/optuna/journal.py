@@ -16,6 +16,7 @@ from mltidy.backends.identity import JOURNAL_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     StudyReporter,
     StudyWatcher,
@@ -60,7 +61,14 @@ def looks_like_journal(path: Path) -> bool:
 
 
 class OptunaJournalBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+    Backend,
+    Closer,
+    TrialRetrier,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    MakesWritable,
+    ContainerLister,
 ):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``.
 
@@ -121,6 +129,9 @@ class OptunaJournalBackend(
 
     def describe(self) -> str:
         return "Optuna redis journal" if self.is_redis else "Optuna journal file"
+
+    def containers(self) -> dict[str, str]:
+        return self._ops.containers()
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)
