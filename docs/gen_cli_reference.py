@@ -1,4 +1,5 @@
-"""Generate docs/cli.md from the CLI's own --help, or check that it is current.
+"""Generate docs/cli.md from the CLI's own --help (the same source as the terminal's: the
+commands' docstrings and options), or check that it is current.
 
 Usage: python docs/gen_cli_reference.py [--write]
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mltidy.cli.app import app
+from mltidy.cli.app import COMMANDS, app
 
 TARGET = Path(__file__).with_name("cli.md")
 HEADER = (
@@ -21,8 +22,8 @@ HEADER = (
 
 
 def command_names() -> list[str]:
-    """Every registered command, in registration order."""
-    return [c.name or "" for c in app.registered_commands]
+    """Every command, in the order ``mltidy --help`` lists them."""
+    return list(COMMANDS)
 
 
 def render() -> str:
