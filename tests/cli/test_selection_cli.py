@@ -266,3 +266,18 @@ def test_through_the_installed_entry_point(world: CrossedWorld) -> None:
     )
     assert done.returncode == 2
     assert "no study of that name" in done.stderr
+
+
+def test_link_names_the_trials_without_a_run(world: CrossedWorld) -> None:
+    number = world.trial_number("j6")
+    code, out, err = invoke("link", "--dry-run", "-f", "json", *stores(world), "-s", "s5")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["trials_without_run"] == 1
+    assert [(t["study"], t["trial_number"], t["state"]) for t in payload["without_run"]] == [
+        ("s5", number, "RUNNING")
+    ]
+    code, out, err = invoke("link", "--dry-run", *stores(world), "-s", "s5")
+    assert code == 0
+    assert "Trials without a run" in out and f"#{number} running" in out
+    assert "1 trials without a run" in err
