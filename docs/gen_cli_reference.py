@@ -17,7 +17,11 @@ from mltidy.cli.app import COMMANDS, app
 TARGET = Path(__file__).with_name("cli.md")
 HEADER = (
     "# CLI reference\n\n"
-    "Generated from `mltidy --help` by `docs/gen_cli_reference.py`; do not edit by hand.\n"
+    "Generated from `mltidy --help` by `docs/gen_cli_reference.py`; do not edit by hand.\n\n"
+    "Every command also takes `--debug` (tracebacks and debug messages) after its name, as the\n"
+    "root does before it. Shell completion: `mltidy --install-completion` installs it for the\n"
+    "shell you run it from (bash, zsh, fish, PowerShell); `mltidy --show-completion SHELL`\n"
+    "prints the script instead.\n"
 )
 
 
