@@ -4,6 +4,7 @@ killed with real signals, real stores)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -188,3 +189,36 @@ def test_link_writes_only_the_pairs_of_the_plan(lab: Lab, tmp_path: Path) -> Non
     code, after, _ = invoke("link", "--dry-run", "-f", "json", *stores)
     statuses = {p["run_id"]: p["status"] for p in after["pairs"]}
     assert statuses == {first.run_id: "unchanged", second.run_id: "planned"}
+
+
+def test_times_in_a_plan_have_milliseconds_and_that_is_the_same_activity() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from mltidy import names
+    from mltidy.model import Record, RecordKind, StoreId
+    from mltidy.plans import changed_since
+
+    beat = datetime(2026, 1, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    fresh = Record(
+        RecordKind.OPTUNA_TRIAL,
+        StoreId("sqlite:////x/optuna.db"),
+        "7",
+        "trial 3",
+        "s",
+        "1",
+        "RUNNING",
+        beat - timedelta(hours=1),
+        last_activity_at=beat,
+        trial_number=3,
+        tags={names.HEARTBEAT_AT: beat.isoformat()},
+    )
+    in_plan = beat.replace(microsecond=123000)  # what the plan file kept
+    planned = dataclasses.replace(
+        fresh, last_activity_at=in_plan, tags={names.HEARTBEAT_AT: in_plan.isoformat()}
+    )
+    assert changed_since(planned, fresh) is None
+    later = dataclasses.replace(fresh, last_activity_at=beat + timedelta(seconds=2))
+    assert changed_since(planned, later) == "changed since the plan: new activity"
+    ended = dataclasses.replace(fresh, state="COMPLETE")
+    assert changed_since(planned, ended) == "changed since the plan: now COMPLETE"
+    assert changed_since(planned, None) == "changed since the plan: gone from the store"

@@ -13,7 +13,7 @@ import getpass
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 from mltidy import names
@@ -37,6 +37,8 @@ from mltidy.model import (
 from mltidy.scan import NoMatch, ScanEvent, iter_scan
 
 MAX_REASON = 500
+#: Activity less than this apart is the same activity (times in plans have milliseconds).
+SAME_TIME = timedelta(milliseconds=1)
 #: What a dry run says of a trial ``--retry`` would enqueue a copy of.
 RETRY_PLANNED = "a retry would be enqueued"
 
@@ -303,11 +305,15 @@ def _apply_one(
 
 
 def newer_activity(fresh: Record, planned: Record) -> bool:
-    """Whether ``fresh`` shows activity (a metric, a heartbeat) newer than ``planned`` had."""
+    """Whether ``fresh`` shows activity (a metric, a heartbeat) newer than ``planned`` had.
+
+    Within a millisecond is the same activity: reports and plan files keep times to the
+    millisecond (docs/json.md), heartbeats are written to the microsecond.
+    """
 
     def last(record: Record) -> datetime | None:
         times = [t for t in (record.last_activity_at, heartbeat_at(record.tags)) if t]
         return max(times) if times else None
 
     before, after = last(planned), last(fresh)
-    return after is not None and (before is None or after > before)
+    return after is not None and (before is None or after - before >= SAME_TIME)
