@@ -1,4 +1,5 @@
-"""Generate docs/cli.md from the CLI's own --help, or check that it is current.
+"""Generate docs/cli.md from the CLI's own --help (the same source as the terminal's: the
+commands' docstrings and options), or check that it is current.
 
 Usage: python docs/gen_cli_reference.py [--write]
 """
@@ -11,18 +12,22 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mltidy.cli.app import app
+from mltidy.cli.app import COMMANDS, app
 
 TARGET = Path(__file__).with_name("cli.md")
 HEADER = (
     "# CLI reference\n\n"
-    "Generated from `mltidy --help` by `docs/gen_cli_reference.py`; do not edit by hand.\n"
+    "Generated from `mltidy --help` by `docs/gen_cli_reference.py`; do not edit by hand.\n\n"
+    "Every command also takes `--debug` (tracebacks and debug messages) after its name, as the\n"
+    "root does before it. Shell completion: `mltidy --install-completion` installs it for the\n"
+    "shell you run it from (bash, zsh, fish, PowerShell); `mltidy --show-completion SHELL`\n"
+    "prints the script instead.\n"
 )
 
 
 def command_names() -> list[str]:
-    """Every registered command, in registration order."""
-    return [c.name or "" for c in app.registered_commands]
+    """Every command, in the order ``mltidy --help`` lists them."""
+    return list(COMMANDS)
 
 
 def render() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,10 @@ def invoke(*args: str) -> tuple[int, dict[str, Any], str]:
     return result.exit_code, payload, result.stderr
 
 
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
 def _ids(entries: list[dict[str, Any]], kind: str) -> set[str]:
     return {e["id"] for e in entries if e["kind"] == kind}
 
@@ -82,6 +87,14 @@ def test_close_scenario(world: CloseWorld) -> None:
     assert all(s["why"].startswith("alive") for s in plan["skipped"])
     assert mlflow_snapshot(world.mlflow_uri, world.name) == runs_before
     assert optuna_snapshot(world.optuna_url, world.name) == trials_before
+
+    # A dry run shows everything --yes would do, retries included.
+    code, retrying, _ = invoke("close", "--retry", "-f", "json", *world.args())
+    assert code == 0
+    for change in retrying["changes"]:
+        trial = change["kind"] == "optuna_trial"
+        assert change["retry"] is trial
+        assert change["detail"] == ("a retry would be enqueued" if trial else None)
 
     # 2. Applied, with retries: true end times, audit tags; live and finished untouched.
     code, done, err = invoke("close", "--yes", "--retry", "-f", "json", *world.args())
@@ -120,10 +133,10 @@ def test_close_scenario(world: CloseWorld) -> None:
     assert "mlflow_run_id" not in retry_of_killed["user_attrs"]
     assert not any(k.startswith("mltidy.") for k in retry_of_killed["system_attrs"])
 
-    # 3. Idempotent: nothing left to close.
+    # 3. Idempotent: nothing left to close (and said to be no dry run).
     code, again, _ = invoke("close", "--yes", "-f", "json", *world.args())
     assert code == 0
-    assert again["changes"] == []
+    assert again["changes"] == [] and again["dry_run"] is False
 
     # 4. Declutter: only the empty closed run goes, softly, and comes back on restore.
     time.sleep(1.1)
@@ -139,6 +152,14 @@ def test_close_scenario(world: CloseWorld) -> None:
     assert {r["id"]: r["action"] for r in report["runs"]} == {empty: "deleted", killed: "keep"}
     (study,) = report["studies"]
     assert study["failed"] == 2 and study["closed_by_mltidy"] == 2 and study["running"] == 1
+    # The compute the failed trials cost runs to their true end (last activity), not to the
+    # moment mltidy closed them (journal storages record the closing time as their end).
+    lost = sum(
+        (_time(c["end_time"]) - _time(c["started_at"])).total_seconds()
+        for c in done["changes"]
+        if c["kind"] == "optuna_trial"
+    )
+    assert study["failed_seconds"] == pytest.approx(lost, abs=0.01)
     decluttered = mlflow_snapshot(world.mlflow_uri, world.name)
     assert decluttered[empty]["lifecycle"] == "deleted"
     assert decluttered[killed]["lifecycle"] == "active"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,23 @@ def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
         check=True,
     )
     assert after.stdout == ""  # nothing left RUNNING
+    # The links the demo wrote name its stores by identity: link in the sandbox, or from
+    # another folder with plain paths to the same files, plans nothing new.
+    for cwd, stores in (
+        (tmp_path / "sandbox", []),
+        (tmp_path, ["--mlflow", "sandbox/mlflow.db", "--optuna", "sandbox/optuna.db"]),
+    ):
+        again = subprocess.run(
+            [str(EXE), "link", "--dry-run", "-f", "json", *stores],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr
+        pairs = json.loads(again.stdout)["pairs"]
+        assert pairs and {p["status"] for p in pairs} == {"unchanged"}, pairs
 
 
 def test_demo_refuses_a_folder_that_is_not_its_own(tmp_path: Path) -> None:

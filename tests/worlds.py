@@ -7,9 +7,11 @@ inside Optuna trials), the way tutorials write them. Starting Python jobs is the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from crossed_world import CrossedWorld, make_crossed_world
 from killed_jobs import KilledJobs, make_killed_jobs
 
 
@@ -51,3 +53,9 @@ def mysql_world(mysql_server: object, tmp_path_factory: pytest.TempPathFactory) 
     root = tmp_path_factory.mktemp("mysql-world")
     create = mysql_server.create_database  # type: ignore[attr-defined]
     return make_killed_jobs(create("mlflow_world"), create("optuna_world"), root / "work")
+
+
+@pytest.fixture(scope="session")
+def crossed_world(tmp_path_factory: pytest.TempPathFactory, _lab_template: Path) -> CrossedWorld:
+    """Several experiments and studies, crossed, linked by every convention (crossed_world.py)."""
+    return make_crossed_world(tmp_path_factory.mktemp("crossed-world"), _lab_template)

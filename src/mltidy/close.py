@@ -13,13 +13,13 @@ import getpass
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 
 from mltidy import names
 from mltidy.backends.interface import Backend, Closer, RunLinker, TrialLinker, TrialRetrier
 from mltidy.backends.session import StoreSession
-from mltidy.errors import StoreError, UsageError
+from mltidy.errors import StoreError
 from mltidy.evidence.local import LocalFacts
 from mltidy.judge import Policy, heartbeat_at
 from mltidy.model import (
@@ -36,9 +36,13 @@ from mltidy.model import (
     iso,
     utc_now,
 )
-from mltidy.scan import LeftOut, ScanEvent, iter_scan
+from mltidy.scan import NoMatch, ScanEvent, iter_scan
 
 MAX_REASON = 500
+#: Activity less than this apart is the same activity (times in plans have milliseconds).
+SAME_TIME = timedelta(milliseconds=1)
+#: What a dry run says of a trial ``--retry`` would enqueue a copy of.
+RETRY_PLANNED = "a retry would be enqueued"
 
 
 class Outcome(str, Enum):
@@ -57,8 +61,8 @@ class CloseOptions:
         include_stale: also close ``stale`` records (default: ``dead`` only).
         rhythm: with ``include_stale``, also close records stale by their own rhythm (silent
             for many times their longest pause) before ``--stale-after``.
-        runs: explicit MLflow run ids; only these are considered.
-        trials: explicit ``(study, trial number)`` pairs; only these are considered.
+        explicit: the records were named one by one (``--run``/``--trial``); :func:`plan` sets
+            it when its selection names records.
         force: close the explicit records whatever their verdict (except ``alive``).
         as_failed: MLflow runs become ``FAILED`` instead of ``KILLED``.
         retry: enqueue a WAITING copy of each closed trial.
@@ -67,17 +71,11 @@ class CloseOptions:
 
     include_stale: bool = False
     rhythm: bool = False
-    runs: tuple[str, ...] = ()
-    trials: tuple[tuple[str, int], ...] = ()
+    explicit: bool = False
     force: bool = False
     as_failed: bool = False
     retry: bool = False
     max_retry: int | None = None
-
-    @property
-    def explicit(self) -> bool:
-        """Whether records were named one by one."""
-        return bool(self.runs or self.trials)
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,8 @@ class Change:
     detail: str | None = None
     retry_trial_number: int | None = None
     forced: bool = False
+    retry: bool = False
+    """Whether applying also enqueues a retry of the trial (``--retry``)."""
 
 
 @dataclass(frozen=True)
@@ -116,20 +116,6 @@ class CloseReport:
     def failed(self) -> tuple[Change, ...]:
         """Changes that could not be made."""
         return tuple(c for c in self.changes if c.outcome is Outcome.FAILED)
-
-
-def parse_trial_ref(text: str) -> tuple[str, int]:
-    """``STUDY:NUMBER`` -> ``(study, number)``.
-
-    Raises:
-        UsageError: not of that form.
-    """
-    study, sep, number = text.rpartition(":")
-    if not sep or not study or not number.isdigit():
-        raise UsageError(
-            f"{text!r} is not a trial reference", hint="write STUDY:NUMBER, e.g. s1:12"
-        )
-    return study, int(number)
 
 
 def end_time_of(record: Record, now: datetime, ended_at: datetime | None = None) -> datetime:
@@ -176,14 +162,6 @@ def _decide(item: JudgedRecord, options: CloseOptions) -> str | None:
     return "unknown: not enough evidence; name it with --run/--trial and pass --force"
 
 
-def _matches(record: Record, options: CloseOptions) -> bool:
-    if not options.explicit:
-        return True
-    if record.kind is RecordKind.MLFLOW_RUN:
-        return record.id in options.runs
-    return (record.container, record.trial_number) in options.trials
-
-
 def plan(
     session: StoreSession,
     selection: Selection,
@@ -193,7 +171,13 @@ def plan(
     *,
     this_host: bool = False,
 ) -> CloseReport:
-    """Scan and decide what to close; changes nothing."""
+    """Scan and decide what to close; changes nothing.
+
+    Raises:
+        UsageError: a selection that names what no store holds, or an ambiguous id.
+    """
+    if selection.names_records:
+        options = dataclasses.replace(options, explicit=True)
     events = iter_scan(session, selection, policy, facts, this_host=this_host)
     return plan_scanned(events, policy, options)
 
@@ -203,21 +187,16 @@ def plan_scanned(events: Iterable[ScanEvent], policy: Policy, options: CloseOpti
     stores: list[StoreStatus] = []
     changes: list[Change] = []
     skipped: list[Skip] = []
-    seen_runs: set[str] = set()
-    seen_trials: set[tuple[str, int]] = set()
+    missing: list[str] = []
     for event in events:
         if isinstance(event, StoreStatus):
             stores.append(event)
             continue
-        if isinstance(event, LeftOut):
+        if isinstance(event, NoMatch):
+            missing.append(event.given)
             continue
-        record = event.record
-        if not _matches(record, options):
+        if not isinstance(event, JudgedRecord):
             continue
-        if record.kind is RecordKind.MLFLOW_RUN:
-            seen_runs.add(record.id)
-        elif record.trial_number is not None:
-            seen_trials.add((record.container, record.trial_number))
         why = _decide(event, options)
         if why is not None:
             skipped.append(Skip(event, why))
@@ -226,8 +205,6 @@ def plan_scanned(events: Iterable[ScanEvent], policy: Policy, options: CloseOpti
         if options.force and event.verdict.kind is not VerdictKind.DEAD:
             change = dataclasses.replace(change, forced=True)
         changes.append(change)
-    missing = [r for r in options.runs if r not in seen_runs]
-    missing += [f"{s}:{n}" for s, n in options.trials if (s, n) not in seen_trials]
     return CloseReport(tuple(stores), tuple(changes), tuple(skipped), True, tuple(missing))
 
 
@@ -239,7 +216,19 @@ def planned_change(item: JudgedRecord, options: CloseOptions, now: datetime) -> 
         state = "FAILED" if options.as_failed else "KILLED"
     else:
         state = "FAIL"
-    return Change(item, state, end_time_of(record, now, item.verdict.ended_at))
+    detail = None
+    if options.retry and record.kind is RecordKind.OPTUNA_TRIAL:
+        # A dry run shows everything --yes would do; apply() replaces this with what it did.
+        detail = RETRY_PLANNED
+        if options.max_retry is not None:
+            detail += f" (unless --max-retry {options.max_retry} is reached)"
+    return Change(
+        item,
+        state,
+        end_time_of(record, now, item.verdict.ended_at),
+        detail=detail,
+        retry=detail is not None,
+    )
 
 
 def closed_by() -> str:
@@ -297,8 +286,8 @@ def _apply_one(
         return _failed(change, f"{backend.uri} cannot close records")
     try:
         fresh = backend.read(record.id)
-        if fresh is not None and _newer_activity(fresh, record):
-            return Skip(change.item, "new activity since the scan; left alone")
+        if fresh is not None and newer_activity(fresh, record):
+            return Skip(change.item, "new activity since it was planned; left alone")
         result = backend.close_record(
             CloseRequest(
                 record.id, change.new_state, change.end_time, audit_attributes(change, now)
@@ -312,7 +301,7 @@ def _apply_one(
         return Skip(change.item, f"already {result.state} by the time of writing; left alone")
     retry_number: int | None = None
     detail = ""
-    if options.retry and record.kind is RecordKind.OPTUNA_TRIAL:
+    if change.retry and record.kind is RecordKind.OPTUNA_TRIAL:
         if not isinstance(backend, TrialRetrier):
             detail = "this storage cannot enqueue retries"
         else:
@@ -329,13 +318,19 @@ def _apply_one(
     )
 
 
-def _newer_activity(fresh: Record, planned: Record) -> bool:
+def newer_activity(fresh: Record, planned: Record) -> bool:
+    """Whether ``fresh`` shows activity (a metric, a heartbeat) newer than ``planned`` had.
+
+    Within a millisecond is the same activity: reports and plan files keep times to the
+    millisecond (docs/json.md), heartbeats are written to the microsecond.
+    """
+
     def last(record: Record) -> datetime | None:
         times = [t for t in (record.last_activity_at, heartbeat_at(record.tags)) if t]
         return max(times) if times else None
 
     before, after = last(planned), last(fresh)
-    return after is not None and (before is None or after > before)
+    return after is not None and (before is None or after - before >= SAME_TIME)
 
 
 # -- why, where people look ---------------------------------------------------------------------

@@ -351,21 +351,19 @@ class Config:
 
     def stores(self, mlflow: Iterable[str] = (), optuna: Iterable[str] = ()) -> list[StoreSpec]:
         """The stores a command works on, in the documented order of precedence."""
-        explicit = [store_spec(StoreKind.MLFLOW, u, "--mlflow", self.cwd) for u in mlflow]
-        explicit += [store_spec(StoreKind.OPTUNA, u, "--optuna", self.cwd) for u in optuna]
+        explicit = [_spec(StoreKind.MLFLOW, u, "--mlflow", self.cwd) for u in mlflow]
+        explicit += [_spec(StoreKind.OPTUNA, u, "--optuna", self.cwd) for u in optuna]
         if explicit:
             return explicit
         found: list[StoreSpec] | None = None
         specs: list[StoreSpec] = []
         for kind, setting in ((StoreKind.MLFLOW, MLFLOW_STORES), (StoreKind.OPTUNA, OPTUNA_STORES)):
             if setting.env and self.env.get(setting.env, "").strip():
-                specs.append(store_spec(kind, self.env[setting.env], setting.env, self.cwd))
+                specs.append(_spec(kind, self.env[setting.env], setting.env, self.cwd))
             elif self.file.values.get(setting.key):
                 base = self.file.path.parent if self.file.path else self.cwd
                 name = self.file.path.name if self.file.path else "config"
-                specs += [
-                    store_spec(kind, uri, name, base) for uri in self.file.values[setting.key]
-                ]
+                specs += [_spec(kind, uri, name, base) for uri in self.file.values[setting.key]]
             else:
                 if found is None:
                     from mltidy.discovery import discover
@@ -378,6 +376,13 @@ class Config:
 #: The writer zone of naive local Optuna times, per storage identity (``None``: any storage),
 #: with where it was set.
 WriterZones = dict[str | None, tuple[tzinfo, str]]
+
+
+def _spec(kind: StoreKind, uri: str, source: str, cwd: Path) -> StoreSpec:
+    """A store given by a person: a plain path to an SQLite database is the database it is."""
+    from mltidy.backends.registry import recognised_uri
+
+    return store_spec(kind, recognised_uri(kind, uri, cwd), source, cwd)
 
 
 def load_config(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -18,6 +18,7 @@ from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
 from mltidy.errors import StoreError
 from mltidy.model import RunContents, Selection, StoreId, StoreKind, StoreStatus, StudyHealth
+from mltidy.scope import Named, Scope, select_named
 from mltidy.text import shell_word
 
 
@@ -48,6 +49,8 @@ class DeclutterReport:
     runs: tuple[RunDecision, ...]
     studies: tuple[tuple[StoreId, StudyHealth], ...]
     dry_run: bool
+    missing: tuple[str, ...] = ()
+    """Ids given with ``--run``/``--trial`` that named no closed run or study."""
 
     @property
     def failed(self) -> tuple[RunDecision, ...]:
@@ -55,7 +58,11 @@ class DeclutterReport:
         return tuple(r for r in self.runs if r.action is RunAction.FAILED)
 
 
-def _judge(contents: RunContents, now: datetime, older_than: timedelta) -> tuple[RunAction, str]:
+def judge_contents(
+    contents: RunContents, now: datetime, older_than: timedelta = timedelta(0)
+) -> tuple[RunAction, str]:
+    """Delete or keep one closed run, and why: only empty runs mltidy closed, closed longer
+    ago than ``older_than``."""
     held = [
         f"{count} {noun}{'' if count == 1 else 's'}"
         for count, noun in (
@@ -87,20 +94,43 @@ def _judge(contents: RunContents, now: datetime, older_than: timedelta) -> tuple
 def plan(
     session: StoreSession, selection: Selection, *, now: datetime, older_than: timedelta
 ) -> DeclutterReport:
-    """Find the empty closed runs to soft-delete, and each study's health; changes nothing."""
+    """Find the empty closed runs to soft-delete, and each study's health; changes nothing.
+
+    Only the selected runs and studies (:mod:`mltidy.scope`): with ``--run``/``--trial``, the
+    named runs and the studies of the named trials.
+
+    Raises:
+        UsageError: a selection that names what no store holds, or an ambiguous id.
+    """
+    scope = Scope.of(session, selection, now)
     runs: list[RunDecision] = []
     studies: list[tuple[StoreId, StudyHealth]] = []
     for spec, backend in session.backends():
+        pushed = scope.for_backend(spec.kind)
         try:
             if isinstance(backend, RunDeclutterer):
-                for contents in backend.iter_closed_runs(selection):
-                    action, why = _judge(contents, now, older_than)
+                for contents in backend.iter_closed_runs(pushed):
+                    if not scope.wants(contents.record):
+                        continue
+                    action, why = judge_contents(contents, now, older_than)
                     runs.append(RunDecision(contents, action, why, spec.id))
             if isinstance(backend, StudyReporter):
-                studies += [(spec.id, h) for h in backend.study_health(selection)]
+                studies += [
+                    (spec.id, h) for h in backend.study_health(pushed) if scope.wants_study(h.study)
+                ]
         except StoreError as exc:
             session.fail(spec.key, exc)
-    return DeclutterReport(session.statuses(), tuple(runs), tuple(studies), dry_run=True)
+    runs, missing = select_named(runs, selection, lambda d: [Named.of(d.contents.record)])
+    if selection.names_records:
+        # A trial names its study here (Optuna cannot delete trials; declutter reports studies).
+        named = {t.study for t in selection.trials}
+        studies = [(store, h) for store, h in studies if h.study in named]
+        shown = {h.study for _, h in studies}
+        missing = tuple(p for p in selection.runs if p in missing)
+        missing += tuple(str(t) for t in selection.trials if t.study not in shown)
+    return DeclutterReport(
+        session.statuses(), tuple(runs), tuple(studies), dry_run=True, missing=missing
+    )
 
 
 def apply(session: StoreSession, report: DeclutterReport) -> DeclutterReport:
@@ -124,7 +154,9 @@ def apply(session: StoreSession, report: DeclutterReport) -> DeclutterReport:
             except StoreError as exc:
                 action, why = RunAction.FAILED, exc.message
         runs.append(dataclasses.replace(decision, action=action, why=why))
-    return DeclutterReport(report.stores, tuple(runs), report.studies, dry_run=False)
+    return DeclutterReport(
+        report.stores, tuple(runs), report.studies, dry_run=False, missing=report.missing
+    )
 
 
 def restore_command(decision: RunDecision) -> str:

@@ -256,18 +256,81 @@ def iso(value: datetime | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class TrialName:
+    """A trial as tables show it and people type it: ``STUDY:N``, or ``#N`` in any study.
+
+    Attributes:
+        study: the study name, ``None`` for "whichever study has a trial with this number".
+        number: the trial number.
+    """
+
+    study: str | None
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.study}:{self.number}" if self.study is not None else f"#{self.number}"
+
+
+@dataclass(frozen=True)
 class Selection:
-    """Which containers to read. Empty tuples mean all of them."""
+    """Which records a command works on (``scope.py`` says exactly how each field selects).
+
+    Empty fields select everything. Containers are a union: ``experiments`` selects their runs
+    and the trials linked to them, ``studies`` their trials and the runs linked to them. Every
+    other field narrows that down (all must hold).
+
+    Backends read only ``experiments`` and ``studies`` (:meth:`wants_experiment`,
+    :meth:`wants_study`), and only from the selection ``scope.Scope.for_backend`` gives them:
+    what a store can filter on its own, no more.
+
+    Attributes:
+        experiments: MLflow experiments, by name or id.
+        studies: Optuna studies, by name.
+        runs: MLflow run ids, or unique prefixes of them (tables show 8 characters).
+        trials: Optuna trials by study and number.
+        older_than: only records started at least this long ago.
+        silent_for: only records without activity (metric, heartbeat, start) for this long.
+        users: only records started by one of these users.
+        hosts: only records whose provenance names one of these hosts.
+    """
 
     experiments: tuple[str, ...] = ()
     studies: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
+    trials: tuple[TrialName, ...] = ()
+    older_than: timedelta | None = None
+    silent_for: timedelta | None = None
+    users: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @property
+    def names_records(self) -> bool:
+        """Whether records are named one by one (``--run``, ``--trial``)."""
+        return bool(self.runs or self.trials)
+
+    @property
+    def by_container(self) -> bool:
+        """Whether experiments or studies are named."""
+        return bool(self.experiments or self.studies)
+
+    def narrowing(self) -> dict[str, list[str]]:
+        """The filters besides experiments and studies, as text (only those given)."""
+        given = {
+            "runs": list(self.runs),
+            "trials": [str(t) for t in self.trials],
+            "older_than": [f"{self.older_than.total_seconds():g}s"] if self.older_than else [],
+            "silent_for": [f"{self.silent_for.total_seconds():g}s"] if self.silent_for else [],
+            "users": list(self.users),
+            "hosts": list(self.hosts),
+        }
+        return {key: value for key, value in given.items() if value}
 
     def wants_experiment(self, name: str, experiment_id: str) -> bool:
-        """Whether an experiment (by name or id) is selected."""
+        """Whether an experiment (by name or id) is selected (what a backend filters on)."""
         return not self.experiments or name in self.experiments or experiment_id in self.experiments
 
     def wants_study(self, name: str) -> bool:
-        """Whether a study is selected."""
+        """Whether a study is selected (what a backend filters on)."""
         return not self.studies or name in self.studies
 
 

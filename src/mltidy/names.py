@@ -141,6 +141,10 @@ LINK_RUN_TAG_KEYS = (
     CALLBACK_DATETIME_START,
     MLFLOW_NOTE,
     MLFLOW_RUN_NAME,
+    # for --user / --host on link (scope.py)
+    HOST,
+    USER,
+    MLFLOW_USER,
 )
 LINK_RUN_TAG_PREFIXES = (RUN_TRIAL_PREFIX, "optuna.")
 #: Run tags that name the study a run belongs to (plugin and link conventions).

@@ -2,6 +2,7 @@
 
 MLflow stores are read first, so that an Optuna trial can inherit the evidence of the MLflow run
 it trained in (linked by ``mlflow_run_id``, or by the trial tags mltidy's MLflow plugin wrote).
+Records are selected (:mod:`mltidy.scope`) before they are judged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mltidy.model import (
     StoreSpec,
     StoreStatus,
 )
+from mltidy.scope import Named, Scope, stream_named
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ScanResult:
 
     stores: tuple[StoreStatus, ...]
     records: tuple[JudgedRecord, ...]
+    missing: tuple[str, ...] = ()
+    """Ids given with ``--run``/``--trial`` that named no unfinished record."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,21 @@ class LeftOut:
     why: str
 
 
-ScanEvent = StoreStatus | JudgedRecord | LeftOut
+@dataclass(frozen=True)
+class NoMatch:
+    """An id given with ``--run``/``--trial`` that named no unfinished record."""
+
+    given: str
+
+
+ScanEvent = StoreStatus | JudgedRecord | LeftOut | NoMatch
+
+
+def names_of(event: ScanEvent) -> list[Named]:
+    """The record an event is about, as ids name it (none for statuses)."""
+    if isinstance(event, (JudgedRecord, LeftOut)):
+        return [Named.of(event.record)]
+    return []
 
 
 class RunIndex:
@@ -100,10 +118,9 @@ class RunIndex:
             return by_id
         return self.by_trial.get((trial.container, f"number:{trial.trial_number}"))
 
-    def enrich(self, trial: Record) -> Record:
-        """A trial takes its run's activity when newer than its own, and its run's provenance
-        when it has none of its own (the job wrote it on the run only)."""
-        run = self.run_of(trial)
+    def enrich(self, trial: Record, run: Record | None) -> Record:
+        """A trial takes its run's (:meth:`run_of`) activity when newer than its own, and its
+        run's provenance when it has none of its own (the job wrote it on the run only)."""
         if run is None:
             return trial
         own = Provenance.from_tags(trial.tags) is not None
@@ -142,32 +159,52 @@ def iter_scan(
     this_host: bool = False,
     bases: LinkBases | None = None,
     schedulers: Sequence[SchedulerSource] | None = None,
+    scope: Scope | None = None,
 ) -> Iterator[ScanEvent]:
-    """Stream the scan: each record as soon as it is judged, and each store's status after it.
+    """Stream the scan: each selected record as soon as it is judged, each store's status after
+    it. Records named by id (``--run``, ``--trial``) come at the end, once every id is known to
+    name one record; an id that names none yields a :class:`NoMatch`.
 
     A store that fails yields a failed :class:`StoreStatus` and the scan goes on with the next.
     With ``this_host``, only records whose provenance names this host are judged. Records whose
     provenance names a scheduler job and that this host cannot judge for certain wait until
     every store is read: then each scheduler is asked once about all of them
     (``schedulers``: default, every source mltidy ships; ``()`` asks none).
+
+    Raises:
+        UsageError: a named experiment or study no store holds (unless ``scope`` is given:
+            then the caller chose whether names are checked), or an id that names several
+            records.
     """
-    index = RunIndex(session)
+    scope = scope or Scope.of(session, selection, policy.now)
     sources = default_sources() if schedulers is None else tuple(schedulers)
+    context = _Context(
+        session, scope, policy, facts, RunIndex(session), this_host, bases or LinkBases()
+    )
+    yield from stream_named(
+        _scan_stores(context, sources),
+        selection,
+        names_of,
+        lambda missing: (NoMatch(given) for given in missing),
+    )
+
+
+def _scan_stores(context: _Context, sources: Sequence[SchedulerSource]) -> Iterator[ScanEvent]:
+    """Every store in turn; then the records that wait for their scheduler, asked once."""
     waiting: list[tuple[Record, str | None]] = []
-    context = _Context(session, selection, policy, facts, index, this_host, bases or LinkBases())
-    for spec in session.specs:
+    for spec in context.session.specs:
         yield from _scan_store(context, spec, sources, waiting)
     if waiting:
         evidence = ask(sources, (record.tags for record, _ in waiting))
         for record, url in waiting:
             told = evidence.evidence_for(record.tags, record.started_at)
-            yield JudgedRecord(record, judge(record, facts, policy, told), url)
+            yield JudgedRecord(record, judge(record, context.facts, context.policy, told), url)
 
 
 @dataclass(frozen=True)
 class _Context:
     session: StoreSession
-    selection: Selection
+    scope: Scope
     policy: Policy
     facts: LocalFacts
     index: RunIndex
@@ -214,11 +251,15 @@ def _scan_store(
     try:
         if spec.kind is StoreKind.OPTUNA:
             infer_writer_zone(backend, context.index)
-        for record in backend.iter_active(context.selection):
+        for record in backend.iter_active(context.scope.for_backend(spec.kind)):
+            run: Record | None = None
             if record.kind is RecordKind.MLFLOW_RUN:
                 context.index.add(record)
             else:
-                record = context.index.enrich(record)
+                run = context.index.run_of(record)
+                record = context.index.enrich(record, run)
+            if not context.scope.wants(record, run):
+                continue
             if context.this_host and record.tags.get(names.HOST) != facts.host:
                 host = record.tags.get(names.HOST)
                 yield LeftOut(record, f"started on {host}" if host else "no provenance")
@@ -248,6 +289,7 @@ def scan(
     """Read every store and judge its unfinished records (see :func:`iter_scan`)."""
     stores: list[StoreStatus] = []
     records: list[JudgedRecord] = []
+    missing: list[str] = []
     events = iter_scan(
         session, selection, policy, facts, this_host=this_host, bases=bases, schedulers=schedulers
     )
@@ -258,4 +300,6 @@ def scan(
             stores.append(event)
         elif isinstance(event, JudgedRecord):
             records.append(event)
-    return ScanResult(tuple(stores), tuple(records))
+        elif isinstance(event, NoMatch):
+            missing.append(event.given)
+    return ScanResult(tuple(stores), tuple(records), tuple(missing))

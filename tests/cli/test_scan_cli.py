@@ -115,9 +115,14 @@ def test_markdown_report(lab: Path) -> None:
 
 
 def test_selection_options(lab: Path, sqlite_world: KilledJobs) -> None:
-    _, out, _ = invoke("scan", "-f", "json", "-e", sqlite_world.other_name, "-s", "nope")
+    _, out, _ = invoke("scan", "-f", "json", "-e", sqlite_world.other_name)
     records = json.loads(out)["records"]
-    assert [r["container"] for r in records] == [sqlite_world.other_name]
+    # the experiment's run and the trial linked to it
+    assert sorted(r["kind"] for r in records) == ["mlflow_run", "optuna_trial"]
+    assert {r["container"] for r in records} == {sqlite_world.other_name}
+    code, _, err = invoke("scan", "-e", sqlite_world.other_name, "-s", "nope")
+    assert code == 2
+    assert "--study 'nope': no study of that name" in err
 
 
 @pytest.mark.parametrize(
@@ -127,7 +132,8 @@ def test_selection_options(lab: Path, sqlite_world: KilledJobs) -> None:
         ("stale", [], 1),
         ("dead", [], 1),
         ("dangling", [], 1),
-        ("dangling", ["-e", "nothing-here", "-s", "nothing-here"], 0),
+        ("dangling", ["--host", "nothing-here"], 0),
+        ("dangling", ["-e", "nothing-here"], 2),
     ],
 )
 def test_fail_on(lab: Path, fail_on: str, selection: list[str], expected: int) -> None:

@@ -228,6 +228,19 @@ class StoreClock(abc.ABC):
         """
 
 
+class ContainerLister(abc.ABC):
+    """Capability: the experiments (MLflow) or studies (Optuna) a store holds, so that a name
+    given with ``-e``/``-s`` that names none of them is an error, not an empty result."""
+
+    @abc.abstractmethod
+    def containers(self) -> dict[str, str]:
+        """Every active experiment, or every study: id -> name.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+
+
 class MakesWritable(abc.ABC):
     """Capability: turn a backend opened read-only into a writable one, in place.
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mltidy import names
 from mltidy.backends.identity import scheme_of
 from mltidy.backends.interface import Backend
+from mltidy.backends.sql import is_sqlite_file, with_installed_driver
 from mltidy.errors import UsageError
 from mltidy.model import StoreKind
 from mltidy.redact import redact
@@ -85,6 +87,7 @@ def _open_sql(
     it, else the library path's (``library_path``: the class, and what it reads through)."""
     mode = read_path()
     library, through = library_path
+    uri = with_installed_driver(uri)  # the library path needs it as much as the fast path
     if mode == "library":
         return library(uri, writable=writable)
     fast = fast_path(uri, writable=writable)
@@ -116,6 +119,21 @@ def open_mlflow_server(uri: str, *, writable: bool = False) -> Backend:
     from mltidy.backends.mlflow.client import MlflowClientBackend
 
     return MlflowClientBackend(uri, writable=writable)
+
+
+def recognised_uri(kind: StoreKind, uri: str, cwd: Path | None = None) -> str:
+    """A plain path to an SQLite database (``--optuna path/to/optuna.db``) as the
+    ``sqlite:///`` URL it is, recognised by its content as discovery recognises stores; every
+    other URI as it was given. (Without this, a plain path names a journal file or an ``mlruns``
+    folder, and an SQLite file is refused as neither.)"""
+    if scheme_of(uri) != "":
+        return uri
+    path = Path(uri).expanduser()
+    if not path.is_absolute():
+        path = (cwd or Path.cwd()) / path
+    if path.is_file() and is_sqlite_file(path):
+        return f"sqlite:///{path}"
+    return uri
 
 
 def backend_factory(kind: StoreKind, uri: str) -> Callable[..., Backend]:

@@ -5,6 +5,7 @@ SQLAlchemy is imported here lazily (this module is imported only when a SQL back
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
 import time
@@ -45,6 +46,87 @@ UNREACHABLE = (
 )
 #: libpq options that make every transaction of a session read-only (the library paths' guard).
 PG_READ_ONLY_OPTIONS = "-c default_transaction_read_only=on"
+
+
+#: The DBAPI drivers SQLAlchemy can read each server database with, in the order mltidy picks
+#: one when a URL names none: (SQLAlchemy's driver name, the module it imports, what to install).
+DRIVERS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "postgresql": (
+        ("psycopg2", "psycopg2", "psycopg2-binary"),
+        ("psycopg", "psycopg", "psycopg[binary]"),
+        ("pg8000", "pg8000", "pg8000"),
+    ),
+    "mysql": (
+        ("pymysql", "pymysql", "pymysql"),
+        ("mysqldb", "MySQLdb", "mysqlclient"),
+        ("mysqlconnector", "mysql.connector", "mysql-connector-python"),
+    ),
+    "mariadb": (
+        ("pymysql", "pymysql", "pymysql"),
+        ("mysqldb", "MySQLdb", "mysqlclient"),
+        ("mariadbconnector", "mariadb", "mariadb"),
+    ),
+}
+_SCHEMES = {"postgres": "postgresql"}
+
+
+def installed(module: str) -> bool:
+    """Whether a module can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def with_installed_driver(url: str, is_installed: Callable[[str], bool] = installed) -> str:
+    """``url`` with a driver that is installed, when it names none and SQLAlchemy's default
+    for its database is not: ``postgresql://`` with only psycopg2 installed (SQLAlchemy 2.1
+    defaults to psycopg 3) becomes ``postgresql+psycopg2://``. URLs that name a driver, and
+    databases with an installed default, are left as they are.
+
+    Raises:
+        StoreError: no driver for the database is installed; the hint names the packages.
+    """
+    scheme, sep, rest = url.partition("://")
+    database = _SCHEMES.get(scheme.lower(), scheme.lower())
+    if not sep or "+" in scheme or database not in DRIVERS:
+        return url
+    drivers = DRIVERS[database]
+    default = _default_driver(database)
+    if default is None or any(d == default and is_installed(m) for d, m, _ in drivers):
+        return url
+    for driver, module, _ in drivers:
+        if is_installed(module):
+            return f"{database}+{driver}://{rest}"
+    raise StoreError(
+        f"no database driver for {database}:// is installed",
+        hint=driver_hint(database),
+    )
+
+
+def driver_hint(database: str, driver: str | None = None) -> str:
+    """What to install to read ``database`` (through ``driver``, when the URL names one)."""
+    options = DRIVERS.get(_SCHEMES.get(database, database), ())
+    named = [package for name, _, package in options if name == driver]
+    if named:
+        return f"pip install {named[0]}, or drop +{driver} from the URL to use an installed driver"
+    packages = [package for _, _, package in options]
+    if not packages:
+        return "install the DBAPI driver for this database"
+    if len(packages) == 1:
+        return f"pip install {packages[0]}"
+    return f"pip install {packages[0]} (or {packages[1]})"
+
+
+def _default_driver(database: str) -> str | None:
+    """The driver SQLAlchemy uses for ``database://`` (its dialect's default)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        return str(make_url(f"{database}://").get_dialect().driver)
+    except (ArgumentError, NoSuchModuleError, ImportError):
+        return None
 
 
 def is_sqlite_file(path: Path) -> bool:
@@ -97,12 +179,15 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
     connect_args = server_connect_args(url)
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
+    url = with_installed_driver(url)
     try:
         return create_engine(url, connect_args=connect_args, poolclass=NullPool)
     except (ModuleNotFoundError, ImportError, NoSuchModuleError) as exc:
+        scheme = url.split("://", 1)[0]
+        database, _, driver = scheme.partition("+")
         raise StoreError(
-            f"no database driver for {redact(url).split('://')[0]}:// ({exc})",
-            hint="install the driver, e.g. pip install psycopg2-binary or pymysql",
+            f"no database driver for {scheme}:// ({exc})",
+            hint=driver_hint(database, driver or None),
         ) from exc
     except ArgumentError as exc:
         raise StoreError(f"{redact(url)} is not a database URL") from exc

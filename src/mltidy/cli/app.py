@@ -1,5 +1,9 @@
-"""The root of the CLI: wires commands, nothing else. Imports nothing heavy (no mlflow, optuna or
-sqlalchemy), so ``mltidy --help`` stays instant."""
+"""The root of the CLI: wires commands, nothing else.
+
+It imports nothing heavy (no mlflow, optuna or sqlalchemy) and no command module: each command
+is imported when it runs (:class:`~mltidy.cli.core.LazyGroup`), so ``mltidy --help`` and shell
+completion stay fast.
+"""
 
 from __future__ import annotations
 
@@ -11,24 +15,76 @@ import typer
 
 from mltidy import __version__
 from mltidy.cli.boundary import check_arguments, tolerant_streams
-from mltidy.cli.close import close_command
-from mltidy.cli.declutter import declutter_command
-from mltidy.cli.demo import demo_command
-from mltidy.cli.doctor import doctor_command
-from mltidy.cli.errors import print_error
-from mltidy.cli.link import link_command
-from mltidy.cli.run import run_command
-from mltidy.cli.scan import scan_command
+from mltidy.cli.core import DEBUG_HELP, Lazy, LazyGroup, log_debug_to_stderr
+from mltidy.cli.errors import PIPE_CLOSED, print_error, stdout_closed
 from mltidy.cli.state import STATE
-from mltidy.cli.watch import watch_command
 from mltidy.errors import UsageError
+
+#: Every command, in the order ``--help`` lists them: where it lives, and its one-line summary
+#: (the first paragraph of its docstring; tests/test_docs.py checks that they agree).
+COMMANDS: dict[str, Lazy] = {
+    "scan": Lazy(
+        "mltidy.cli.scan",
+        "scan_command",
+        "Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.",
+    ),
+    "close": Lazy(
+        "mltidy.cli.close",
+        "close_command",
+        "Close dead runs and trials: MLflow runs become KILLED, Optuna trials FAIL.",
+    ),
+    "declutter": Lazy(
+        "mltidy.cli.declutter",
+        "declutter_command",
+        "Soft-delete the runs mltidy closed that hold nothing (no metrics, params or artifacts).",
+    ),
+    "link": Lazy(
+        "mltidy.cli.link",
+        "link_command",
+        "Link Optuna trials and MLflow runs both ways, so a click in optuna-dashboard opens the "
+        "run and the run points back at its trial.",
+    ),
+    "doctor": Lazy(
+        "mltidy.cli.doctor",
+        "doctor_command",
+        "Show what mltidy sees here: versions, the stores it would read (opened read-only, with "
+        "their schema versions), whether the MLflow provenance plugin is active, the boot id, "
+        "the heartbeat and the config file.",
+    ),
+    "watch": Lazy(
+        "mltidy.cli.watch",
+        "watch_command",
+        "Watch the stores and notify: runs finished, failed or killed; runs and trials dead or "
+        "stale; studies finished or stopped; experiments gone idle.",
+    ),
+    "run": Lazy(
+        "mltidy.cli.run",
+        "run_command",
+        "Run a training command under supervision: signals are passed on to it, and the moment "
+        "it dies, the runs and trials it left RUNNING are closed and a notification is sent.",
+        {"allow_interspersed_args": False},
+    ),
+    "demo": Lazy(
+        "mltidy.cli.demo",
+        "demo_command",
+        "Build a sandbox with real training jobs, kill some, and tidy up what they leave.",
+    ),
+}
+
+
+class MltidyGroup(LazyGroup):
+    """The ``mltidy`` group: the commands above."""
+
+    lazy = COMMANDS
+
 
 app = typer.Typer(
     name="mltidy",
+    cls=MltidyGroup,
     help="Experiment-tracking hygiene for MLflow and Optuna: find runs and trials left RUNNING "
     "by killed jobs, with evidence.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -42,15 +98,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: Annotated[
-        bool,
-        typer.Option(
-            "--debug",
-            envvar="MLTIDY_DEBUG",
-            help="Show tracebacks of errors, and debug messages such as the read path a store "
-            "took.",
-        ),
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="MLTIDY_DEBUG", help=DEBUG_HELP)] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -61,33 +109,7 @@ def root(
     """Experiment-tracking hygiene for MLflow and Optuna."""
     STATE.debug = debug
     if debug:
-        _log_debug_to_stderr()
-
-
-def _log_debug_to_stderr() -> None:
-    """``--debug`` also shows mltidy's debug messages, such as which read path a store took."""
-    import logging
-    import sys
-
-    logger = logging.getLogger("mltidy")
-    logger.setLevel(logging.DEBUG)
-    for handler in list(logger.handlers):
-        if getattr(handler, "mltidy_debug", False):
-            logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mltidy: debug: %(message)s"))
-    handler.mltidy_debug = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-
-
-app.command("scan")(scan_command)
-app.command("close")(close_command)
-app.command("declutter")(declutter_command)
-app.command("link")(link_command)
-app.command("doctor")(doctor_command)
-app.command("watch")(watch_command)
-app.command("run", context_settings={"allow_interspersed_args": False})(run_command)
-app.command("demo")(demo_command)
+        log_debug_to_stderr()
 
 
 def main() -> None:
@@ -97,10 +119,41 @@ def main() -> None:
     # and the exit trigger: about 15% of the CPU time of `mltidy scan` and of `--help`
     # (measured with bench/scan_speed.py; docs/performance.md).
     gc.freeze()
+    _pipe_errors_from_rich()
     tolerant_streams()
     try:
         check_arguments(sys.argv[1:])
     except UsageError as exc:
         print_error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        stdout_closed()
+        code: int | str | None = PIPE_CLOSED
+    except SystemExit as exc:
+        code = exc.code
+    # Output still buffered goes out now, while a closed pipe can still end quietly (at exit
+    # Python would print "Exception ignored ... BrokenPipeError" and exit 120).
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
+        code = PIPE_CLOSED
+    sys.exit(code)
+
+
+def _pipe_errors_from_rich() -> None:
+    """Rich ends the process with status 1 when stdout is a closed pipe (``Console.
+    on_broken_pipe``, meant to be overridden); raised as the error it is, the closed pipe ends
+    with :data:`PIPE_CLOSED` like any other write to it, help and tables included."""
+    from rich.console import Console
+
+    def on_broken_pipe(self: Console) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+
+
+__all__ = ["COMMANDS", "app", "main"]

@@ -5,35 +5,37 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from typing_extensions import assert_never
 
+from mltidy import plans
+from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import print_error, report_store_failure, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
+    HostOption,
     MlflowOption,
+    OlderThanOption,
     OptunaOption,
     OptunaUtcOffsetOption,
+    PlanOption,
+    RunOption,
+    SilentForOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
+    TrialOption,
+    UserOption,
     YesOption,
 )
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.render_changes import changes_table, close_json, close_markdown, skipped_table
 from mltidy.cli.selection import resolve
-from mltidy.close import (
-    CloseOptions,
-    CloseReport,
-    Outcome,
-    annotate,
-    apply,
-    parse_trial_ref,
-    plan,
-)
+from mltidy.close import CloseOptions, CloseReport, Outcome, annotate, apply, plan
 from mltidy.errors import ExitCode, UsageError
 from mltidy.evidence.local import LocalProbe
 
@@ -51,6 +53,12 @@ def close_command(
     optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     stale_after: StaleAfterOption = None,
     output: FormatOption = OutputFormat.TABLE,
     this_host: ThisHostOption = False,
@@ -65,14 +73,6 @@ def close_command(
             "for many times their longest pause, though not yet for --stale-after.",
         ),
     ] = False,
-    run: Annotated[
-        list[str] | None,
-        typer.Option("--run", metavar="RUN_ID", help="Only this MLflow run. Repeatable."),
-    ] = None,
-    trial: Annotated[
-        list[str] | None,
-        typer.Option("--trial", metavar="STUDY:NUMBER", help="Only this Optuna trial. Repeatable."),
-    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -92,6 +92,7 @@ def close_command(
         int | None,
         typer.Option("--max-retry", metavar="N", min=0, help="Retry a trial at most N times."),
     ] = None,
+    plan_file: PlanOption = None,
     yes: YesOption = False,
 ) -> None:
     """Close dead runs and trials: MLflow runs become KILLED, Optuna trials FAIL.
@@ -102,50 +103,101 @@ def close_command(
     never touched, not even with --force; a record named with --run/--trial and --force is
     closed whatever else its verdict, and its audit tags say it was forced.
 
+    To apply exactly what you reviewed: mltidy close -f json > plan.json, then
+    mltidy close --plan plan.json --yes.
+
     Exit codes: 0 ok, 2 usage error, 3 a store could not be read, 4 a change failed.
     """
     with translated_errors(json_mode=output.is_machine):
-        if force and not (run or trial):
-            raise UsageError("--force applies only to records named with --run or --trial")
-        if rhythm and not include_stale:
-            raise UsageError("--rhythm applies only with --include-stale")
-        options = CloseOptions(
-            include_stale=include_stale,
-            rhythm=rhythm,
-            runs=tuple(run or ()),
-            trials=tuple(parse_trial_ref(t) for t in trial or ()),
-            force=force,
-            as_failed=end_state is EndState.FAILED,
-            retry=retry,
-            max_retry=max_retry,
-        )
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=experiment,
-            studies=study,
-            stale_after=stale_after,
-            optuna_utc_offset=optuna_utc_offset,
-        )
-        with resolved.session() as session:
-            report = plan(
-                session,
-                resolved.selection,
-                resolved.policy,
-                LocalProbe(),
-                options,
-                this_host=this_host,
+        if plan_file is not None:
+            given = plans.given_options(
+                [
+                    ("-e/--experiment", bool(experiment)),
+                    ("-s/--study", bool(study)),
+                    ("--run", bool(run)),
+                    ("--trial", bool(trial)),
+                    ("--older-than", older_than is not None),
+                    ("--silent-for", silent_for is not None),
+                    ("--user", bool(user)),
+                    ("--host", bool(host)),
+                    ("--stale-after", stale_after is not None),
+                    ("--this-host", this_host),
+                    ("--include-stale", include_stale),
+                    ("--rhythm", rhythm),
+                    ("--force", force),
+                    ("--as", end_state is not EndState.KILLED),
+                    ("--retry", retry),
+                    ("--max-retry", max_retry is not None),
+                    ("--optuna-utc-offset", bool(optuna_utc_offset)),
+                ]
             )
-            if yes and report.changes:
-                report = annotate(session, apply(session, report, options))
-        _render(report, output)
+            if given:
+                raise UsageError(
+                    f"--plan applies the plan as it was reviewed; it takes no {', '.join(given)}",
+                    hint="make a new plan with those options instead",
+                )
+            report, max_retry = _from_plan(plan_file, mlflow, optuna, yes)
+            _render(report, output, max_retry)
+        else:
+            if force and not (run or trial):
+                raise UsageError("--force applies only to records named with --run or --trial")
+            if rhythm and not include_stale:
+                raise UsageError("--rhythm applies only with --include-stale")
+            options = CloseOptions(
+                include_stale=include_stale,
+                rhythm=rhythm,
+                force=force,
+                as_failed=end_state is EndState.FAILED,
+                retry=retry,
+                max_retry=max_retry,
+            )
+            resolved = resolve(
+                mlflow=mlflow,
+                optuna=optuna,
+                experiments=experiment,
+                studies=study,
+                stale_after=stale_after,
+                runs=run,
+                trials=trial,
+                older_than=older_than,
+                silent_for=silent_for,
+                users=user,
+                hosts=host,
+                optuna_utc_offset=optuna_utc_offset,
+            )
+            with resolved.session() as session:
+                report = plan(
+                    session,
+                    resolved.selection,
+                    resolved.policy,
+                    LocalProbe(),
+                    options,
+                    this_host=this_host,
+                )
+                if yes and report.changes:
+                    report = annotate(session, apply(session, report, options))
+            _render(report, output, max_retry)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))
     if report.failed:
         raise typer.Exit(int(ExitCode.CHANGE))
 
 
-def _render(report: CloseReport, output: OutputFormat) -> None:
+def _from_plan(
+    path: Path, mlflow: list[str] | None, optuna: list[str] | None, yes: bool
+) -> tuple[CloseReport, int | None]:
+    """The plan of a plan file as it stands now, applied with ``yes``."""
+    planned = plans.load(path, "close")
+    resolved = resolve(mlflow=mlflow, optuna=optuna, experiments=None, studies=None)
+    report, options = plans.close_report(planned)
+    with StoreSession(plans.session_specs(planned, resolved.specs)) as session:
+        report = plans.recheck(session, report)
+        if yes and report.changes:
+            report = annotate(session, apply(session, report, options))
+    return report, options.max_retry
+
+
+def _render(report: CloseReport, output: OutputFormat, max_retry: int | None = None) -> None:
     for status in report.stores:
         if not status.ok:
             report_store_failure(status)
@@ -153,10 +205,10 @@ def _render(report: CloseReport, output: OutputFormat) -> None:
         record = change.item.record
         print_error(f"could not close {record.name} ({record.id}): {change.detail}")
     if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(close_json(report), indent=2) + "\n")
+        sys.stdout.write(json.dumps(close_json(report, max_retry), indent=2) + "\n")
         return
     if output is OutputFormat.JSONL:
-        payload = close_json(report)
+        payload = close_json(report, max_retry)
         for change in payload["changes"]:
             sys.stdout.write(json.dumps({"change": change}) + "\n")
         for skip in payload["skipped"]:

@@ -50,10 +50,12 @@ def demo_command(
     ] = Path("mltidy-demo"),
     notify: NotifyOption = None,
 ) -> None:
-    """Build a sandbox with real training jobs (MLflow runs inside Optuna trials), kill some with
-    SIGKILL and SIGTERM, let one finish, keep one training; then scan, close (dry run, then
-    applied), supervise a job that gets killed, watch, declutter and link what they left
-    behind. Shows the notifications it would send, and sends them to --notify targets."""
+    """Build a sandbox with real training jobs, kill some, and tidy up what they leave.
+
+    The jobs train MLflow runs inside Optuna trials; some are killed with SIGKILL and SIGTERM,
+    one finishes, one keeps training. Then scan, close (dry run, then applied), supervise a job
+    that gets killed, watch, declutter and link what they left behind. Shows the notifications
+    it would send, and sends them to --notify targets."""
     from mltidy.demo import sandbox as demo
 
     out = stdout_console(markup=True)

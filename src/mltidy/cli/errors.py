@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 
 from mltidy.cli.state import STATE
 from mltidy.errors import MltidyError
-from mltidy.model import StoreStatus
 from mltidy.redact import redact
 from mltidy.text import safe
 
+if TYPE_CHECKING:
+    from mltidy.model import StoreStatus
+
 #: An unexpected exception is a bug in mltidy, kept apart from the contract's codes 0-4.
 INTERNAL_ERROR = 70
+#: stdout was closed before mltidy finished writing (``mltidy scan -f jsonl | head -3``): the
+#: status a shell reports for a Unix tool that SIGPIPE ended (128 + 13), with no message.
+PIPE_CLOSED = 141
+
+
+def stdout_closed() -> None:
+    """Point stdout at /dev/null, so that nothing more is written to the closed pipe (not even
+    the interpreter's last flush, which would print "Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (a test runner's stdout): nothing left to protect
 
 
 def print_error(message: str, hint: str | None = None) -> None:
@@ -52,6 +70,9 @@ def translated_errors(json_mode: bool = False) -> Iterator[None]:
         raise typer.Exit(int(exc.exit_code)) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
+    except BrokenPipeError:
+        stdout_closed()
+        raise typer.Exit(PIPE_CLOSED) from None
     except Exception as exc:
         if STATE.debug:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,21 +12,38 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
+from mltidy import plans
+from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import print_error, report_store_failures, translated_errors
 from mltidy.cli.options import (
     DashboardUrlOption,
     ExperimentOption,
     FormatOption,
+    HostOption,
     MlflowOption,
     MlflowUiOption,
+    OlderThanOption,
     OptunaOption,
+    PlanOption,
+    RunOption,
+    SilentForOption,
     StudyOption,
+    TrialOption,
+    UserOption,
 )
-from mltidy.cli.render import OutputFormat, add_column, cell, stderr_console, stdout_console
+from mltidy.cli.render import (
+    JSON_VERSION,
+    OutputFormat,
+    add_column,
+    cell,
+    stderr_console,
+    stdout_console,
+)
 from mltidy.cli.selection import resolve
-from mltidy.errors import ExitCode
+from mltidy.errors import ExitCode, UsageError
 from mltidy.linking import link
 from mltidy.linking.link import LinkChange, LinkReport, LinkStatus
+from mltidy.model import Selection
 from mltidy.text import md_code, md_escape, md_link, safe
 
 STATUS_STYLE = {
@@ -41,23 +59,52 @@ def link_command(
     optuna: OptunaOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     mlflow_ui: MlflowUiOption = None,
     dashboard_url: DashboardUrlOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be written; change nothing.")
     ] = False,
     output: FormatOption = OutputFormat.TABLE,
+    plan_file: PlanOption = None,
 ) -> None:
     """Link Optuna trials and MLflow runs both ways, so a click in optuna-dashboard opens the run
     and the run points back at its trial.
 
     Finds pairs from the trial attribute mlflow_run_id (user or system), mltidy's MLflow plugin
     tags, earlier links, and optuna-integration's MLflowCallback runs; reports what it cannot
-    match with confidence. Idempotent: a second run changes nothing.
+    match with confidence. Idempotent: a second run changes nothing. To write exactly what you
+    reviewed: mltidy link --dry-run -f json > plan.json, then mltidy link --plan plan.json.
 
     Exit codes: 0 ok, 2 usage error, 3 a store could not be read, 4 a write failed.
     """
     with translated_errors(json_mode=output.is_machine):
+        if plan_file is not None:
+            report = _from_plan(
+                plan_file,
+                mlflow,
+                optuna,
+                mlflow_ui,
+                dashboard_url,
+                dry_run,
+                [
+                    ("-e/--experiment", bool(experiment)),
+                    ("-s/--study", bool(study)),
+                    ("--run", bool(run)),
+                    ("--trial", bool(trial)),
+                    ("--older-than", older_than is not None),
+                    ("--silent-for", silent_for is not None),
+                    ("--user", bool(user)),
+                    ("--host", bool(host)),
+                ],
+            )
+            _render(report, output)
+            raise typer.Exit(_exit_code(report))
         resolved = resolve(
             mlflow=mlflow,
             optuna=optuna,
@@ -66,16 +113,63 @@ def link_command(
             stale_after=None,
             mlflow_ui=mlflow_ui,
             dashboard_url=dashboard_url,
+            runs=run,
+            trials=trial,
+            older_than=older_than,
+            silent_for=silent_for,
+            users=user,
+            hosts=host,
         )
         with resolved.session() as session:
             report = link.plan(session, resolved.selection, resolved.bases)
             if not dry_run:
                 report = link.apply(session, report)
         _render(report, output)
+    raise typer.Exit(_exit_code(report))
+
+
+def _exit_code(report: LinkReport) -> int:
     if any(not s.ok for s in report.stores):
-        raise typer.Exit(int(ExitCode.STORE))
+        return int(ExitCode.STORE)
     if report.failed:
-        raise typer.Exit(int(ExitCode.CHANGE))
+        return int(ExitCode.CHANGE)
+    return int(ExitCode.OK)
+
+
+def _from_plan(
+    path: Path,
+    mlflow: list[str] | None,
+    optuna: list[str] | None,
+    mlflow_ui: str | None,
+    dashboard_url: str | None,
+    dry_run: bool,
+    selection_given: list[tuple[str, bool]],
+) -> LinkReport:
+    """The pairs of a link plan, each as it stands now, written unless ``dry_run``."""
+    given = plans.given_options(selection_given)
+    if given:
+        raise UsageError(
+            f"--plan applies the plan as it was reviewed; it takes no {', '.join(given)}",
+            hint="make a new plan with those options instead",
+        )
+    planned = plans.load(path, "link")
+    wanted = plans.link_plan(planned)
+    resolved = resolve(
+        mlflow=mlflow,
+        optuna=optuna,
+        experiments=None,
+        studies=None,
+        mlflow_ui=mlflow_ui,
+        dashboard_url=dashboard_url,
+    )
+    with StoreSession(plans.session_specs(planned, resolved.specs)) as session:
+        if not wanted.pairs:
+            return LinkReport(session.statuses(), (), (), (), dry_run=True)
+        report = link.plan(session, Selection(studies=wanted.studies), resolved.bases)
+        report = plans.keep_planned(report, wanted)
+        if not dry_run:
+            report = link.apply(session, report)
+    return report
 
 
 def change_dict(change: LinkChange) -> dict[str, Any]:
@@ -100,8 +194,10 @@ def change_dict(change: LinkChange) -> dict[str, Any]:
 
 
 def report_dict(report: LinkReport) -> dict[str, Any]:
-    """The JSON object ``link --format json`` prints."""
+    """The JSON object ``link --format json`` prints; a dry run's is a plan file."""
     return {
+        "version": JSON_VERSION,
+        "command": "link",
         "stores": [
             {"uri": s.uri, "kind": s.kind.value, "ok": s.ok, "error": s.error}
             for s in report.stores
@@ -113,6 +209,11 @@ def report_dict(report: LinkReport) -> dict[str, Any]:
             for u in report.unmatched
         ],
         "trials_without_run": report.trials_without_run,
+        "without_run": [
+            {"study": t.study, "trial_number": t.number, "trial_id": t.trial_id, "state": t.state}
+            for t in report.without_run
+        ],
+        "missing": list(report.missing),
     }
 
 
@@ -177,10 +278,30 @@ def links_table(report: LinkReport) -> Table:
     return table
 
 
+def without_run_table(report: LinkReport) -> Table:
+    """The trials no run was found for, per study (numbers as tables show them)."""
+    table = Table(
+        title="Trials without a run", title_justify="left", header_style="bold", pad_edge=False
+    )
+    table.add_column("study", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("trials", overflow="fold", ratio=1)
+    by_study: dict[str, list[str]] = {}
+    for trial in sorted(report.without_run, key=lambda t: (t.study, t.number)):
+        by_study.setdefault(trial.study, []).append(f"#{trial.number} {trial.state.lower()}")
+    for study, trials in by_study.items():
+        table.add_row(study, str(len(trials)), ", ".join(trials))
+    return table
+
+
 def _human(report: LinkReport) -> None:
     out, err = stdout_console(), stderr_console()
     if report.changes:
         out.print(links_table(report))
+    if report.without_run:
+        out.print(without_run_table(report))
+    for given in report.missing:
+        err.print(f"  {given}: no trial or run of the selection has this id", soft_wrap=True)
     for u in report.unmatched:
         err.print(
             f"  not linked: {safe(u.trial.study)} #{u.trial.number}: {safe(u.why)}", soft_wrap=True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -57,7 +58,8 @@ ExperimentOption = Annotated[
         "--experiment",
         "-e",
         metavar="NAME",
-        help="Only this MLflow experiment (name or id). Repeatable.",
+        help="Only this MLflow experiment (name or id): its runs and the Optuna trials linked "
+        "to them. Repeatable.",
         show_default=False,
     ),
 ]
@@ -67,7 +69,64 @@ StudyOption = Annotated[
         "--study",
         "-s",
         metavar="NAME",
-        help="Only this Optuna study. Repeatable.",
+        help="Only this Optuna study: its trials and the MLflow runs linked to them. Repeatable.",
+        show_default=False,
+    ),
+]
+RunOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--run",
+        metavar="RUN_ID",
+        help="Only this MLflow run: its id, or the start of it as tables show it (8 "
+        "characters). Repeatable.",
+        show_default=False,
+    ),
+]
+TrialOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trial",
+        metavar="STUDY:N",
+        help="Only this Optuna trial: STUDY:N, or #N (N) when only one study has a trial N. "
+        "Repeatable.",
+        show_default=False,
+    ),
+]
+OlderThanOption = Annotated[
+    str | None,
+    typer.Option(
+        "--older-than",
+        metavar="DURATION",
+        help="Only records started at least this long ago (90s, 30m, 2h, 7d).",
+        show_default=False,
+    ),
+]
+SilentForOption = Annotated[
+    str | None,
+    typer.Option(
+        "--silent-for",
+        metavar="DURATION",
+        help="Only records with no metric, heartbeat or start for at least this long.",
+        show_default=False,
+    ),
+]
+UserOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--user",
+        metavar="NAME",
+        help="Only records started by this user (MLflow's user, or the provenance's). Repeatable.",
+        show_default=False,
+    ),
+]
+HostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        metavar="NAME",
+        help="Only records whose provenance says they started on this host (gpu-07 also "
+        "matches gpu-07.cluster). Repeatable.",
         show_default=False,
     ),
 ]
@@ -80,6 +139,18 @@ StaleAfterOption = Annotated[
         "(90s, 30m, 2h, 7d). Default: MLTIDY_STALE_AFTER, else stale_after from the config "
         "file, else 1h.",
         show_default=False,
+    ),
+]
+PlanOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--plan",
+        metavar="FILE",
+        help="Apply exactly the changes of a plan this command wrote with -f json (a dry run), "
+        "each still only if its record did not change since; with --yes. Takes no selection "
+        "options: the plan names its records and stores.",
+        show_default=False,
+        dir_okay=False,
     ),
 ]
 FormatOption = Annotated[

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
-from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso
+from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, VerdictKind, iso
 from mltidy.text import md_code, md_escape, md_link, safe, safe_lines
 
 
@@ -179,6 +179,14 @@ def _short_id(item: JudgedRecord) -> str:
     return safe(record.id[:8])
 
 
+def shown_id(record: Record) -> str:
+    """A record's id in a report: the whole run id, ``#N`` for a trial (what ``--trial`` and
+    ``--run`` take; the trial id is not what people call a trial)."""
+    if record.kind is RecordKind.OPTUNA_TRIAL:
+        return f"#{record.trial_number}"
+    return record.id
+
+
 def records_table(records: Sequence[JudgedRecord]) -> Table:
     """The Rich table people see."""
     table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
@@ -221,7 +229,7 @@ def markdown(stores: Sequence[StoreStatus], records: Sequence[JudgedRecord]) -> 
         kind = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
         lines.append(
             f"| {item.verdict.kind.value} | {kind} | {md_code(record.container, table=True)} | "
-            f"{name} | {md_code(record.id, table=True)} | {iso(record.started_at) or '-'} | "
+            f"{name} | {md_code(shown_id(record), table=True)} | {iso(record.started_at) or '-'} | "
             f"{md_escape(item.verdict.reason)} |"
         )
     return "\n".join(lines) + "\n"

@@ -7,10 +7,19 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from mltidy.cli.render import VERDICT_STYLE, add_column, cell, record_dict, store_dict
+from mltidy.cli.render import (
+    JSON_VERSION,
+    VERDICT_STYLE,
+    add_column,
+    cell,
+    record_dict,
+    shown_id,
+    store_dict,
+)
 from mltidy.close import Change, CloseReport, Outcome, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
+from mltidy.judge import heartbeat_at
 from mltidy.model import RecordKind, iso
 from mltidy.text import md_code, md_escape, safe
 
@@ -35,7 +44,8 @@ def _id(change: Change | Skip) -> str:
 
 
 def change_dict(change: Change) -> dict[str, Any]:
-    """One change: the record (JSON contract fields) and what happens to it."""
+    """One change: the record (JSON contract fields) and what happens to it (and what a plan
+    file needs to apply exactly this: docs/close.md)."""
     return {
         **record_dict(change.item),
         "new_state": change.new_state,
@@ -43,6 +53,9 @@ def change_dict(change: Change) -> dict[str, Any]:
         "status": change.outcome.value,
         "detail": change.detail,
         "retry_trial_number": change.retry_trial_number,
+        "retry": change.retry,
+        "forced": change.forced,
+        "heartbeat_at": iso(heartbeat_at(change.item.record.tags)),
     }
 
 
@@ -51,11 +64,14 @@ def skip_dict(skip: Skip) -> dict[str, Any]:
     return {**record_dict(skip.item), "why": skip.why}
 
 
-def close_json(report: CloseReport) -> dict[str, Any]:
-    """The JSON object ``close --format json`` prints."""
+def close_json(report: CloseReport, max_retry: int | None = None) -> dict[str, Any]:
+    """The JSON object ``close --format json`` prints; a dry run's is a plan file."""
     return {
+        "version": JSON_VERSION,
+        "command": "close",
         "stores": [store_dict(s) for s in report.stores],
         "dry_run": report.dry_run,
+        "max_retry": max_retry,
         "changes": [change_dict(c) for c in report.changes],
         "skipped": [skip_dict(s) for s in report.skipped],
         "missing": list(report.missing),
@@ -114,13 +130,14 @@ def close_markdown(report: CloseReport) -> str:
         r = c.item.record
         lines.append(
             f"| {c.outcome.value} | {_kind(c)} | {md_code(r.container, table=True)} | "
-            f"{md_code(r.name, table=True)} | {md_code(r.id, table=True)} | "
+            f"{md_code(r.name, table=True)} | {md_code(shown_id(r), table=True)} | "
             f"{c.new_state} | {iso(c.end_time)} |"
         )
     if report.skipped:
         lines += ["", "Left alone:", ""]
         lines += [
-            f"- {md_code(s.item.record.id)} ({md_code(s.item.record.name)}): {md_escape(s.why)}"
+            f"- {md_code(shown_id(s.item.record))} ({md_code(s.item.record.name)}): "
+            f"{md_escape(s.why)}"
             for s in report.skipped
         ]
     return "\n".join(lines) + "\n"
@@ -148,10 +165,13 @@ def decision_dict(decision: RunDecision) -> dict[str, Any]:
 
 
 def declutter_json(report: DeclutterReport) -> dict[str, Any]:
-    """The JSON object ``declutter --format json`` prints."""
+    """The JSON object ``declutter --format json`` prints; a dry run's is a plan file."""
     return {
+        "version": JSON_VERSION,
+        "command": "declutter",
         "stores": [store_dict(s) for s in report.stores],
         "dry_run": report.dry_run,
+        "missing": list(report.missing),
         "runs": [decision_dict(d) for d in report.runs],
         "studies": [
             {

@@ -17,13 +17,19 @@ from mltidy.cli.options import (
     FailOn,
     FailOnOption,
     FormatOption,
+    HostOption,
     MlflowOption,
     MlflowUiOption,
+    OlderThanOption,
     OptunaOption,
     OptunaUtcOffsetOption,
+    RunOption,
+    SilentForOption,
     StaleAfterOption,
     StudyOption,
     ThisHostOption,
+    TrialOption,
+    UserOption,
 )
 from mltidy.cli.render import (
     OutputFormat,
@@ -39,7 +45,7 @@ from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
-from mltidy.scan import LeftOut, ScanEvent, iter_scan
+from mltidy.scan import LeftOut, NoMatch, ScanEvent, iter_scan
 from mltidy.text import safe
 
 FAILING = {
@@ -56,6 +62,12 @@ def scan_command(
     optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     stale_after: StaleAfterOption = None,
     output: FormatOption = OutputFormat.TABLE,
     fail_on: FailOnOption = FailOn.NEVER,
@@ -81,6 +93,12 @@ def scan_command(
             mlflow_ui=mlflow_ui,
             dashboard_url=dashboard_url,
             optuna_utc_offset=optuna_utc_offset,
+            runs=run,
+            trials=trial,
+            older_than=older_than,
+            silent_for=silent_for,
+            users=user,
+            hosts=host,
         )
         err = stderr_console()
         if not resolved.specs:
@@ -91,6 +109,7 @@ def scan_command(
         stores: list[StoreStatus] = []
         records: list[JudgedRecord] = []
         left_out: list[LeftOut] = []
+        missing: list[str] = []
         progress: AbstractContextManager[Any] = (
             err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
         )
@@ -104,11 +123,14 @@ def scan_command(
                 bases=resolved.bases,
             )
             for event in events:
-                _collect(event, stores, records, left_out, output)
+                _collect(event, stores, records, left_out, missing, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
         _render(output, stores, records)
         _summarise(stores, records, left_out, output)
+        if not output.is_machine:
+            for given in missing:
+                err.print(f"  {given}: no unfinished record of the selection has this id")
     failed = any(not s.ok for s in stores)
     if failed:
         raise typer.Exit(int(ExitCode.STORE))
@@ -121,8 +143,12 @@ def _collect(
     stores: list[StoreStatus],
     records: list[JudgedRecord],
     left_out: list[LeftOut],
+    missing: list[str],
     output: OutputFormat,
 ) -> None:
+    if isinstance(event, NoMatch):
+        missing.append(event.given)
+        return
     if isinstance(event, LeftOut):
         left_out.append(event)
         return

@@ -21,12 +21,18 @@ from mltidy.cli.errors import print_error, report_store_failure, translated_erro
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
+    HostOption,
     MlflowOption,
     NotifyOption,
+    OlderThanOption,
     OptunaOption,
     OptunaUtcOffsetOption,
+    RunOption,
+    SilentForOption,
     StaleAfterOption,
     StudyOption,
+    TrialOption,
+    UserOption,
 )
 from mltidy.cli.render import OutputFormat, store_dict
 from mltidy.cli.render_changes import change_dict
@@ -39,6 +45,7 @@ from mltidy.model import iso
 from mltidy.notify.delivery import Target, resolve_targets, validate
 from mltidy.notify.events import EventKind
 from mltidy.notify.messages import markdown_event
+from mltidy.scope import check_names
 from mltidy.text import safe
 from mltidy.watch import poll as watch
 from mltidy.watch.poll import PollResult
@@ -51,6 +58,12 @@ def watch_command(
     optuna_utc_offset: OptunaUtcOffsetOption = None,
     experiment: ExperimentOption = None,
     study: StudyOption = None,
+    run: RunOption = None,
+    trial: TrialOption = None,
+    older_than: OlderThanOption = None,
+    silent_for: SilentForOption = None,
+    user: UserOption = None,
+    host: HostOption = None,
     stale_after: StaleAfterOption = None,
     notify: NotifyOption = None,
     once: Annotated[
@@ -147,6 +160,12 @@ def watch_command(
             studies=study,
             stale_after=stale_after,
             optuna_utc_offset=optuna_utc_offset,
+            runs=run,
+            trials=trial,
+            older_than=older_than,
+            silent_for=silent_for,
+            users=user,
+            hosts=host,
         )
         if not resolved.specs:
             raise UsageError(
@@ -154,7 +173,9 @@ def watch_command(
                 hint="pass --mlflow URI / --optuna URL, set MLFLOW_TRACKING_URI / "
                 "OPTUNA_STORAGE, or run in a folder that holds them",
             )
-        resolved.session().close()  # a URI no backend reads fails now, not in the loop
+        with resolved.session() as session:  # a URI no backend reads fails now, not in the loop
+            if not once and resolved.selection.by_container:
+                check_names(session, resolved.selection)  # and so does a name no store holds
         config = resolved.config
         options = watch.WatchOptions(
             stale_after=resolved.policy.stale_after,
@@ -173,6 +194,7 @@ def watch_command(
             resolved.selection.experiments,
             resolved.selection.studies,
             os.environ,
+            resolved.selection.narrowing(),
         )
         store = WatchState(path)
 

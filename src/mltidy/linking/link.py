@@ -23,7 +23,17 @@ from mltidy.dashboard_notes import with_section
 from mltidy.errors import StoreError
 from mltidy.linking.pairing import CandidateRuns, Pair, Unmatched, pair_all
 from mltidy.linking.urls import LinkBases, dashboard_trial_url, mlflow_run_url
-from mltidy.model import RunRef, Selection, StoreKey, StoreKind, StoreStatus, TrialRef
+from mltidy.model import (
+    RecordKind,
+    RunRef,
+    Selection,
+    StoreKey,
+    StoreKind,
+    StoreStatus,
+    TrialRef,
+    utc_now,
+)
+from mltidy.scope import Named, Scope, resolve_ids
 from mltidy.text import md_code, md_link
 
 #: What ``trial_writes`` calls the trial's optuna-dashboard note.
@@ -66,6 +76,8 @@ class LinkReport:
     unmatched: tuple[Unmatched, ...]
     without_run: tuple[TrialRef, ...]
     dry_run: bool
+    missing: tuple[str, ...] = ()
+    """Ids given with ``--run``/``--trial`` that named no trial or run read."""
 
     @property
     def trials_without_run(self) -> int:
@@ -102,12 +114,22 @@ def link_values(
 
 
 def plan(session: StoreSession, selection: Selection, bases: LinkBases) -> LinkReport:
-    """Read the stores, pair trials and runs, and work out what each pair lacks."""
+    """Read the stores, pair trials and runs, and work out what each pair lacks.
+
+    Only the selected pairs (:mod:`mltidy.scope`): a trial of a named study, or a run of a
+    named experiment; ``--older-than``/``--silent-for`` look at the trial's start, ``--user``/
+    ``--host`` at its run's provenance; trials without a run are listed when their study is
+    selected.
+
+    Raises:
+        UsageError: a selection that names what no store holds, or an ambiguous id.
+    """
+    scope = Scope.of(session, selection, utc_now())
     trials: list[TrialRef] = []
     for spec, backend in session.backends(StoreKind.OPTUNA):
         if isinstance(backend, TrialLinker):
             try:
-                trials += list(backend.iter_link_trials(selection))
+                trials += list(backend.iter_link_trials(scope.for_backend(spec.kind)))
             except StoreError as exc:
                 session.fail(spec.key, exc)
     runs = CandidateRuns()
@@ -121,10 +143,75 @@ def plan(session: StoreSession, selection: Selection, bases: LinkBases) -> LinkR
             except StoreError as exc:
                 session.fail(spec.key, exc)
     pairing = pair_all(trials, runs)
-    changes = tuple(_planned(pair, bases) for pair in pairing.pairs)
+    pairs = [p for p in pairing.pairs if _wanted(scope, p.trial, p.run)]
+    unmatched = [u for u in pairing.unmatched if _wanted(scope, u.trial, None)]
+    without = [t for t in pairing.without_run if _wanted(scope, t, None)]
+    missing: tuple[str, ...] = ()
+    if selection.names_records:
+        picked = resolve_ids(
+            selection,
+            [
+                *(n for p in pairs for n in _names(p.trial, p.run)),
+                *(n for u in unmatched for n in _names(u.trial, None)),
+                *(n for t in without for n in _names(t, None)),
+            ],
+        )
+        pairs = [p for p in pairs if picked.picks(_names(p.trial, p.run))]
+        unmatched = [u for u in unmatched if picked.picks(_names(u.trial, None))]
+        without = [t for t in without if picked.picks(_names(t, None))]
+        missing = picked.missing
+    changes = tuple(_planned(pair, bases) for pair in pairs)
     return LinkReport(
-        session.statuses(), changes, pairing.unmatched, pairing.without_run, dry_run=True
+        session.statuses(),
+        changes,
+        tuple(unmatched),
+        tuple(without),
+        dry_run=True,
+        missing=missing,
     )
+
+
+def _wanted(scope: Scope, trial: TrialRef, run: RunRef | None) -> bool:
+    """Whether a trial (and its run, when paired) belongs to the selection."""
+    selection = scope.selection
+    in_containers = not selection.by_container or (
+        trial.study in selection.studies
+        or (bool(selection.experiments) and scope.wants_study(trial.study))
+        or (run is not None and scope.in_experiments(run.experiment, run.experiment_id))
+    )
+    tags = run.tags if run is not None else {}
+    return in_containers and scope.narrows(
+        started_at=trial.started_at,
+        last_seen=trial.started_at,
+        users={tags.get(names.USER), tags.get(names.MLFLOW_USER)},
+        host=tags.get(names.HOST),
+    )
+
+
+def _names(trial: TrialRef, run: RunRef | None) -> list[Named]:
+    """A trial and its run, as ``--trial`` and ``--run`` name them."""
+    found = [
+        Named(
+            RecordKind.OPTUNA_TRIAL,
+            trial.store,
+            trial.trial_id,
+            trial.study,
+            trial.number,
+            f"{trial.study}: trial {trial.number}",
+        )
+    ]
+    if run is not None:
+        found.append(
+            Named(
+                RecordKind.MLFLOW_RUN,
+                run.store,
+                run.run_id,
+                run.experiment,
+                None,
+                f"{run.experiment}: {run.name}",
+            )
+        )
+    return found
 
 
 def _planned(pair: Pair, bases: LinkBases) -> LinkChange:

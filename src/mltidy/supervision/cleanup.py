@@ -30,6 +30,7 @@ from mltidy.model import (
     utc_now,
 )
 from mltidy.scan import iter_scan
+from mltidy.scope import Scope
 from mltidy.supervision.process import ExitFacts, Supervision
 
 
@@ -111,7 +112,9 @@ def clean_up(
     changes: list[close.Change] = []
     alive: list[JudgedRecord] = []
     others = bare = 0
-    for event in iter_scan(session, selection, policy, facts):
+    # The job may have created its experiment or study itself: names are not checked here.
+    scope = Scope.of(session, selection, policy.now, check=False)
+    for event in iter_scan(session, selection, policy, facts, scope=scope):
         if isinstance(event, StoreStatus):
             stores.append(event)
             continue

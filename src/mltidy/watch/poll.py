@@ -14,8 +14,13 @@ One poll:
    target as one grouped message (the outbox retries what failed).
 
 The first poll of a store only establishes where things stand: finished studies and ended runs
-from before it (or before ``--since``) are recorded as known, not sent. Dead and stale records
-are reported on the first poll: they need someone now.
+from before it (or before ``--since``) are recorded as known, not sent, and never sent later
+(the first poll looks back as far as later polls do, :data:`SLACK`, so nothing it could have
+seen turns up as new on the second). Dead and stale records are reported on the first poll:
+they need someone now.
+
+What a poll looks at is the command's selection (:mod:`mltidy.scope`): the records of the
+named experiments and studies and those linked to them, narrowed by the other filters.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ from mltidy.notify.store_events import (
     verdict_event,
 )
 from mltidy.scan import ScanEvent, iter_scan
+from mltidy.scope import Named, Scope, select_named
 from mltidy.watch.state import WatchState
 
 DEFAULT_INTERVAL = timedelta(seconds=60)
@@ -151,7 +157,8 @@ def poll(
     what is dead (``--close``, from the same scan), record the events once, deliver.
 
     Raises:
-        UsageError: a store URI has a scheme mltidy cannot read.
+        UsageError: a store URI has a scheme mltidy cannot read; a selection that names what
+            no store holds, or an ambiguous id.
         ChangeRefused: another watch holds this state for too long.
     """
     with state.lock(), session(specs) as stores:
@@ -159,7 +166,8 @@ def poll(
         policy = Policy(now=now, stale_after=options.stale_after)
         facts = probe()
         keys = state.targets([(t.url, t.shown) for t in targets], now)
-        scanned = list(iter_scan(stores, selection, policy, facts))
+        scope = Scope.of(stores, selection, now)
+        scanned = list(iter_scan(stores, selection, policy, facts, scope=scope))
         items: dict[StoreKey, list[JudgedRecord]] = defaultdict(list)
         for event in scanned:
             if isinstance(event, JudgedRecord):
@@ -171,7 +179,7 @@ def poll(
                 _store_failed(state, stores.status(spec.key), now, found)
                 continue
             try:
-                _store_events(spec, backend, selection, items[spec.key], state, now, found, options)
+                _store_events(spec, backend, scope, items[spec.key], state, now, found, options)
             except StoreError as exc:
                 stores.fail(spec.key, exc)
                 _store_failed(state, stores.status(spec.key), now, found)
@@ -238,7 +246,7 @@ def _store_failed(state: WatchState, status: StoreStatus, now: datetime, found: 
 def _store_events(
     spec: StoreSpec,
     backend: Backend,
-    selection: Selection,
+    scope: Scope,
     items: list[JudgedRecord],
     state: WatchState,
     now: datetime,
@@ -259,14 +267,27 @@ def _store_events(
             found.events.append(verdict_event(item, options.links, now))
         elif item.verdict.basis is Basis.CLOCK:
             found.events.append(clock_skew_event(item, options.links, now))
+    selection = scope.selection
+    pushed = scope.for_backend(spec.kind)
     if isinstance(backend, RunHistory):
         last_ok = mark.last_ok_at if mark is not None else None
-        since = now - options.lookback if last_ok is None else last_ok - SLACK
-        ended = list(backend.iter_ended_runs(selection, since))
-        found.events += [ended_run_event(run, options.links) for run in ended]
+        # The first poll looks back as far as the next one will (SLACK before this one), so
+        # that what ended just before it is recorded as known now, not sent by the second.
+        since = (now - options.lookback if last_ok is None else last_ok) - SLACK
+        ended = [run for run in backend.iter_ended_runs(pushed, since) if scope.wants(run)]
+        ended, _ = select_named(ended, selection, lambda run: [Named.of(run)])
+        for run in ended:
+            event = ended_run_event(run, options.links)
+            if known_before is not None and event.at < known_before:
+                found.known.append(event)
+            else:
+                found.events.append(event)
         _experiments(state, shown, items, ended, now, found, options)
     if isinstance(backend, StudyWatcher):
-        progress = backend.study_progress(selection)
+        progress = [p for p in backend.study_progress(pushed) if scope.wants_study(p.study)]
+        if selection.names_records:
+            named = {t.study for t in selection.trials}
+            progress = [p for p in progress if p.study in named]
         _studies(shown, progress, items, now, known_before, found, options)
     found.ok.append(shown)
 

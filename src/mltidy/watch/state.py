@@ -109,14 +109,24 @@ def state_dir(env: Mapping[str, str]) -> Path:
 
 
 def default_state_path(
-    uris: Iterable[str], experiments: Iterable[str], studies: Iterable[str], env: Mapping[str, str]
+    uris: Iterable[str],
+    experiments: Iterable[str],
+    studies: Iterable[str],
+    env: Mapping[str, str],
+    filters: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
-    """One state file per watch profile (stores and selection), so that two watches with
-    different stores never share deduplication, while a daemon and a cron ``--once`` over the
-    same stores do."""
-    profile = json.dumps(
-        {"stores": sorted(uris), "experiments": sorted(experiments), "studies": sorted(studies)}
-    )
+    """One state file per watch profile (the stores' identities and the selection), so that two
+    watches with different stores never share deduplication, while a daemon and a cron
+    ``--once`` over the same stores do, wherever each was started. ``filters`` are the
+    selection's other filters (``Selection.narrowing``); without any, the profile (and the
+    file) is what it was before they existed."""
+    profile_data: dict[str, list[str]] = {
+        "stores": sorted(uris),
+        "experiments": sorted(experiments),
+        "studies": sorted(studies),
+    }
+    profile_data.update({k: sorted(v) for k, v in (filters or {}).items() if v})
+    profile = json.dumps(profile_data)
     digest = hashlib.sha256(profile.encode()).hexdigest()[:12]
     return state_dir(env) / f"watch-{digest}.db"
 

@@ -17,6 +17,7 @@ from mltidy.backends.identity import FILE_STORE_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     RunDeclutterer,
     RunHistory,
@@ -81,7 +82,9 @@ def looks_like_mlruns(path: Path, entries: int = MLRUNS_ENTRIES) -> bool:
     return False
 
 
-class MlflowClientBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+class MlflowClientBackend(
+    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, ContainerLister
+):
     """An MLflow file store or tracking server, read through ``MlflowClient``.
 
     Closing re-reads the run right before the write and skips it unless RUNNING; a run that
@@ -118,6 +121,9 @@ class MlflowClientBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker
     def describe(self) -> str:
         what = "MLflow tracking server" if self.is_server else "MLflow file store"
         return f"{what}, {len(self._ops.experiments)} active experiments"
+
+    def containers(self) -> dict[str, str]:
+        return dict(self._ops.experiments)
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING
 
 from mltidy import names
 from mltidy.backends.identity import store_id
-from mltidy.backends.interface import Backend, Closer, RunDeclutterer, RunHistory, RunLinker
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    ContainerLister,
+    RunDeclutterer,
+    RunHistory,
+    RunLinker,
+)
 from mltidy.backends.mlflow.client_ops import ClientOps, quiet_mlflow
 from mltidy.backends.mlflow.schema import inspect_store
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
@@ -54,7 +61,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-class MlflowSqlLibraryBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker):
+class MlflowSqlLibraryBackend(
+    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, ContainerLister
+):
     """An MLflow SQL store read through ``MlflowClient``, after checks that opening it is safe.
 
     Closing re-reads the run right before the write and skips it unless RUNNING (the client's
@@ -76,6 +85,9 @@ class MlflowSqlLibraryBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLi
             f"MLflow SQL store read through MlflowClient, schema revision {self.revision}, "
             f"{len(self._ops.experiments)} active experiments"
         )
+
+    def containers(self) -> dict[str, str]:
+        return dict(self._ops.experiments)
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)

@@ -35,6 +35,7 @@ from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     RunDeclutterer,
     RunHistory,
@@ -95,7 +96,14 @@ def needs_mlflow_client(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 class MlflowRestBackend(
-    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, StoreClock
+    Backend,
+    Closer,
+    RunDeclutterer,
+    RunHistory,
+    RunLinker,
+    MakesWritable,
+    StoreClock,
+    ContainerLister,
 ):
     """An MLflow tracking server, through its REST API (``/api/2.0/mlflow/``)."""
 
@@ -160,6 +168,9 @@ class MlflowRestBackend(
         )
 
     # -- reading ----------------------------------------------------------------------------
+
+    def containers(self) -> dict[str, str]:
+        return dict(self._experiments)
 
     def _list_experiments(self) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -24,6 +24,7 @@ from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     RunDeclutterer,
     RunHistory,
@@ -82,7 +83,14 @@ LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
 
 
 class MlflowSqlBackend(
-    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, StoreClock
+    Backend,
+    Closer,
+    RunDeclutterer,
+    RunHistory,
+    RunLinker,
+    MakesWritable,
+    StoreClock,
+    ContainerLister,
 ):
     """An MLflow tracking store in a SQL database, read without importing mlflow.
 
@@ -176,6 +184,18 @@ class MlflowSqlBackend(
                 or_(exps.c.name.in_(selection.experiments), exps.c.experiment_id.in_(ids))
             )
         return query
+
+    def containers(self) -> dict[str, str]:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        exps = self._t["experiments"]
+        query = select(exps.c.experiment_id, exps.c.name).where(exps.c.lifecycle_stage == "active")
+        try:
+            with self._engine.connect() as conn:
+                return {str(row.experiment_id): str(row.name) for row in conn.execute(query)}
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         from sqlalchemy.exc import SQLAlchemyError

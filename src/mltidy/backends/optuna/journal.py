@@ -18,6 +18,7 @@ from mltidy.backends.identity import JOURNAL_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     NaiveTimes,
     StudyReporter,
@@ -74,6 +75,7 @@ class OptunaJournalBackend(
     TrialLinker,
     MakesWritable,
     NaiveTimes,
+    ContainerLister,
 ):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``.
 
@@ -199,6 +201,9 @@ class OptunaJournalBackend(
             raise self._translate(exc) from exc
         found.sort(reverse=True)
         return [(run_id, start) for _, run_id, start in found[:limit]]
+
+    def containers(self) -> dict[str, str]:
+        return self._ops.containers()
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)

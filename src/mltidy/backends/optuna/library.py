@@ -31,6 +31,7 @@ from mltidy.backends.identity import sqlite_file, store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     NaiveTimes,
     StudyReporter,
     StudyWatcher,
@@ -75,7 +76,14 @@ _log = logging.getLogger(__name__)
 
 
 class OptunaSqlLibraryBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, NaiveTimes
+    Backend,
+    Closer,
+    TrialRetrier,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    ContainerLister,
+    NaiveTimes,
 ):
     """An Optuna RDB storage read through ``RDBStorage``, after checks that opening it is safe.
 
@@ -227,6 +235,9 @@ class OptunaSqlLibraryBackend(
         with self._rdb.engine.connect() as conn:
             offset = db_clock_offset(conn)
         return {trial_id: heartbeat_to_utc(beat, offset) for trial_id, beat in found.items()}
+
+    def containers(self) -> dict[str, str]:
+        return self._ops.containers()
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         return self._ops.iter_active(selection)

@@ -26,6 +26,7 @@ from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
     Closer,
+    ContainerLister,
     MakesWritable,
     NaiveTimes,
     StoreClock,
@@ -101,6 +102,7 @@ class OptunaSqlBackend(
     MakesWritable,
     NaiveTimes,
     StoreClock,
+    ContainerLister,
 ):
     """An Optuna RDB storage, read without importing optuna.
 
@@ -211,6 +213,18 @@ class OptunaSqlBackend(
 
     def _clock_offset(self, conn: Connection) -> timedelta:
         return db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
+
+    def containers(self) -> dict[str, str]:
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        studies = self._t["studies"]
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(select(studies.c.study_id, studies.c.study_name))
+                return {str(row.study_id): str(row.study_name) for row in rows}
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         from sqlalchemy.exc import SQLAlchemyError

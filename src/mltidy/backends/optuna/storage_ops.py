@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 from mltidy import dashboard_notes, names
@@ -104,6 +104,13 @@ class StorageOps:
         if by_name:
             studies = sorted(studies, key=lambda s: s.study_name)
         return [s for s in studies if selection.wants_study(s.study_name)]
+
+    def containers(self) -> dict[str, str]:
+        """Every study: id -> name."""
+        try:
+            return {str(s._study_id): s.study_name for s in self.storage.get_all_studies()}
+        except Exception as exc:
+            raise self.translate(exc) from exc
 
     def _study_by_number(self, trial_id: int) -> int | None:
         trial = self.storage.get_trial(trial_id)
@@ -210,7 +217,15 @@ class StorageOps:
             raise self.translate(exc) from exc
 
     def study_health(self, selection: Selection) -> list[StudyHealth]:
-        return self._per_study(selection, _health)
+        return self._per_study(selection, lambda study, trials: _health(study, trials, self._times))
+
+    def _times(self, trial: FrozenTrial) -> tuple[datetime | None, datetime | None]:
+        """A trial's start and true end, aware UTC. The end is ``mltidy.end_time`` when mltidy
+        closed it: these storages set ``datetime_complete`` to the time of closing."""
+        end = _aware(trial.system_attrs.get(names.END_TIME)) or self._started_at(
+            trial.datetime_complete
+        )
+        return self._started_at(trial.datetime_start), end
 
     def study_progress(self, selection: Selection) -> list[StudyProgress]:
         return self._per_study(selection, _progress)
@@ -270,22 +285,38 @@ class StorageOps:
         return remark
 
 
-def _health(study: FrozenStudy, trials: list[FrozenTrial]) -> StudyHealth:
+def _health(
+    study: FrozenStudy,
+    trials: list[FrozenTrial],
+    times: Callable[[FrozenTrial], tuple[datetime | None, datetime | None]],
+) -> StudyHealth:
     from optuna.trial import TrialState
 
     failed = [t for t in trials if t.state == TrialState.FAIL]
+    seconds = 0.0
+    for trial in failed:
+        start, end = times(trial)
+        if start is not None and end is not None:
+            seconds += max((end - start).total_seconds(), 0.0)
     return StudyHealth(
         study=study.study_name,
         trials=len(trials),
         running=sum(1 for t in trials if t.state == TrialState.RUNNING),
         failed=len(failed),
         closed_by_mltidy=sum(1 for t in trials if names.CLOSED_AT in t.system_attrs),
-        failed_seconds=sum(
-            max((t.datetime_complete - t.datetime_start).total_seconds(), 0.0)
-            for t in failed
-            if t.datetime_complete and t.datetime_start
-        ),
+        failed_seconds=seconds,
     )
+
+
+def _aware(text: object) -> datetime | None:
+    """A time mltidy wrote (ISO 8601 with offset) as aware UTC; ``None`` when absent or not."""
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value.astimezone(timezone.utc) if value.tzinfo else None
 
 
 def _progress(study: FrozenStudy, trials: list[FrozenTrial]) -> StudyProgress:

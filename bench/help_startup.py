@@ -1,0 +1,63 @@
+"""How long ``mltidy --help`` takes next to ``python -c 'import typer'`` (the floor of any
+Typer CLI), measured in pairs.
+
+Each round runs both, in an order that alternates between rounds, so that load from other
+processes falls on both alike; the report gives each one's median and the median of the
+per-round ratios. ``mltidy scan --help`` (a command's own help: its module is imported) is
+measured the same way.
+
+Run: python bench/help_startup.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MLTIDY = str(Path(sys.executable).with_name("mltidy"))
+TYPER = [sys.executable, "-c", "import typer"]
+
+
+def wall(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def paired(rounds: int, command: list[str]) -> tuple[list[float], list[float]]:
+    floor: list[float] = []
+    measured: list[float] = []
+    for index in range(rounds):
+        if index % 2:
+            measured.append(wall(command))
+            floor.append(wall(TYPER))
+        else:
+            floor.append(wall(TYPER))
+            measured.append(wall(command))
+    return floor, measured
+
+
+def main() -> int:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    wall([MLTIDY, "--help"])  # warm the file cache and the bytecode
+    print(f"{rounds} paired rounds, wall-clock seconds (median, min-max)")
+    for command in ([MLTIDY, "--help"], [MLTIDY, "scan", "--help"]):
+        floor, measured = paired(rounds, command)
+        ratios = [m / f for m, f in zip(measured, floor, strict=True)]
+        shown = " ".join(["mltidy", *command[1:]])
+        print(
+            f"  import typer      {statistics.median(floor):.3f} "
+            f"({min(floor):.3f}-{max(floor):.3f})\n"
+            f"  {shown:<16} {statistics.median(measured):.3f} "
+            f"({min(measured):.3f}-{max(measured):.3f})\n"
+            f"  ratio            {statistics.median(ratios):.2f} "
+            f"(median of per-round ratios; {min(ratios):.2f}-{max(ratios):.2f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
