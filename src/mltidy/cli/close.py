@@ -174,7 +174,7 @@ def close_command(
                     options,
                     this_host=this_host,
                 )
-                if yes and report.changes:
+                if yes:
                     report = annotate(session, apply(session, report, options))
             _render(report, output, max_retry)
     if any(not s.ok for s in report.stores):
@@ -192,7 +192,7 @@ def _from_plan(
     report, options = plans.close_report(planned)
     with StoreSession(plans.session_specs(planned, resolved.specs)) as session:
         report = plans.recheck(session, report)
-        if yes and report.changes:
+        if yes:
             report = annotate(session, apply(session, report, options))
     return report, options.max_retry
 
