@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from typing import Annotated
@@ -22,11 +21,15 @@ from mltidy.cli.options import (
     YesOption,
 )
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
-from mltidy.cli.render_changes import changes_table, close_json, close_markdown, skipped_table
+from mltidy.cli.render_changes import close_markdown, write_close_json, write_close_jsonl
 from mltidy.cli.selection import resolve
+from mltidy.cli.tables import AllOption, Screen, failure_lines, grouped_hint, print_close_report
 from mltidy.close import CloseOptions, CloseReport, Outcome, apply, parse_trial_ref, plan
 from mltidy.errors import ExitCode, UsageError
 from mltidy.evidence.local import LocalProbe
+
+#: Failed records listed one by one on stderr; past this, one line per store and cause.
+FAILURE_LINES = 20
 
 
 class EndState(str, Enum):
@@ -83,6 +86,7 @@ def close_command(
         typer.Option("--max-retry", metavar="N", min=0, help="Retry a trial at most N times."),
     ] = None,
     yes: YesOption = False,
+    show_all: AllOption = False,
 ) -> None:
     """Close dead runs and trials: MLflow runs become KILLED, Optuna trials FAIL.
 
@@ -127,49 +131,40 @@ def close_command(
             )
             if yes and report.changes:
                 report = apply(session, report, options)
-        _render(report, output)
+        _render(report, output, show_all)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))
     if report.failed:
         raise typer.Exit(int(ExitCode.CHANGE))
 
 
-def _render(report: CloseReport, output: OutputFormat) -> None:
+def _render(report: CloseReport, output: OutputFormat, show_all: bool) -> None:
     for status in report.stores:
         if not status.ok:
             sys.stderr.write(
                 f"mltidy: error: cannot read {status.kind.value} store: {status.error}\n"
             )
-    for change in report.failed:
-        sys.stderr.write(
-            f"mltidy: error: could not close {change.item.record.name} "
-            f"({change.item.record.id}): {change.detail}\n"
-        )
+    # One line per failed record, unless a whole store refused thousands of them.
+    for line in failure_lines(report.failed, FAILURE_LINES):
+        sys.stderr.write(line + "\n")
     if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(close_json(report), indent=2) + "\n")
+        write_close_json(report)
         return
     if output is OutputFormat.JSONL:
-        payload = close_json(report)
-        for change in payload["changes"]:
-            sys.stdout.write(json.dumps({"change": change}) + "\n")
-        for skip in payload["skipped"]:
-            sys.stdout.write(json.dumps({"skipped": skip}) + "\n")
+        write_close_jsonl(report)
         return
     if output is OutputFormat.MARKDOWN:
         sys.stdout.write(close_markdown(report))
         return
     if output is OutputFormat.TABLE:
-        _human(report)
+        _human(report, show_all)
         return
     assert_never(output)
 
 
-def _human(report: CloseReport) -> None:
-    out, err = stdout_console(), stderr_console()
-    if report.changes:
-        out.print(changes_table(report))
-    if report.skipped:
-        out.print(skipped_table(report))
+def _human(report: CloseReport, show_all: bool) -> None:
+    err = stderr_console()
+    grouped = print_close_report(report, Screen.of(stdout_console()), show_all=show_all)
     for ref in report.missing:
         err.print(f"  {ref}: no unfinished record with this id in the stores read")
     closed = sum(1 for c in report.changes if c.outcome is Outcome.CLOSED)
@@ -184,3 +179,6 @@ def _human(report: CloseReport) -> None:
         )
     elif any(s.ok for s in report.stores):
         err.print(f"Nothing to close ({len(report.skipped)} left alone).")
+    if grouped:
+        count = len(report.changes) + len(report.skipped)
+        err.print(grouped_hint(count, "records"), soft_wrap=True)

@@ -1,4 +1,4 @@
-"""One scan result, four renderings: a Rich table, JSON, JSON lines and Markdown.
+"""One scan result, four renderings: a table (``tables.py``), JSON, JSON lines and Markdown.
 
 The JSON shapes are a contract (docs/json.md); the table and Markdown are for people.
 """
@@ -13,11 +13,9 @@ from enum import Enum
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 from typing_extensions import assert_never
 
-from mltidy.model import JudgedRecord, RecordKind, StoreStatus, VerdictKind, iso
+from mltidy.model import JudgedRecord, RecordKind, StoreStatus, iso
 
 
 class OutputFormat(str, Enum):
@@ -36,15 +34,6 @@ class OutputFormat(str, Enum):
         if self is OutputFormat.JSON or self is OutputFormat.JSONL:
             return True
         assert_never(self)
-
-
-VERDICT_STYLE = {
-    VerdictKind.DEAD: "bold red",
-    VerdictKind.STALE: "yellow",
-    VerdictKind.ACTIVE: "cyan",
-    VerdictKind.ALIVE: "green",
-    VerdictKind.UNKNOWN: "dim",
-}
 
 
 def stdout_console() -> Console:
@@ -117,35 +106,6 @@ def write_jsonl_record(item: JudgedRecord, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     out.write(json.dumps(record_dict(item)) + "\n")
     out.flush()
-
-
-def _short_id(item: JudgedRecord) -> str:
-    record = item.record
-    if record.kind is RecordKind.OPTUNA_TRIAL:
-        return f"#{record.trial_number}"
-    return record.id[:8]
-
-
-def records_table(records: Sequence[JudgedRecord]) -> Table:
-    """The Rich table people see."""
-    table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("experiment/study", overflow="fold")
-    table.add_column("name", overflow="fold")
-    table.add_column("id", no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=1)
-    for item in records:
-        record = item.record
-        table.add_row(
-            Text(item.verdict.kind.value, style=VERDICT_STYLE[item.verdict.kind]),
-            "run" if record.kind is RecordKind.MLFLOW_RUN else "trial",
-            record.container,
-            record.name,
-            _short_id(item),
-            item.verdict.reason,
-        )
-    return table
 
 
 def _md(text: str) -> str:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import sys
+from typing import Any, TextIO
 
 from rich.table import Table
 from rich.text import Text
 
-from mltidy.cli.render import VERDICT_STYLE, record_dict, store_dict
-from mltidy.close import Change, CloseReport, Outcome, Skip
+from mltidy.cli.render import record_dict, store_dict
+from mltidy.close import Change, CloseReport, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
 from mltidy.model import RecordKind, iso
 
-OUTCOME_STYLE = {Outcome.PLANNED: "cyan", Outcome.CLOSED: "green", Outcome.FAILED: "bold red"}
 ACTION_STYLE = {
     RunAction.DELETE: "cyan",
     RunAction.DELETED: "green",
@@ -24,13 +25,6 @@ ACTION_STYLE = {
 
 def _kind(change: Change | Skip) -> str:
     return "run" if change.item.record.kind is RecordKind.MLFLOW_RUN else "trial"
-
-
-def _id(change: Change | Skip) -> str:
-    record = change.item.record
-    if record.kind is RecordKind.OPTUNA_TRIAL:
-        return f"#{record.trial_number}"
-    return record.id[:8]
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -61,47 +55,46 @@ def close_json(report: CloseReport) -> dict[str, Any]:
     }
 
 
-def changes_table(report: CloseReport) -> Table:
-    """The plan, or what was done."""
-    title = "Plan (dry run: nothing changed)" if report.dry_run else "Changes"
-    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
-    for name in ("status", "kind", "experiment/study: name", "id", "new state", "end time"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("evidence", overflow="fold", ratio=1)
+def write_close_json(report: CloseReport, out: TextIO | None = None) -> None:
+    """:func:`close_json`, text for text as ``json.dumps(..., indent=2)`` writes it, but one
+    change at a time: ten thousand changes as dicts and then as one string would need memory
+    for both."""
+    out = out or sys.stdout
+    out.write("{\n")
+    out.write(f'  "stores": {_indented([store_dict(s) for s in report.stores], 2)},\n')
+    out.write(f'  "dry_run": {json.dumps(report.dry_run)},\n')
+    for key, items, as_dict in (
+        ("changes", report.changes, change_dict),
+        ("skipped", report.skipped, skip_dict),
+    ):
+        out.write(f'  "{key}": ')
+        if not items:
+            out.write("[],\n")
+            continue
+        for index, item in enumerate(items):
+            out.write(",\n    " if index else "[\n    ")
+            out.write(_indented(as_dict(item), 4))  # type: ignore[arg-type]
+        out.write("\n  ],\n")
+    out.write(f'  "missing": {_indented(list(report.missing), 2)}\n}}\n')
+
+
+def write_close_jsonl(report: CloseReport, out: TextIO | None = None) -> None:
+    """One line per change (``{"change": ...}``), then per record left alone (``{"skipped":
+    ...}``)."""
+    out = out or sys.stdout
     for change in report.changes:
-        record, verdict = change.item.record, change.item.verdict
-        evidence = Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind])
-        evidence.append(f": {verdict.reason}")
-        if change.detail:
-            evidence.append(f" ({change.detail})", style=OUTCOME_STYLE[change.outcome])
-        table.add_row(
-            Text(change.outcome.value, style=OUTCOME_STYLE[change.outcome]),
-            _kind(change),
-            f"{record.container}: {record.name}",
-            _id(change),
-            change.new_state,
-            (iso(change.end_time) or "-").replace("+00:00", "Z").replace("T", " "),
-            evidence,
-        )
-    return table
-
-
-def skipped_table(report: CloseReport) -> Table:
-    """Records left alone."""
-    table = Table(title="Left alone", title_justify="left", header_style="bold", pad_edge=False)
-    for name in ("verdict", "kind", "experiment/study: name", "id"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("why", overflow="fold", ratio=1)
+        out.write(json.dumps({"change": change_dict(change)}) + "\n")
     for skip in report.skipped:
-        record, verdict = skip.item.record, skip.item.verdict
-        table.add_row(
-            Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind]),
-            _kind(skip),
-            f"{record.container}: {record.name}",
-            _id(skip),
-            skip.why,
-        )
-    return table
+        out.write(json.dumps({"skipped": skip_dict(skip)}) + "\n")
+    out.flush()
+
+
+_INDENTED = json.JSONEncoder(indent=2)
+
+
+def _indented(value: Any, depth: int) -> str:
+    """``value`` as ``json.dumps(value, indent=2)`` writes it ``depth`` spaces deep."""
+    return _INDENTED.encode(value).replace("\n", "\n" + " " * depth)
 
 
 def close_markdown(report: CloseReport) -> str:

@@ -27,13 +27,13 @@ from mltidy.cli.options import (
 from mltidy.cli.render import (
     OutputFormat,
     markdown,
-    records_table,
     stderr_console,
     stdout_console,
     write_json,
     write_jsonl_record,
 )
 from mltidy.cli.selection import resolve
+from mltidy.cli.tables import AllOption, Screen, grouped_hint, print_records
 from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
@@ -59,6 +59,7 @@ def scan_command(
     this_host: ThisHostOption = False,
     mlflow_ui: MlflowUiOption = None,
     dashboard_url: DashboardUrlOption = None,
+    show_all: AllOption = False,
 ) -> None:
     """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
 
@@ -103,8 +104,8 @@ def scan_command(
                 _collect(event, stores, records, left_out, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
-        _render(output, stores, records)
-        _summarise(stores, records, left_out, output)
+        grouped = _render(output, stores, records, show_all)
+        _summarise(stores, records, left_out, output, grouped)
     failed = any(not s.ok for s in stores)
     if failed:
         raise typer.Exit(int(ExitCode.STORE))
@@ -134,10 +135,13 @@ def _collect(
         write_jsonl_record(event)
 
 
-def _render(output: OutputFormat, stores: list[StoreStatus], records: list[JudgedRecord]) -> None:
+def _render(
+    output: OutputFormat, stores: list[StoreStatus], records: list[JudgedRecord], show_all: bool
+) -> bool:
+    """Print the report; returns whether the table grouped the records."""
     if output is OutputFormat.TABLE:
         if records:
-            stdout_console().print(records_table(records))
+            return print_records(records, Screen.of(stdout_console()), show_all=show_all)
     elif output is OutputFormat.JSON:
         write_json(stores, records)
     elif output is OutputFormat.JSONL:
@@ -146,6 +150,7 @@ def _render(output: OutputFormat, stores: list[StoreStatus], records: list[Judge
         sys.stdout.write(markdown(stores, records))
     else:
         assert_never(output)
+    return False
 
 
 def _summarise(
@@ -153,6 +158,7 @@ def _summarise(
     records: list[JudgedRecord],
     left_out: list[LeftOut],
     output: OutputFormat,
+    grouped: bool,
 ) -> None:
     """The human summary on stderr: which stores were read, what was found, what next."""
     if output.is_machine:
@@ -183,6 +189,8 @@ def _summarise(
     counts = {kind: sum(1 for r in records if r.verdict.kind is kind) for kind in VerdictKind}
     parts = [f"{n} {kind.value}" for kind, n in counts.items() if n]
     err.print(f"{len(records)} unfinished: " + ", ".join(parts) + ".", soft_wrap=True)
+    if grouped:
+        err.print(grouped_hint(len(records), "unfinished records"), soft_wrap=True)
     bare = sum(1 for r in records if Provenance.from_tags(r.record.tags) is None)
     if bare:
         err.print(
