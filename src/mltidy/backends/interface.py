@@ -20,7 +20,7 @@ A backend adapts one MLflow tracking store or one Optuna storage to mltidy. The 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 
 from mltidy.model import (
@@ -85,6 +85,23 @@ class Backend(abc.ABC):
             StoreError: the store cannot be read.
         """
 
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        """Read several records fresh, whatever their state; a backend that can read them in
+        one query overrides this loop over :meth:`read`.
+
+        Returns:
+            The records found, by id (ids the store does not have are left out).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        found = {}
+        for record_id in record_ids:
+            record = self.read(record_id)
+            if record is not None:
+                found[record_id] = record
+        return found
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. Safe to call twice."""
 
@@ -109,6 +126,31 @@ class Closer(abc.ABC):
 
         Raises:
             StoreError: the write failed (permission denied, locked after retries, ...).
+        """
+
+
+class BatchCloser(Closer):
+    """Capability: close many records in one transaction, each still a compare-and-set.
+
+    For stores with transactions (the SQL fast paths): each record changes state only if it is
+    still running when the transaction writes it, and its audit attributes are written in the
+    same transaction, so a record is never half closed, whatever kills the process and when.
+    Callers pass a few hundred requests per call: each call holds the store's write lock for
+    its one transaction, and training jobs writing to the same store wait for it.
+    """
+
+    @abc.abstractmethod
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        """Close every requested record that is still running, in one transaction.
+
+        Args:
+            requests: records with distinct ids.
+
+        Returns:
+            One result per request, in the same order.
+
+        Raises:
+            StoreError: the transaction failed; nothing of it was written.
         """
 
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 from mltidy.backends.identity import sqlite_file
@@ -228,6 +228,7 @@ def table_names(engine: Engine) -> set[str]:
 
 
 T = TypeVar("T")
+K = TypeVar("K")
 LOCK_RETRIES = 5
 
 
@@ -250,6 +251,107 @@ def retry_locked(attempt: Callable[[], T], where: str) -> T:
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, where) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Ids per statement of a batched write: a few hundred, so that a statement's parameters stay
+#: below any database's limit (999 in SQLite before 3.32).
+STATEMENT_CHUNK = 200
+
+
+class ConcurrentChange(Exception):
+    """A batched compare-and-set without ``RETURNING`` changed other rows than it had locked:
+    its transaction is rolled back and tried again (:func:`retry_batch`)."""
+
+
+#: Tries of a batched write whose rows kept changing under it.
+CONFLICT_RETRIES = 3
+
+
+def retry_batch(attempt: Callable[[], T], where: str) -> T:
+    """:func:`retry_locked`, also trying again (from the start, in a new transaction) when
+    :func:`set_if_running` saw rows change under it.
+
+    Raises:
+        StoreError: any other failure, or the rows kept changing.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            return retry_locked(attempt, where)
+        except ConcurrentChange:
+            continue
+    raise StoreError(
+        f"{where}: the records kept changing while mltidy closed them", hint="try again"
+    )
+
+
+def chunks(items: Sequence[K], size: int = STATEMENT_CHUNK) -> Iterator[Sequence[K]]:
+    """``items`` in slices of ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def set_if_running(
+    conn: Connection,
+    columns: tuple[Any, Any, Any],
+    guards: Sequence[Any],
+    changes: Sequence[tuple[K, str, Any]],
+) -> set[K]:
+    """Inside the caller's transaction, end the rows that the ``guards`` (``state =
+    'RUNNING'``, ...) still hold for, and return the ids of the rows changed.
+
+    Args:
+        conn: a connection inside a transaction.
+        columns: the table's id, state and end-time columns.
+        guards: the conditions a row must still meet to be changed.
+        changes: ``(id, new state, end time)`` per row.
+
+    Where the database has ``UPDATE ... RETURNING`` (PostgreSQL, SQLite 3.35 and newer), one
+    statement per :data:`STATEMENT_CHUNK` rows changes them and names the ones it changed.
+    Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and locked
+    (``SELECT ... FOR UPDATE``; SQLite locks the whole file for the writer anyway) and then
+    updated with the same guards; if the update changes another number of rows than it
+    locked, :class:`ConcurrentChange` is raised and the caller's transaction rolls back.
+    """
+    from sqlalchemy import case, select, update
+
+    key, state, end = columns
+    table = key.table
+    returning = bool(getattr(conn.dialect, "update_returning", False))
+    by_state: dict[str, list[tuple[K, Any]]] = {}
+    for record_id, new_state, end_time in changes:
+        by_state.setdefault(new_state, []).append((record_id, end_time))
+    changed: set[K] = set()
+    for new_state, rows in by_state.items():
+        for chunk in chunks(rows):
+            ids = [record_id for record_id, _ in chunk]
+            values = {state.name: new_state, end.name: case(dict(chunk), value=key)}
+            if returning:
+                statement = update(table).where(key.in_(ids), *guards).values(values).returning(key)
+                changed.update(row[0] for row in conn.execute(statement))
+                continue
+            locked = [
+                row[0]
+                for row in conn.execute(select(key).where(key.in_(ids), *guards).with_for_update())
+            ]
+            if not locked:
+                continue
+            count = conn.execute(update(table).where(key.in_(locked), *guards).values(values))
+            if count.rowcount != len(locked):
+                raise ConcurrentChange
+            changed.update(locked)
+    return changed
+
+
+def current_states(conn: Connection, key: Any, state: Any, ids: Sequence[K]) -> dict[K, Any]:
+    """The state of each of these rows that exists, by id."""
+    from sqlalchemy import select
+
+    found: dict[K, Any] = {}
+    for chunk in chunks(ids):
+        found.update(
+            (row[0], row[1]) for row in conn.execute(select(key, state).where(key.in_(chunk)))
+        )
+    return found
 
 
 def local_artifact_count(artifact_uri: str | None) -> int | None:

@@ -21,7 +21,7 @@ from mltidy import names
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
-    Closer,
+    BatchCloser,
     MakesWritable,
     RunDeclutterer,
     RunHistory,
@@ -34,13 +34,18 @@ from mltidy.backends.mlflow.schema import (
     inspect_store,
     read_tags,
     replace_tags,
+    replace_tags_of_runs,
     tables,
 )
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
+    chunks,
     create_reader_engine,
+    current_states,
     local_artifact_count,
+    retry_batch,
     retry_locked,
+    set_if_running,
     side_connection,
     translate_sql_error,
 )
@@ -57,6 +62,8 @@ from mltidy.model import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy import Select
     from sqlalchemy.engine import Engine, Row
 
@@ -65,11 +72,12 @@ RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
 LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
 
 
-class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
+class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLinker, MakesWritable):
     """An MLflow tracking store in a SQL database, read without importing mlflow.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE runs ... WHERE status =
-    'RUNNING'`` and writes the audit tags only if that row changed.
+    'RUNNING'`` and writes the audit tags of the runs it changed, one run or a batch of them
+    (``set_if_running`` in ``backends/sql.py``).
     """
 
     kind = StoreKind.MLFLOW
@@ -173,6 +181,22 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        runs = self._t["runs"]
+        found: dict[str, Record] = {}
+        try:
+            with self._engine.connect() as conn:
+                for chunk in chunks(list(record_ids)):
+                    rows = list(conn.execute(self._select().where(runs.c.run_uuid.in_(chunk))))
+                    tags = read_tags(conn, self._t["tags"], chunk, RECORD_TAGS)
+                    for row in rows:
+                        found[row.run_uuid] = self._record(row, tags.get(row.run_uuid, {}))
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return found
+
     def _read_all(self, query: Select[Any]) -> tuple[list[Row[Any]], dict[str, dict[str, str]]]:
         """Every row of ``query`` and the record tags of their runs, read at once.
 
@@ -246,6 +270,24 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
             return CloseResult(CloseStatus.NOT_RUNNING, str(state))
 
         return retry_locked(attempt, self.uri)
+
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        runs = self._t["runs"]
+        wanted = {r.record_id: r for r in requests}
+        ends = [(r.record_id, r.new_state, epoch_ms(r.end_time)) for r in requests]
+        guards = (runs.c.status == "RUNNING", runs.c.lifecycle_stage == "active")
+
+        def attempt() -> tuple[set[str], dict[str, Any]]:
+            with self._engine.begin() as conn:
+                columns = (runs.c.run_uuid, runs.c.status, runs.c.end_time)
+                closed = set_if_running(conn, columns, guards, ends)
+                audit = {run_id: wanted[run_id].attributes for run_id in closed}
+                replace_tags_of_runs(conn, self._t["tags"], audit)
+                others = [run_id for run_id in wanted if run_id not in closed]
+                return closed, current_states(conn, runs.c.run_uuid, runs.c.status, others)
+
+        closed, states = retry_batch(attempt, self.uri)
+        return [_result(r.record_id, closed, states) for r in requests]
 
     def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
         from sqlalchemy import func, select
@@ -363,6 +405,14 @@ class MlflowSqlBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, M
 
     def close(self) -> None:
         self._engine.dispose()
+
+
+def _result(run_id: str, closed: set[str], states: dict[str, Any]) -> CloseResult:
+    if run_id in closed:
+        return CloseResult(CloseStatus.CLOSED)
+    if run_id not in states:
+        return CloseResult(CloseStatus.MISSING)
+    return CloseResult(CloseStatus.NOT_RUNNING, str(states[run_id]))
 
 
 __all__ = ["CHUNK", "MlflowSqlBackend", "inspect_store"]

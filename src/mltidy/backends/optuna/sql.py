@@ -25,7 +25,7 @@ from mltidy import dashboard_notes, names
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
-    Closer,
+    BatchCloser,
     MakesWritable,
     StudyReporter,
     StudyWatcher,
@@ -39,13 +39,18 @@ from mltidy.backends.optuna.tables import (
     inspect_storage,
     read_notes,
     replace_attrs,
+    replace_attrs_of_trials,
     tables,
 )
 from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
 from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
 from mltidy.backends.sql import (
+    chunks,
     create_reader_engine,
+    current_states,
+    retry_batch,
     retry_locked,
+    set_if_running,
     side_connection,
     translate_sql_error,
 )
@@ -72,12 +77,13 @@ LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
 
 
 class OptunaSqlBackend(
-    Backend, Closer, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
+    Backend, BatchCloser, TrialRetrier, StudyReporter, StudyWatcher, TrialLinker, MakesWritable
 ):
     """An Optuna RDB storage, read without importing optuna.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE trials ... WHERE state =
-    'RUNNING'`` and writes the audit system attributes only if that row changed.
+    'RUNNING'`` and writes the audit system attributes of the trials it changed, one trial or
+    a batch of them (``set_if_running`` in ``backends/sql.py``).
     """
 
     kind = StoreKind.OPTUNA
@@ -86,6 +92,7 @@ class OptunaSqlBackend(
         self.url = url
         self.uri = store_id(self.kind, url)
         self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._retries: Any = None
         self._t = tables()
         try:
             self.version = inspect_storage(self._engine, self.uri)
@@ -188,6 +195,26 @@ class OptunaSqlBackend(
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials = self._t["trials"]
+        ids = [int(r) for r in record_ids if r.isdigit()]
+        query = self._select(Selection(), heartbeat=True)
+        found: dict[str, Record] = {}
+        try:
+            with self._engine.connect() as conn:
+                offset = self._clock_offset(conn)
+                for chunk in chunks(ids):
+                    rows = list(conn.execute(query.where(trials.c.trial_id.in_(chunk))))
+                    attrs = self._attrs(conn, chunk)
+                    for row in rows:
+                        record = self._record(row, attrs.get(row.trial_id, {}), offset)
+                        found[record.id] = record
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        return found
+
     def _attrs(self, conn: Connection, trial_ids: Sequence[int]) -> dict[int, dict[str, str]]:
         from sqlalchemy import or_, select
 
@@ -255,6 +282,35 @@ class OptunaSqlBackend(
 
         return retry_locked(attempt, self.uri)
 
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        trials = self._t["trials"]
+        wanted = {int(r.record_id): r for r in requests if r.record_id.isdigit()}
+        ends = [
+            (trial_id, r.new_state, self._to_store_time(r.end_time))
+            for trial_id, r in wanted.items()
+        ]
+
+        def attempt() -> tuple[set[int], dict[int, Any]]:
+            with self._engine.begin() as conn:
+                columns = (trials.c.trial_id, trials.c.state, trials.c.datetime_complete)
+                closed = set_if_running(conn, columns, (trials.c.state == "RUNNING",), ends)
+                audit = {trial_id: wanted[trial_id].attributes for trial_id in closed}
+                replace_attrs_of_trials(conn, self._t["trial_system_attributes"], audit)
+                others = [trial_id for trial_id in wanted if trial_id not in closed]
+                return closed, current_states(conn, trials.c.trial_id, trials.c.state, others)
+
+        closed, states = retry_batch(attempt, self.uri)
+        results = []
+        for request in requests:
+            trial_id = int(request.record_id) if request.record_id.isdigit() else None
+            if trial_id in closed:
+                results.append(CloseResult(CloseStatus.CLOSED))
+            elif trial_id is None or trial_id not in states:
+                results.append(CloseResult(CloseStatus.MISSING))
+            else:
+                results.append(CloseResult(CloseStatus.NOT_RUNNING, _state(states[trial_id])))
+        return results
+
     def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
         from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
@@ -271,19 +327,25 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
         if study_id is None:
             raise StoreError(f"{self.uri}: trial {trial_id} does not exist")
-        try:
-            from optuna.storages import RDBStorage
-
-            storage = RDBStorage(self.url, skip_table_creation=True)
-        except Exception as exc:
-            raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        storage = self._optuna_storage()
         try:
             return enqueue_retry(storage, int(study_id), int(trial_id), max_retry)
         except Exception as exc:
             raise StoreError(f"{self.uri}: could not enqueue a retry ({exc})") from exc
         finally:
             storage.remove_session()
-            storage.engine.dispose()
+
+    def _optuna_storage(self) -> Any:
+        """optuna's own ``RDBStorage`` over this storage, for retries (made once: it imports
+        optuna and checks the schema when made)."""
+        if self._retries is None:
+            try:
+                from optuna.storages import RDBStorage
+
+                self._retries = RDBStorage(self.url, skip_table_creation=True)
+            except Exception as exc:
+                raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        return self._retries
 
     def study_health(self, selection: Selection) -> list[StudyHealth]:
         return self._studies.health(selection)
@@ -346,6 +408,10 @@ class OptunaSqlBackend(
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._retries is not None:
+            self._retries.remove_session()
+            self._retries.engine.dispose()
+            self._retries = None
 
 
 def _state(value: Any) -> str:

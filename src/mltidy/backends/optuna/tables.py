@@ -171,6 +171,30 @@ def replace_attrs(
     )
 
 
+def replace_attrs_of_trials(
+    conn: Connection, table: Any, values: Mapping[int, Mapping[str, Any]]
+) -> None:
+    """Set attributes of many trials inside the caller's transaction (JSON, as optuna stores
+    them): one ``DELETE`` per set of keys and chunk of trials, one multi-row ``INSERT``."""
+    from sqlalchemy import delete, insert
+
+    from mltidy.backends.sql import chunks
+
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for trial_id, trial_values in values.items():
+        by_keys.setdefault(tuple(sorted(trial_values)), []).append(trial_id)
+    for keys, trial_ids in by_keys.items():
+        for chunk in chunks(trial_ids):
+            conn.execute(delete(table).where(table.c.trial_id.in_(chunk), table.c.key.in_(keys)))
+    rows = [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+        for trial_id, trial_values in values.items()
+        for k, v in trial_values.items()
+    ]
+    if rows:
+        conn.execute(insert(table), rows)
+
+
 def read_notes(
     conn: Connection, study_attrs: Any, study_ids: Sequence[int]
 ) -> dict[int, dict[str, Any]]:
@@ -197,5 +221,6 @@ __all__ = [
     "inspect_storage",
     "read_notes",
     "replace_attrs",
+    "replace_attrs_of_trials",
     "tables",
 ]
