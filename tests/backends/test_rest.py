@@ -65,7 +65,7 @@ ENV_KEYS = (
     names.MLFLOW_TRACKING_INSECURE_TLS_ENV,
     names.MLFLOW_TRACKING_SERVER_CERT_PATH_ENV,
     names.MLFLOW_TRACKING_CLIENT_CERT_PATH_ENV,
-    names.MLFLOW_HTTP_REQUEST_TIMEOUT_ENV,
+    names.MLFLOW_HTTP_TIMEOUT_ENV,
     names.MLFLOW_WORKSPACE_ENV,
 )
 
@@ -445,7 +445,7 @@ def test_a_stopped_server_is_unreachable_within_seconds() -> None:
 
 
 def test_a_server_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(names.MLFLOW_HTTP_REQUEST_TIMEOUT_ENV, "1")
+    monkeypatch.setenv(names.MLFLOW_HTTP_TIMEOUT_ENV, "1")
     with silent_server() as url:
         began = time.monotonic()
         with pytest.raises(StoreUnreachable) as caught:
