@@ -19,7 +19,7 @@ from mltidy.backends.mlflow.sql import MlflowSqlBackend
 from mltidy.backends.optuna.sql import OptunaSqlBackend
 from mltidy.model import CloseRequest, CloseStatus
 
-COUNT = 450  # more than one statement chunk (backends/sql.py: STATEMENT_CHUNK)
+COUNT = 1_100  # more than two statement chunks (backends/sql.py: STATEMENT_CHUNK)
 END = datetime(2026, 1, 1, 12, 30, tzinfo=timezone.utc)
 
 CASES = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlparse
@@ -67,22 +67,10 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
     """
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy.pool import NullPool, QueuePool
 
-    path = sqlite_file(url)
     if url.startswith("sqlite:"):
-        if path is None:
-            raise StoreNotFound(
-                f"{url} is not a sqlite file", hint="give sqlite:///path/to/file.db"
-            )
-        if not path.exists():
-            raise StoreNotFound(
-                f"{path} does not exist",
-                hint="check the path; mltidy never creates a store",
-            )
-        if not path.is_file() or not is_sqlite_file(path):
-            raise NotAStore(f"{path} is not a SQLite database")
-        resolved = path.resolve()
+        resolved = checked_sqlite_file(url)
         open_file = sqlite_connector(resolved, writable=writable)
 
         def connect() -> sqlite3.Connection:
@@ -90,7 +78,14 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
                 recover_hot_journal(resolved)
             return open_file()
 
-        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        if not writable:
+            return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        # A writer keeps its connection between transactions: a batched close runs one
+        # transaction per batch, and a new connection would start each with SQLite's page
+        # cache cold. An idle connection holds no lock.
+        return create_engine(
+            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=1, max_overflow=4
+        )
 
     connect_args = server_connect_args(url)
     if url.startswith("postgres://"):
@@ -104,6 +99,65 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         ) from exc
     except ArgumentError as exc:
         raise StoreError(f"{redact(url)} is not a database URL") from exc
+
+
+def checked_sqlite_file(url: str) -> Path:
+    """The existing SQLite file behind a ``sqlite:`` URL, resolved.
+
+    Raises:
+        StoreNotFound: the URL names no file, or the file does not exist.
+        NotAStore: the path is not a SQLite file.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        raise StoreNotFound(f"{url} is not a sqlite file", hint="give sqlite:///path/to/file.db")
+    if not path.exists():
+        raise StoreNotFound(
+            f"{path} does not exist", hint="check the path; mltidy never creates a store"
+        )
+    if not path.is_file() or not is_sqlite_file(path):
+        raise NotAStore(f"{path} is not a SQLite database")
+    return path.resolve()
+
+
+class SqliteReader:
+    """Read-only queries on a SQLite file through the standard library's ``sqlite3``.
+
+    The SQL backends read SQLite files this way on the paths a scan takes (the schema check,
+    the RUNNING records, the re-read before a close), because importing SQLAlchemy costs more
+    CPU than scanning a 100,000-run store (docs/performance.md). Writes, and the reads only
+    ``watch``, ``declutter`` and ``link`` make, go through SQLAlchemy. Each use is a new
+    connection (``mode=ro``, after rolling back a dead writer's journal), as with SQLAlchemy's
+    ``NullPool``: no connection outlives the read that needed it.
+    """
+
+    #: What the queries raise; callers translate it (:func:`translate_sql_error`).
+    Error = sqlite3.Error
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connect = sqlite_connector(path, writable=False)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection, closed after use."""
+        recover_hot_journal(self.path)
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def table_names(conn: sqlite3.Connection) -> set[str]:
+        """The tables of the database."""
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {str(row[0]) for row in rows}
+
+
+def marks(count: int) -> str:
+    """``count`` question-mark placeholders, comma separated (for ``IN (...)`` in sqlite3)."""
+    return ", ".join("?" * count)
 
 
 def sqlite_connector(path: Path, *, writable: bool) -> Callable[[], sqlite3.Connection]:
@@ -255,7 +309,7 @@ def retry_locked(attempt: Callable[[], T], where: str) -> T:
 
 #: Ids per statement of a batched write: a few hundred, so that a statement's parameters stay
 #: below any database's limit (999 in SQLite before 3.32).
-STATEMENT_CHUNK = 200
+STATEMENT_CHUNK = 500
 
 
 class ConcurrentChange(Exception):
@@ -306,39 +360,49 @@ def set_if_running(
         changes: ``(id, new state, end time)`` per row.
 
     Where the database has ``UPDATE ... RETURNING`` (PostgreSQL, SQLite 3.35 and newer), one
-    statement per :data:`STATEMENT_CHUNK` rows changes them and names the ones it changed.
-    Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and locked
-    (``SELECT ... FOR UPDATE``; SQLite locks the whole file for the writer anyway) and then
-    updated with the same guards; if the update changes another number of rows than it
-    locked, :class:`ConcurrentChange` is raised and the caller's transaction rolls back.
+    statement per :data:`STATEMENT_CHUNK` rows changes their state and names the rows it
+    changed. Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and
+    locked (``SELECT ... FOR UPDATE``; a SQLite writer locks the whole file anyway) and then
+    updated with the same guards; if the update changes another number of rows than it locked,
+    :class:`ConcurrentChange` is raised and the caller's transaction rolls back. Then each
+    changed row gets its own end time (one ``executemany``), in the same transaction: the rows
+    are the caller's until it commits.
     """
-    from sqlalchemy import case, select, update
+    from sqlalchemy import bindparam, select, update
 
     key, state, end = columns
     table = key.table
     returning = bool(getattr(conn.dialect, "update_returning", False))
-    by_state: dict[str, list[tuple[K, Any]]] = {}
+    by_state: dict[str, list[K]] = {}
+    ends: dict[K, Any] = {}
     for record_id, new_state, end_time in changes:
-        by_state.setdefault(new_state, []).append((record_id, end_time))
+        by_state.setdefault(new_state, []).append(record_id)
+        ends[record_id] = end_time
     changed: set[K] = set()
-    for new_state, rows in by_state.items():
-        for chunk in chunks(rows):
-            ids = [record_id for record_id, _ in chunk]
-            values = {state.name: new_state, end.name: case(dict(chunk), value=key)}
+    for new_state, ids in by_state.items():
+        for chunk in chunks(ids):
             if returning:
-                statement = update(table).where(key.in_(ids), *guards).values(values).returning(key)
-                changed.update(row[0] for row in conn.execute(statement))
+                statement = (
+                    update(table).where(key.in_(chunk), *guards).values({state.name: new_state})
+                )
+                changed.update(row[0] for row in conn.execute(statement.returning(key)))
                 continue
-            locked = [
-                row[0]
-                for row in conn.execute(select(key).where(key.in_(ids), *guards).with_for_update())
-            ]
+            still = select(key).where(key.in_(chunk), *guards).with_for_update()
+            locked = [row[0] for row in conn.execute(still)]
             if not locked:
                 continue
-            count = conn.execute(update(table).where(key.in_(locked), *guards).values(values))
-            if count.rowcount != len(locked):
+            statement = update(table).where(key.in_(locked), *guards)
+            count = conn.execute(statement.values({state.name: new_state})).rowcount
+            if count != len(locked):
                 raise ConcurrentChange
             changed.update(locked)
+    if changed:
+        set_end = (
+            update(table)
+            .where(key == bindparam("b_key"))
+            .values({end.name: bindparam("b_end", type_=end.type)})
+        )
+        conn.execute(set_end, [{"b_key": k, "b_end": ends[k]} for k in changed])
     return changed
 
 

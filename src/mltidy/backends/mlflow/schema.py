@@ -69,16 +69,25 @@ def inspect_store(engine: Engine, uri: str) -> tuple[str | None, set[str]]:
 
     try:
         found = table_names(engine)
-        if not found >= IDENTITY_TABLES:
-            hint = None
-            if {"studies", "trials", "version_info"} <= found:
-                hint = "it looks like an Optuna storage: pass it with --optuna"
-            raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
+        check_tables(found, uri)
         with engine.connect() as conn:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
         raise translate_sql_error(exc, uri) from exc
     return (str(revision) if revision else None), found
+
+
+def check_tables(found: set[str], uri: str) -> None:
+    """Refuse a database without MLflow's core tables.
+
+    Raises:
+        NotAStore: it lacks them (with a hint when it is an Optuna storage).
+    """
+    if not found >= IDENTITY_TABLES:
+        hint = None
+        if {"studies", "trials", "version_info"} <= found:
+            hint = "it looks like an Optuna storage: pass it with --optuna"
+        raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
 
 
 def read_tags(
@@ -98,7 +107,7 @@ def read_tags(
         query = select(tags.c.run_uuid, tags.c.key, tags.c.value).where(
             tags.c.run_uuid.in_(list(run_ids[start : start + CHUNK])), condition
         )
-        for run_id, key, value in conn.execute(query):
+        for run_id, key, value in conn.execute(query).all():
             found.setdefault(run_id, {})[key] = value if value is not None else ""
     return found
 
@@ -142,6 +151,7 @@ def replace_tags_of_runs(
 __all__ = [
     "CHUNK",
     "REQUIRED_TABLES",
+    "check_tables",
     "inspect_store",
     "read_tags",
     "replace_tags",

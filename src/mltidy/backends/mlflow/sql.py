@@ -9,12 +9,17 @@ registry sends other revisions to ``library.py``.
 Reads stream: the RUNNING runs come from one query through a server-side cursor where the
 database has one, in partitions of :data:`CHUNK` rows, and each partition's tags come from one
 ``IN`` query. Memory follows the partition size, not the number of runs in the store.
+
+SQLite files are checked, scanned and re-read through the standard library's ``sqlite3``
+(``sqlite_reads.py``, the same queries written out), so that a scan does not import SQLAlchemy
+at all; SQLAlchemy's engine is made on first use, by a write or by another command's read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
@@ -37,8 +42,11 @@ from mltidy.backends.mlflow.schema import (
     replace_tags_of_runs,
     tables,
 )
+from mltidy.backends.mlflow.sqlite_reads import RunRow, SqliteRuns
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
+    SqliteReader,
+    checked_sqlite_file,
     chunks,
     create_reader_engine,
     current_states,
@@ -85,14 +93,31 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._engine: Engine = create_reader_engine(url, writable=writable)
-        self._t = tables()
+        self._writable = writable
+        self._made: Engine | None = None
+        self._sqlite = SqliteRuns(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
-            self._revision, found = inspect_store(self._engine, self.uri)
+            if self._sqlite is not None:
+                self._revision, found = self._sqlite.inspect(self.uri)
+            else:
+                self._revision, found = inspect_store(self._engine, self.uri)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
         self.schema_known = self._revision in mlflow_fast_revisions() and found >= REQUIRED_TABLES
+
+    @property
+    def _engine(self) -> Engine:
+        """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
+        if self._made is None:
+            self._made = create_reader_engine(self.url, writable=self._writable)
+        return self._made
+
+    @cached_property
+    def _t(self) -> dict[str, Any]:
+        return tables()
 
     @property
     def revision(self) -> str | None:
@@ -105,13 +130,14 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
         return f"MLflow schema revision {self._revision}"
 
     def make_writable(self) -> None:
-        """Swap the read-only engine for a writable one (the store is not inspected again)."""
-        engine = create_reader_engine(self.url, writable=True)
-        self._engine.dispose()
-        self._engine = engine
+        """From now on the engine is a writable one (the store is not inspected again)."""
+        self._writable = True
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
 
     def describe(self) -> str:
-        dialect = self._engine.dialect.name
+        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
         return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
 
     def _select(self, selection: Selection | None = None) -> Select[Any]:
@@ -148,6 +174,15 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
         return query
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        if self._sqlite is not None:
+            try:
+                for rows, tags in self._sqlite.active(selection, RECORD_TAGS):
+                    for run in rows:
+                        if run.status == "RUNNING":
+                            yield self._record(run, tags.get(run.run_uuid, {}))
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return
         from sqlalchemy.exc import SQLAlchemyError
 
         runs, exps = self._t["runs"], self._t["experiments"]
@@ -168,20 +203,18 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        runs = self._t["runs"]
-        try:
-            with self._engine.connect() as conn:
-                row = conn.execute(self._select().where(runs.c.run_uuid == record_id)).first()
-                if row is None:
-                    return None
-                tags = read_tags(conn, self._t["tags"], [record_id], RECORD_TAGS)
-                return self._record(row, tags.get(record_id, {}))
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
+        return self.read_many([record_id]).get(record_id)
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        if self._sqlite is not None:
+            try:
+                runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return {
+                run.run_uuid: self._record(run, run_tags.get(run.run_uuid, {}))
+                for run in runs_found
+            }
         from sqlalchemy.exc import SQLAlchemyError
 
         runs = self._t["runs"]
@@ -213,7 +246,7 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
-    def _record(self, row: Row[Any], tags: dict[str, str]) -> Record:
+    def _record(self, row: Row[Any] | RunRow, tags: dict[str, str]) -> Record:
         return run_record(
             self.uri,
             row.run_uuid,
@@ -404,7 +437,9 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
         retry_locked(attempt, self.uri)
 
     def close(self) -> None:
-        self._engine.dispose()
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
 
 
 def _result(run_id: str, closed: set[str], states: dict[str, Any]) -> CloseResult:

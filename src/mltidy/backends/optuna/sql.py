@@ -11,6 +11,10 @@ Reads stream: the RUNNING trials of all studies come from one query (server-side
 the database has one) in partitions of :data:`CHUNK`, and each partition's attributes from one
 ``IN`` query per attribute table.
 
+SQLite files are checked, scanned and re-read through the standard library's ``sqlite3``
+(``sqlite_reads.py``, the same queries written out), so that a scan does not import SQLAlchemy
+at all; SQLAlchemy's engine is made on first use, by a write or by another command's read.
+
 Links are written straight to the tables in one transaction: optuna's storage API refuses
 attributes on finished trials, and the trials worth linking are mostly finished.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes, names
@@ -33,6 +38,7 @@ from mltidy.backends.interface import (
     TrialRetrier,
 )
 from mltidy.backends.optuna.sql_studies import StudyQueries
+from mltidy.backends.optuna.sqlite_reads import SqliteTrials, TrialRow
 from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
@@ -45,6 +51,8 @@ from mltidy.backends.optuna.tables import (
 from mltidy.backends.optuna.time import heartbeat_to_utc, rdb_to_utc, writes_naive_utc
 from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
 from mltidy.backends.sql import (
+    SqliteReader,
+    checked_sqlite_file,
     chunks,
     create_reader_engine,
     current_states,
@@ -91,20 +99,38 @@ class OptunaSqlBackend(
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._engine: Engine = create_reader_engine(url, writable=writable)
+        self._writable = writable
+        self._made: Engine | None = None
         self._retries: Any = None
-        self._t = tables()
+        self._sqlite = SqliteTrials(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
-            self.version = inspect_storage(self._engine, self.uri)
+            if self._sqlite is not None:
+                self.version = self._sqlite.inspect(self.uri)
+            else:
+                self.version = inspect_storage(self._engine, self.uri)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
         self._has_heartbeats = self.version.has_heartbeats
         self._naive_utc = writes_naive_utc(self.version.library_version)
         self.schema_known = self.version.known
-        self._studies = StudyQueries(
-            self._engine, self._t, self.uri, self.version.tables, self._naive_utc
-        )
+
+    @property
+    def _engine(self) -> Engine:
+        """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
+        if self._made is None:
+            self._made = create_reader_engine(self.url, writable=self._writable)
+        return self._made
+
+    @cached_property
+    def _t(self) -> dict[str, Any]:
+        return tables()
+
+    @property
+    def _studies(self) -> StudyQueries:
+        return StudyQueries(self._engine, self._t, self.uri, self.version.tables, self._naive_utc)
 
     @property
     def schema(self) -> str:
@@ -112,16 +138,14 @@ class OptunaSqlBackend(
         return f"Optuna schema {self.version.schema_version}/{self.version.revision}"
 
     def make_writable(self) -> None:
-        """Swap the read-only engine for a writable one (the store is not inspected again)."""
-        engine = create_reader_engine(self.url, writable=True)
-        self._engine.dispose()
-        self._engine = engine
-        self._studies = StudyQueries(
-            engine, self._t, self.uri, self.version.tables, self._naive_utc
-        )
+        """From now on the engine is a writable one (the store is not inspected again)."""
+        self._writable = True
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
 
     def describe(self) -> str:
-        dialect = self._engine.dialect.name
+        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
         return (
             f"Optuna RDB storage ({dialect}), schema {self.version.schema_version}"
             f"{'/' + self.version.revision if self.version.revision else ''}, "
@@ -161,6 +185,16 @@ class OptunaSqlBackend(
         return db_clock_offset(conn) if self._has_heartbeats else timedelta(0)
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        if self._sqlite is not None:
+            # SQLite's CURRENT_TIMESTAMP is UTC: heartbeats need no clock offset there.
+            try:
+                for rows, attrs in self._sqlite.active(selection, self._has_heartbeats):
+                    for trial in rows:
+                        if trial.state == "RUNNING":
+                            yield self._record(trial, attrs.get(trial.trial_id, {}), timedelta(0))
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return
         from sqlalchemy.exc import SQLAlchemyError
 
         trials = self._t["trials"]
@@ -178,28 +212,22 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if not record_id.isdigit():
-            return None
-        trial_id = int(record_id)
-        query = self._select(Selection(), heartbeat=True)
-        try:
-            with self._engine.connect() as conn:
-                offset = self._clock_offset(conn)
-                found = conn.execute(query.where(self._t["trials"].c.trial_id == trial_id))
-                row = found.first()
-                if row is None:
-                    return None
-                return self._record(row, self._attrs(conn, [trial_id]).get(trial_id, {}), offset)
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
+        return self.read_many([record_id]).get(record_id)
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        ids = [int(r) for r in record_ids if r.isdigit()]
+        if self._sqlite is not None:
+            try:
+                trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return {
+                str(t.trial_id): self._record(t, attributes.get(t.trial_id, {}), timedelta(0))
+                for t in trials_found
+            }
         from sqlalchemy.exc import SQLAlchemyError
 
         trials = self._t["trials"]
-        ids = [int(r) for r in record_ids if r.isdigit()]
         query = self._select(Selection(), heartbeat=True)
         found: dict[str, Record] = {}
         try:
@@ -228,11 +256,11 @@ class OptunaSqlBackend(
                     attrs.c.key.like(f"{names.PREFIX}%"),
                 ),
             )
-            for trial_id, key, value_json in conn.execute(query):
+            for trial_id, key, value_json in conn.execute(query).all():
                 found.setdefault(trial_id, {})[key] = json_text(value_json)
         return found
 
-    def _record(self, row: Row[Any], attrs: dict[str, str], offset: timedelta) -> Record:
+    def _record(self, row: Row[Any] | TrialRow, attrs: dict[str, str], offset: timedelta) -> Record:
         now = utc_now()
         heartbeat = getattr(row, "heartbeat", None)
         return trial_record(
@@ -407,7 +435,9 @@ class OptunaSqlBackend(
         return retry_locked(attempt, self.uri)
 
     def close(self) -> None:
-        self._engine.dispose()
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
         if self._retries is not None:
             self._retries.remove_session()
             self._retries.engine.dispose()

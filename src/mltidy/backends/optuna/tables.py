@@ -111,11 +111,7 @@ def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
 
     try:
         found = table_names(engine)
-        if not found >= REQUIRED_TABLES:
-            hint = None
-            if {"runs", "experiments"} <= found:
-                hint = "it looks like an MLflow tracking store: pass it with --mlflow"
-            raise NotAStore(f"{uri} is not an Optuna storage", hint=hint)
+        check_tables(found, uri)
         with engine.connect() as conn:
             row = conn.execute(
                 text("SELECT schema_version, library_version FROM version_info")
@@ -125,9 +121,30 @@ def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
         raise translate_sql_error(exc, uri) from exc
+    return storage_version(found, tuple(row) if row else None, revision)
+
+
+def check_tables(found: set[str], uri: str) -> None:
+    """Refuse a database without Optuna's tables.
+
+    Raises:
+        NotAStore: it lacks them (with a hint when it is an MLflow store).
+    """
+    if not found >= REQUIRED_TABLES:
+        hint = None
+        if {"runs", "experiments"} <= found:
+            hint = "it looks like an MLflow tracking store: pass it with --mlflow"
+        raise NotAStore(f"{uri} is not an Optuna storage", hint=hint)
+
+
+def storage_version(
+    found: set[str], version_row: tuple[Any, ...] | None, revision: Any
+) -> StorageVersion:
+    """A :class:`StorageVersion` from the tables, the ``version_info`` row and the alembic
+    revision."""
     return StorageVersion(
-        schema_version=row[0] if row else None,
-        library_version=row[1] if row else None,
+        schema_version=version_row[0] if version_row else None,
+        library_version=version_row[1] if version_row else None,
         revision=str(revision) if revision else None,
         has_heartbeats="trial_heartbeats" in found,
         tables=frozenset(found),
@@ -217,10 +234,12 @@ __all__ = [
     "CHUNK",
     "REQUIRED_TABLES",
     "StorageVersion",
+    "check_tables",
     "db_clock_offset",
     "inspect_storage",
     "read_notes",
     "replace_attrs",
     "replace_attrs_of_trials",
+    "storage_version",
     "tables",
 ]

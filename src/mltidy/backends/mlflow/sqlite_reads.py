@@ -1,0 +1,121 @@
+"""The reads a scan makes of an MLflow SQLite store, through the standard library's sqlite3.
+
+The same queries as the SQLAlchemy Core ones in ``sql.py`` (the RUNNING runs with their
+experiment and newest metric time, then their tags, one ``IN`` query per :data:`CHUNK` runs),
+written out for SQLite: a scan of a local file should not pay SQLAlchemy's import, which costs
+more than the scan itself (``SqliteReader`` in ``backends/sql.py``). Server databases, and the
+reads only other commands make, keep the Core queries.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from mltidy.backends.mlflow.schema import CHUNK, check_tables
+from mltidy.backends.sql import SqliteReader, chunks, marks
+from mltidy.model import Selection
+
+
+class RunRow(NamedTuple):
+    """A run as the queries return it (the columns of ``MlflowSqlBackend._select``)."""
+
+    run_uuid: str
+    name: str | None
+    user_id: str | None
+    status: str
+    start_time: int | None
+    end_time: int | None
+    experiment_id: int
+    experiment_name: str
+    last_metric: int | None
+
+
+RUNS = """
+SELECT r.run_uuid, r.name, r.user_id, r.status, r.start_time, r.end_time, r.experiment_id,
+       e.name,
+       (SELECT max(m.timestamp) FROM latest_metrics m WHERE m.run_uuid = r.run_uuid)
+FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id
+WHERE r.lifecycle_stage = 'active'"""
+
+Tags = dict[str, dict[str, str]]
+
+
+class SqliteRuns:
+    """The scan's reads of one MLflow SQLite file (errors are ``sqlite3.Error``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.reader = SqliteReader(path)
+
+    def inspect(self, uri: str) -> tuple[str | None, set[str]]:
+        """The alembic revision and the tables (``schema.inspect_store``'s answer).
+
+        Raises:
+            NotAStore: the file lacks MLflow's core tables.
+            sqlite3.Error: it cannot be read.
+        """
+        with self.reader.connect() as conn:
+            found = self.reader.table_names(conn)
+            check_tables(found, uri)
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        revision = row[0] if row else None
+        return (str(revision) if revision else None), found
+
+    def active(
+        self, selection: Selection, wanted: tuple[Sequence[str], Sequence[str]]
+    ) -> Iterator[tuple[list[RunRow], Tags]]:
+        """The RUNNING runs of active, selected experiments, :data:`CHUNK` at a time, each
+        chunk with the ``wanted`` tags (keys, prefixes) of its runs."""
+        sql = RUNS + " AND r.status = 'RUNNING' AND e.lifecycle_stage = 'active'"
+        params: list[Any] = []
+        if selection.experiments:
+            ids = [int(e) for e in selection.experiments if e.isdigit()]
+            sql += (
+                f" AND (e.name IN ({marks(len(selection.experiments))})"
+                f" OR e.experiment_id IN ({marks(len(ids))}))"
+            )
+            params += [*selection.experiments, *ids]
+        with self.reader.connect() as conn:
+            cursor = conn.execute(sql, params)
+            while chunk := cursor.fetchmany(CHUNK):
+                rows = [RunRow._make(row) for row in chunk]
+                yield rows, _tags(conn, [row.run_uuid for row in rows], wanted)
+
+    def by_ids(
+        self, run_ids: Sequence[str], wanted: tuple[Sequence[str], Sequence[str]]
+    ) -> tuple[list[RunRow], Tags]:
+        """These runs (active ones, any state) and their ``wanted`` tags."""
+        rows: list[RunRow] = []
+        tags: Tags = {}
+        with self.reader.connect() as conn:
+            for chunk in chunks(run_ids, CHUNK):
+                sql = RUNS + f" AND r.run_uuid IN ({marks(len(chunk))})"
+                rows += [RunRow._make(row) for row in conn.execute(sql, list(chunk))]
+                tags.update(_tags(conn, chunk, wanted))
+        return rows, tags
+
+
+def _tags(
+    conn: sqlite3.Connection,
+    run_ids: Sequence[str],
+    wanted: tuple[Sequence[str], Sequence[str]],
+) -> Tags:
+    """``schema.read_tags`` for one chunk of runs."""
+    keys, prefixes = wanted
+    if not run_ids:
+        return {}
+    like = "".join(' OR "key" LIKE ?' for _ in prefixes)
+    sql = (
+        f'SELECT run_uuid, "key", value FROM tags WHERE run_uuid IN ({marks(len(run_ids))}) '
+        f'AND ("key" IN ({marks(len(keys))}){like})'
+    )
+    params = [*run_ids, *keys, *(f"{p}%" for p in prefixes)]
+    found: Tags = {}
+    for run_id, key, value in conn.execute(sql, params).fetchall():
+        found.setdefault(run_id, {})[key] = value if value is not None else ""
+    return found
+
+
+__all__ = ["RunRow", "SqliteRuns"]
