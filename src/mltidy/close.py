@@ -381,8 +381,14 @@ def _outcome(
                 detail = f"not retried (--max-retry {options.max_retry} reached)"
             else:
                 detail = f"retry enqueued as trial {retry_number}"
-    return dataclasses.replace(
-        change, outcome=Outcome.CLOSED, detail=detail or None, retry_trial_number=retry_number
+    return Change(
+        change.item,
+        change.new_state,
+        change.end_time,
+        Outcome.CLOSED,
+        detail or None,
+        retry_number,
+        change.forced,
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 10.0
+#: SQLite's page cache for a writer, in KiB (SQLite's default is 2,000): a batched close touches
+#: index pages all over the tags table, and a small cache reads them again for every batch.
+WRITER_CACHE_KIB = 32_768
 #: Words in a DBAPI error that mean the server could not be reached (lower case).
 UNREACHABLE = (
     "connection refused",
@@ -76,7 +79,10 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         def connect() -> sqlite3.Connection:
             if not writable:
                 recover_hot_journal(resolved)
-            return open_file()
+                return open_file()
+            conn = open_file()
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            return conn
 
         if not writable:
             return create_engine("sqlite://", creator=connect, poolclass=NullPool)
@@ -147,6 +153,19 @@ class SqliteReader:
             yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def connection(self, engine: Engine | None) -> Iterator[sqlite3.Connection]:
+        """A connection to read on: the writer's, when a writable ``engine`` is at hand (its
+        page cache is warm from the batches it wrote), else a read-only one of our own."""
+        if engine is None:
+            with self.connect() as conn:
+                yield conn
+            return
+        with engine.connect() as wrapped:
+            raw = wrapped.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            yield raw
 
     @staticmethod
     def table_names(conn: sqlite3.Connection) -> set[str]:
@@ -368,7 +387,7 @@ def set_if_running(
     changed row gets its own end time (one ``executemany``), in the same transaction: the rows
     are the caller's until it commits.
     """
-    from sqlalchemy import bindparam, select, update
+    from sqlalchemy import select, update
 
     key, state, end = columns
     table = key.table
@@ -397,13 +416,62 @@ def set_if_running(
                 raise ConcurrentChange
             changed.update(locked)
     if changed:
-        set_end = (
-            update(table)
-            .where(key == bindparam("b_key"))
-            .values({end.name: bindparam("b_end", type_=end.type)})
-        )
-        conn.execute(set_end, [{"b_key": k, "b_end": ends[k]} for k in changed])
+        set_rows(conn, key, end, {k: ends[k] for k in changed})
     return changed
+
+
+def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows (all with the same keys) in the caller's transaction.
+
+    SQLite gets them through ``sqlite3``'s ``executemany``: SQLAlchemy's handling of each
+    row's parameters costs more than SQLite's own work (``bench/close_speed.py``). Other
+    databases get SQLAlchemy's multi-row ``INSERT``, which saves them a round trip per row.
+    """
+    from sqlalchemy import insert
+
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({marks(len(columns))})"
+    )
+    values = [tuple(row[c] for c in columns) for row in rows]
+    for i, column in enumerate(columns):
+        process = table.c[column].type.bind_processor(conn.dialect)
+        if process is not None:
+            values = [(*v[:i], process(v[i]), *v[i + 1 :]) for v in values]
+    conn.exec_driver_sql(sql, values)
+
+
+def set_rows(conn: Connection, key: Any, column: Any, values: Mapping[Any, Any]) -> None:
+    """``UPDATE table SET column = value WHERE key = id`` for each ``id: value``, in the
+    caller's transaction (on SQLite through ``sqlite3``'s ``executemany``, as
+    :func:`insert_rows`)."""
+    from sqlalchemy import bindparam, update
+
+    if not values:
+        return
+    if conn.dialect.name != "sqlite":
+        statement = (
+            update(key.table)
+            .where(key == bindparam("b_key"))
+            .values({column.name: bindparam("b_value", type_=column.type)})
+        )
+        conn.execute(statement, [{"b_key": k, "b_value": v} for k, v in values.items()])
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"UPDATE {quote(key.table.name)} SET {quote(column.name)} = ? WHERE {quote(key.name)} = ?"
+    # As SQLAlchemy would store the value (SQLite keeps DateTime as text, for instance).
+    process = column.type.bind_processor(conn.dialect)
+    pairs = [(v, k) for k, v in values.items()]
+    if process is not None:
+        pairs = [(process(v), k) for v, k in pairs]
+    conn.exec_driver_sql(sql, pairs)
 
 
 def current_states(conn: Connection, key: Any, state: Any, ids: Sequence[K]) -> dict[K, Any]:

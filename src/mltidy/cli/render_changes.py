@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from rich.table import Table
 from rich.text import Text
 
-from mltidy.cli.render import record_dict, store_dict
+from mltidy.cli.render import indented, record_dict, store_dict
 from mltidy.close import Change, CloseReport, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
@@ -61,7 +61,7 @@ def write_close_json(report: CloseReport, out: TextIO | None = None) -> None:
     for both."""
     out = out or sys.stdout
     out.write("{\n")
-    out.write(f'  "stores": {_indented([store_dict(s) for s in report.stores], 2)},\n')
+    out.write(f'  "stores": {indented([store_dict(s) for s in report.stores], 2)},\n')
     out.write(f'  "dry_run": {json.dumps(report.dry_run)},\n')
     for key, items, as_dict in (
         ("changes", report.changes, change_dict),
@@ -73,9 +73,9 @@ def write_close_json(report: CloseReport, out: TextIO | None = None) -> None:
             continue
         for index, item in enumerate(items):
             out.write(",\n    " if index else "[\n    ")
-            out.write(_indented(as_dict(item), 4))  # type: ignore[arg-type]
+            out.write(indented(as_dict(item), 4))  # type: ignore[arg-type]
         out.write("\n  ],\n")
-    out.write(f'  "missing": {_indented(list(report.missing), 2)}\n}}\n')
+    out.write(f'  "missing": {indented(list(report.missing), 2)}\n}}\n')
 
 
 def write_close_jsonl(report: CloseReport, out: TextIO | None = None) -> None:
@@ -87,14 +87,6 @@ def write_close_jsonl(report: CloseReport, out: TextIO | None = None) -> None:
     for skip in report.skipped:
         out.write(json.dumps({"skipped": skip_dict(skip)}) + "\n")
     out.flush()
-
-
-_INDENTED = json.JSONEncoder(indent=2)
-
-
-def _indented(value: Any, depth: int) -> str:
-    """``value`` as ``json.dumps(value, indent=2)`` writes it ``depth`` spaces deep."""
-    return _INDENTED.encode(value).replace("\n", "\n" + " " * depth)
 
 
 def close_markdown(report: CloseReport) -> str:

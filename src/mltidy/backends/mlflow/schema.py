@@ -129,9 +129,9 @@ def replace_tags_of_runs(
 ) -> None:
     """Set tags on many runs inside the caller's transaction: one ``DELETE`` per set of keys
     and :data:`~mltidy.backends.sql.STATEMENT_CHUNK` runs, one multi-row ``INSERT``."""
-    from sqlalchemy import delete, insert
+    from sqlalchemy import delete
 
-    from mltidy.backends.sql import chunks
+    from mltidy.backends.sql import chunks, insert_rows
 
     by_keys: dict[tuple[str, ...], list[str]] = {}
     for run_id, run_values in values.items():
@@ -144,8 +144,7 @@ def replace_tags_of_runs(
         for run_id, run_values in values.items()
         for k, v in run_values.items()
     ]
-    if rows:
-        conn.execute(insert(tags), rows)
+    insert_rows(conn, tags, rows)
 
 
 __all__ = [

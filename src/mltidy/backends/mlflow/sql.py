@@ -207,8 +207,10 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
         if self._sqlite is not None:
+            writer = self._engine if self._writable else None
             try:
-                runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS)
+                with self._sqlite.reader.connection(writer) as conn:
+                    runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS, conn)
             except SqliteReader.Error as exc:
                 raise translate_sql_error(exc, self.uri) from exc
             return {

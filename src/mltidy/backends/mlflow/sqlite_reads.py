@@ -84,16 +84,19 @@ class SqliteRuns:
                 yield rows, _tags(conn, [row.run_uuid for row in rows], wanted)
 
     def by_ids(
-        self, run_ids: Sequence[str], wanted: tuple[Sequence[str], Sequence[str]]
+        self,
+        run_ids: Sequence[str],
+        wanted: tuple[Sequence[str], Sequence[str]],
+        conn: sqlite3.Connection,
     ) -> tuple[list[RunRow], Tags]:
-        """These runs (active ones, any state) and their ``wanted`` tags."""
+        """These runs (active ones, any state) and their ``wanted`` tags, read on ``conn``
+        (one of :attr:`reader`'s, or a writer's that is open anyway)."""
         rows: list[RunRow] = []
         tags: Tags = {}
-        with self.reader.connect() as conn:
-            for chunk in chunks(run_ids, CHUNK):
-                sql = RUNS + f" AND r.run_uuid IN ({marks(len(chunk))})"
-                rows += [RunRow._make(row) for row in conn.execute(sql, list(chunk))]
-                tags.update(_tags(conn, chunk, wanted))
+        for chunk in chunks(run_ids, CHUNK):
+            sql = RUNS + f" AND r.run_uuid IN ({marks(len(chunk))})"
+            rows += [RunRow._make(row) for row in conn.execute(sql, list(chunk))]
+            tags.update(_tags(conn, chunk, wanted))
         return rows, tags
 
 

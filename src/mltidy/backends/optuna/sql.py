@@ -217,8 +217,10 @@ class OptunaSqlBackend(
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
         ids = [int(r) for r in record_ids if r.isdigit()]
         if self._sqlite is not None:
+            writer = self._engine if self._writable else None
             try:
-                trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats)
+                with self._sqlite.reader.connection(writer) as conn:
+                    trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats, conn)
             except SqliteReader.Error as exc:
                 raise translate_sql_error(exc, self.uri) from exc
             return {

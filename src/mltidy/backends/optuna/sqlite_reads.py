@@ -100,15 +100,17 @@ class SqliteTrials:
                 rows = [_row(row) for row in chunk]
                 yield rows, _attrs(conn, [row.trial_id for row in rows])
 
-    def by_ids(self, trial_ids: Sequence[int], heartbeats: bool) -> tuple[list[TrialRow], Attrs]:
-        """These trials (any state) and their attributes."""
+    def by_ids(
+        self, trial_ids: Sequence[int], heartbeats: bool, conn: sqlite3.Connection
+    ) -> tuple[list[TrialRow], Attrs]:
+        """These trials (any state) and their attributes, read on ``conn`` (one of
+        :attr:`reader`'s, or a writer's that is open anyway)."""
         rows: list[TrialRow] = []
         attrs: Attrs = {}
-        with self.reader.connect() as conn:
-            for chunk in chunks(trial_ids, CHUNK):
-                sql = self._query(heartbeats) + f" AND t.trial_id IN ({marks(len(chunk))})"
-                rows += [_row(row) for row in conn.execute(sql, list(chunk))]
-                attrs.update(_attrs(conn, chunk))
+        for chunk in chunks(trial_ids, CHUNK):
+            sql = self._query(heartbeats) + f" AND t.trial_id IN ({marks(len(chunk))})"
+            rows += [_row(row) for row in conn.execute(sql, list(chunk))]
+            attrs.update(_attrs(conn, chunk))
         return rows, attrs
 
 

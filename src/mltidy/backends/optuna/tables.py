@@ -193,9 +193,9 @@ def replace_attrs_of_trials(
 ) -> None:
     """Set attributes of many trials inside the caller's transaction (JSON, as optuna stores
     them): one ``DELETE`` per set of keys and chunk of trials, one multi-row ``INSERT``."""
-    from sqlalchemy import delete, insert
+    from sqlalchemy import delete
 
-    from mltidy.backends.sql import chunks
+    from mltidy.backends.sql import chunks, insert_rows
 
     by_keys: dict[tuple[str, ...], list[int]] = {}
     for trial_id, trial_values in values.items():
@@ -208,8 +208,7 @@ def replace_attrs_of_trials(
         for trial_id, trial_values in values.items()
         for k, v in trial_values.items()
     ]
-    if rows:
-        conn.execute(insert(table), rows)
+    insert_rows(conn, table, rows)
 
 
 def read_notes(
