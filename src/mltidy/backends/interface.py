@@ -26,6 +26,7 @@ from datetime import datetime
 from mltidy.model import (
     CloseRequest,
     CloseResult,
+    HistoryMark,
     Record,
     RunContents,
     RunRef,
@@ -242,6 +243,23 @@ class RunHistory(abc.ABC):
         Raises:
             StoreError: the store cannot be read.
         """
+
+    def ended_runs_after(
+        self, selection: Selection, since: datetime, mark: HistoryMark | None, now: datetime
+    ) -> tuple[list[Record], HistoryMark | None]:
+        """:meth:`iter_ended_runs`, for a caller that polls: ``mark`` is what the previous call
+        returned (``None`` the first time), and the call returns the next one.
+
+        ``end_time`` has no index in MLflow's schema, so the query reads the whole ``runs``
+        table; a backend that can find the runs that may have ended since ``mark`` without
+        reading it all overrides this (the default reads it all and returns no mark). The
+        runs returned are the same either way, but for a run resumed and ended again between
+        two polls, which an override reports by its next full read.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        return list(self.iter_ended_runs(selection, since)), None
 
 
 class StudyWatcher(abc.ABC):

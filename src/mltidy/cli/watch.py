@@ -171,8 +171,12 @@ def watch_command(
         )
         store = WatchState(path)
 
+    memory = watch.PollMemory()
+
     def run_poll() -> PollResult:
-        return watch.poll(resolved.specs, resolved.selection, store, targets, options)
+        return watch.poll(
+            resolved.specs, resolved.selection, store, targets, options, memory=memory
+        )
 
     try:
         if once:

@@ -18,7 +18,7 @@ at all; SQLAlchemy's engine is made on first use, by a write or by another comma
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ from mltidy.backends.mlflow.schema import (
     replace_tags_of_runs,
     tables,
 )
-from mltidy.backends.mlflow.sqlite_reads import RunRow, SqliteRuns
+from mltidy.backends.mlflow.sqlite_reads import RunRow, SqliteRuns, tags_of
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
     SqliteReader,
@@ -61,6 +61,7 @@ from mltidy.model import (
     CloseRequest,
     CloseResult,
     CloseStatus,
+    HistoryMark,
     Record,
     RunContents,
     RunRef,
@@ -75,6 +76,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.engine import Engine, Row
 
+#: How often ``watch`` reads a SQLite store's whole run history even so (``ended_runs_after``).
+FULL_HISTORY_EVERY = timedelta(hours=1)
 #: The tags every record carries, and the tags every link candidate carries (keys, prefixes).
 RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
 LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
@@ -277,6 +280,48 @@ class MlflowSqlBackend(Backend, BatchCloser, RunDeclutterer, RunHistory, RunLink
         for row in rows:
             if row.status in ENDED and row.end_time is not None:
                 yield self._record(row, tags.get(row.run_uuid, {}))
+
+    def ended_runs_after(
+        self, selection: Selection, since: datetime, mark: HistoryMark | None, now: datetime
+    ) -> tuple[list[Record], HistoryMark | None]:
+        """On SQLite, the runs that ended since the previous poll without reading all of
+        ``runs`` (whose ``end_time`` has no index): only the runs added since (``rowid`` beyond
+        the mark) and the runs that were RUNNING then (by primary key). The whole table is read
+        on the first poll, when ``rowid`` went backwards (``VACUUM`` renumbers), and every
+        :data:`FULL_HISTORY_EVERY` in any case, which also catches a run resumed and ended
+        again between two polls. Other databases read the whole table each time."""
+        if self._sqlite is None:
+            return super().ended_runs_after(selection, since, mark, now)
+        since_ms = epoch_ms(since)
+        try:
+            with self._sqlite.reader.connect() as conn:
+                position = self._sqlite.position(conn)
+                full = (
+                    mark is None
+                    or position < mark.position
+                    or now - mark.full_at >= FULL_HISTORY_EVERY
+                )
+                if full or mark is None:
+                    rows = self._sqlite.ended_or_running(conn, selection, since_ms, ENDED)
+                else:
+                    rows = self._sqlite.changed_since(
+                        conn, selection, mark.position, sorted(mark.running)
+                    )
+                ended = sorted(
+                    (
+                        r
+                        for r in rows
+                        if r.status in ENDED and r.end_time is not None and r.end_time >= since_ms
+                    ),
+                    key=lambda r: r.end_time or 0,
+                )
+                tags = tags_of(conn, [r.run_uuid for r in ended], RECORD_TAGS)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        running = frozenset(r.run_uuid for r in rows if r.status == "RUNNING")
+        full_at = now if full or mark is None else mark.full_at
+        records = [self._record(r, tags.get(r.run_uuid, {})) for r in ended]
+        return records, HistoryMark(position, running, full_at)
 
     def close_record(self, request: CloseRequest) -> CloseResult:
         from sqlalchemy import select, update

@@ -68,15 +68,8 @@ class SqliteRuns:
     ) -> Iterator[tuple[list[RunRow], Tags]]:
         """The RUNNING runs of active, selected experiments, :data:`CHUNK` at a time, each
         chunk with the ``wanted`` tags (keys, prefixes) of its runs."""
-        sql = RUNS + " AND r.status = 'RUNNING' AND e.lifecycle_stage = 'active'"
-        params: list[Any] = []
-        if selection.experiments:
-            ids = [int(e) for e in selection.experiments if e.isdigit()]
-            sql += (
-                f" AND (e.name IN ({marks(len(selection.experiments))})"
-                f" OR e.experiment_id IN ({marks(len(ids))}))"
-            )
-            params += [*selection.experiments, *ids]
+        where, params = _selected(selection)
+        sql = RUNS + " AND r.status = 'RUNNING'" + where
         with self.reader.connect() as conn:
             cursor = conn.execute(sql, params)
             while chunk := cursor.fetchmany(CHUNK):
@@ -98,6 +91,64 @@ class SqliteRuns:
             rows += [RunRow._make(row) for row in conn.execute(sql, list(chunk))]
             tags.update(_tags(conn, chunk, wanted))
         return rows, tags
+
+    @staticmethod
+    def position(conn: sqlite3.Connection) -> int:
+        """The largest ``rowid`` of ``runs``: a run added later gets a larger one (SQLite picks
+        one more than the largest; ``VACUUM`` may renumber, which makes it smaller)."""
+        row = conn.execute("SELECT max(rowid) FROM runs").fetchone()
+        return int(row[0] or 0)
+
+    @staticmethod
+    def ended_or_running(
+        conn: sqlite3.Connection, selection: Selection, since_ms: int, ended: Sequence[str]
+    ) -> list[RunRow]:
+        """Every RUNNING run, and every run that ended (``ended`` states) at or after
+        ``since_ms``: one read of the whole table."""
+        where, params = _selected(selection)
+        sql = (
+            RUNS + f" AND (r.status = 'RUNNING' OR (r.status IN ({marks(len(ended))})"
+            " AND r.end_time >= ?))" + where
+        )
+        return [RunRow._make(row) for row in conn.execute(sql, [*ended, since_ms, *params])]
+
+    @staticmethod
+    def changed_since(
+        conn: sqlite3.Connection, selection: Selection, position: int, running: Sequence[str]
+    ) -> list[RunRow]:
+        """The runs added after ``position`` and the ``running`` ones, in any state: the only
+        runs that can have ended since a poll that saw ``running`` RUNNING and no run beyond
+        ``position``. Ranges of ``rowid`` and of the primary key: nothing else is read."""
+        where, params = _selected(selection)
+        rows = conn.execute(RUNS + " AND r.rowid > ?" + where, [position, *params]).fetchall()
+        for chunk in chunks(running, CHUNK):
+            sql = RUNS + f" AND r.run_uuid IN ({marks(len(chunk))})" + where
+            rows += conn.execute(sql, [*chunk, *params]).fetchall()
+        unique = {row[0]: row for row in rows}
+        return [RunRow._make(row) for row in unique.values()]
+
+
+def _selected(selection: Selection) -> tuple[str, list[Any]]:
+    """The conditions of active, selected experiments, and their parameters."""
+    where = " AND e.lifecycle_stage = 'active'"
+    if not selection.experiments:
+        return where, []
+    ids = [int(e) for e in selection.experiments if e.isdigit()]
+    where += (
+        f" AND (e.name IN ({marks(len(selection.experiments))})"
+        f" OR e.experiment_id IN ({marks(len(ids))}))"
+    )
+    return where, [*selection.experiments, *ids]
+
+
+def tags_of(
+    conn: sqlite3.Connection, run_ids: Sequence[str], wanted: tuple[Sequence[str], Sequence[str]]
+) -> Tags:
+    """The ``wanted`` tags of these runs, one query per :data:`CHUNK` runs."""
+    found: Tags = {}
+    for chunk in chunks(run_ids, CHUNK):
+        found.update(_tags(conn, chunk, wanted))
+    return found
 
 
 def _tags(
@@ -121,4 +172,4 @@ def _tags(
     return found
 
 
-__all__ = ["RunRow", "SqliteRuns"]
+__all__ = ["RunRow", "SqliteRuns", "tags_of"]
