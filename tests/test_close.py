@@ -159,7 +159,9 @@ def test_close_scenario(world: CloseWorld) -> None:
         for c in done["changes"]
         if c["kind"] == "optuna_trial"
     )
-    assert study["failed_seconds"] == pytest.approx(lost, abs=0.01)
+    # Optuna's tables on MySQL keep whole seconds (DATETIME: up to 1 s per trial); elsewhere µs.
+    precision = study["failed"] if world.optuna_url.startswith("mysql") else 0.01
+    assert study["failed_seconds"] == pytest.approx(lost, abs=precision)
     decluttered = mlflow_snapshot(world.mlflow_uri, world.name)
     assert decluttered[empty]["lifecycle"] == "deleted"
     assert decluttered[killed]["lifecycle"] == "active"

@@ -23,7 +23,13 @@ commands = sorted(m for m in sys.modules if m.startswith("mltidy.cli.") and m.co
 sys.stderr.write("CLI=" + json.dumps(commands) + "\\n")
 """
 #: The CLI modules every invocation imports (the root and what it wires commands with).
-ROOT_MODULES = {"mltidy.cli.app", "mltidy.cli.core", "mltidy.cli.errors", "mltidy.cli.state"}
+ROOT_MODULES = {
+    "mltidy.cli.app",
+    "mltidy.cli.boundary",
+    "mltidy.cli.core",
+    "mltidy.cli.errors",
+    "mltidy.cli.state",
+}
 COMMAND_NAMES = ("scan", "close", "declutter", "link", "watch", "run", "doctor", "demo")
 #: Command modules that render with another command's module.
 SHARED = {"demo": {"mltidy.cli.link"}}
