@@ -10,6 +10,12 @@
 * ``optuna-api``: Optuna's public API. Every study by name, ``load_study``, then
   ``get_trials(deepcopy=False, states=(TrialState.RUNNING,))``. The storage object is built
   once and shared (a user passing the URL string to every ``load_study`` would be slower).
+* ``mlflow-close``: the MlflowClient loop that ends RUNNING runs: the runs found as in
+  ``mlflow-client``, then ``set_terminated(run_id, "KILLED")`` for each (no compare-and-set, no
+  audit tags, the end time "now": less than mltidy does).
+* ``optuna-close``: Optuna's public API: every study, ``load_study``, then
+  ``study.tell(trial.number, state=TrialState.FAIL)`` for each RUNNING trial (no audit
+  attributes).
 * ``mlflow-sql`` / ``optuna-sql``: one hand-written SQL query through the bare DBAPI driver
   (``sqlite3`` or ``psycopg2``): the floor for any tool that has to start Python and ask the
   database. It reads no tags and judges nothing.
@@ -79,6 +85,31 @@ def mlflow_client(url: str) -> list[dict[str, Any]]:
             return found
 
 
+def mlflow_close(url: str) -> list[dict[str, Any]]:
+    from mlflow import MlflowClient
+
+    found = mlflow_client(url)
+    client = MlflowClient(tracking_uri=url)
+    for run in found:
+        client.set_terminated(run["id"], "KILLED")
+    return found
+
+
+def optuna_close(url: str) -> list[dict[str, Any]]:
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(url)
+    found = []
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            found.append({"id": trial._trial_id, "container": name})
+    return found
+
+
 def optuna_api(url: str) -> list[dict[str, Any]]:
     import optuna
     from optuna.trial import TrialState
@@ -125,6 +156,10 @@ def main(argv: list[str]) -> int:
         records = mlflow_client(url)
     elif what == "optuna-api":
         records = optuna_api(url)
+    elif what == "mlflow-close":
+        records = mlflow_close(url)
+    elif what == "optuna-close":
+        records = optuna_close(url)
     elif what == "mlflow-sql":
         records = raw_sql(url, MLFLOW_SQL)
     elif what == "optuna-sql":

@@ -294,19 +294,6 @@ def report(results: list[Result], runs: int, running: int, rounds: int, notes: l
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the "Tracking servers" section of ``path`` (up to the next ``## `` heading), or
-    add it at the end."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = text.find("\n## ", start + len(SECTION))
-    rest = text[end + 1 :] if end >= 0 else ""
-    path.write_text(text[:start] + section + ("\n" + rest if rest else ""))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
@@ -343,7 +330,7 @@ def main() -> int:
     section = report(results, args.runs, args.running, args.rounds, notes)
     print(section)
     if args.write:
-        write_section(args.write, section)
+        scan_speed.write_section(args.write, "server_speed.py", section)
         log(f"wrote the section into {args.write}")
     return 0
 

@@ -18,6 +18,9 @@ The content imitates what a busy team's store holds:
 * Optuna: ``studies`` studies of ``trials`` trials; two params per trial, a value per complete
   trial; half of the trials carry mltidy's provenance system attributes and an ``mlflow_run_id``
   user attribute; one trial per hundred is ``RUNNING``, half of those with an Optuna heartbeat.
+* With ``dead_host`` (the close benchmark), every ``RUNNING`` run and trial carries provenance
+  naming that host with a boot id it does not have: started there before a reboot, so mltidy
+  judges it dead.
 
 Stores are deterministic for a given size (seeded), so cached files can be reused across runs.
 """
@@ -131,6 +134,7 @@ def fill_mlflow(
     running_every: int = 100,
     seed: int = 7,
     progress: Progress = print,
+    dead_host: str | None = None,
 ) -> None:
     """Add ``experiments`` experiments and ``runs`` runs to an empty MLflow database."""
     rng = random.Random(seed)
@@ -156,7 +160,7 @@ def fill_mlflow(
         )
         for start in range(0, runs, BATCH):
             batch = _mlflow_batch(
-                rng, start, min(BATCH, runs - start), experiments, metrics, running_every
+                rng, start, min(BATCH, runs - start), experiments, metrics, running_every, dead_host
             )
             for name, rows in batch.items():
                 _insert(conn, t[name], rows)
@@ -173,6 +177,7 @@ def _mlflow_batch(
     experiments: int,
     metrics: int,
     running_every: int,
+    dead_host: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {
         "runs": [],
@@ -216,8 +221,8 @@ def _mlflow_batch(
             "mlflow.source.type": "LOCAL",
             "mlflow.runName": name,
         }
-        if i % 2 == 0:
-            host = rng.choice(HOSTS)
+        if i % 2 == 0 or (running and dead_host):
+            host = dead_host if running and dead_host else rng.choice(HOSTS)
             pid = rng.randint(1000, 4_000_000)
             tags.update(
                 {
@@ -292,6 +297,7 @@ def fill_optuna(
     running_every: int = 100,
     seed: int = 11,
     progress: Progress = print,
+    dead_host: str | None = None,
 ) -> None:
     """Add ``studies`` studies of ``trials`` trials each to an empty Optuna storage."""
     rng = random.Random(seed)
@@ -324,7 +330,12 @@ def fill_optuna(
                 for number in range(trials):
                     trial_id += 1
                     _optuna_trial(
-                        rng, out, now, study_id, trial_id, number, running=number in running
+                        rng,
+                        out,
+                        now,
+                        (study_id, trial_id, number),
+                        running=number in running,
+                        dead_host=dead_host,
                     )
             for name in names:
                 _insert(conn, t[name], out[name])
@@ -340,12 +351,12 @@ def _optuna_trial(
     rng: random.Random,
     out: dict[str, list[dict[str, Any]]],
     now: datetime,
-    study_id: int,
-    trial_id: int,
-    number: int,
+    ids: tuple[int, int, int],
     *,
     running: bool,
+    dead_host: str | None = None,
 ) -> None:
+    study_id, trial_id, number = ids
     state = "RUNNING" if running else rng.choice(("COMPLETE",) * 17 + ("FAIL", "PRUNED", "PRUNED"))
     started = now - timedelta(days=rng.uniform(0.01, 30) if running else rng.uniform(0, 365))
     complete = None if running else started + timedelta(seconds=rng.randint(30, 7200))
@@ -378,7 +389,7 @@ def _optuna_trial(
             {"trial_id": trial_id, "objective": 0, "value": rng.random(), "value_type": "FINITE"}
         )
     if trial_id % 2 == 0 or running:
-        host = rng.choice(HOSTS)
+        host = dead_host if running and dead_host else rng.choice(HOSTS)
         attrs = {
             "mltidy.host": host,
             "mltidy.boot_id": str(uuid.UUID(int=rng.getrandbits(128))),
@@ -444,22 +455,46 @@ def _cached(name: str, build: Callable[[str], None], progress: Progress) -> str:
     return f"sqlite:///{path}"
 
 
-def mlflow_sqlite(runs: int, running: int, progress: Progress = print) -> str:
+def mlflow_sqlite(
+    runs: int, running: int, progress: Progress = print, *, dead_host: str | None = None
+) -> str:
     """The URL of a cached MLflow sqlite store: ``runs`` runs in 100 experiments, ``running`` of
-    them RUNNING (spread evenly through the history)."""
+    them RUNNING (spread evenly through the history); dead on ``dead_host`` when given."""
 
     def build(url: str) -> None:
         create_mlflow_schema(url)
-        fill_mlflow(url, runs=runs, running_every=max(1, runs // running), progress=progress)
+        every = max(1, runs // running)
+        fill_mlflow(url, runs=runs, running_every=every, progress=progress, dead_host=dead_host)
 
-    return _cached(f"mlflow-{runs}runs-{running}running", build, progress)
+    dead = f"-dead-{dead_host}" if dead_host else ""
+    return _cached(f"mlflow-{runs}runs-{running}running{dead}", build, progress)
 
 
-def optuna_sqlite(studies: int, trials: int, progress: Progress = print) -> str:
-    """The URL of a cached Optuna sqlite storage with ``studies`` x ``trials`` trials."""
+def optuna_sqlite(
+    studies: int,
+    trials: int,
+    progress: Progress = print,
+    *,
+    running_every: int = 100,
+    dead_host: str | None = None,
+) -> str:
+    """The URL of a cached Optuna sqlite storage with ``studies`` x ``trials`` trials, one in
+    ``running_every`` RUNNING; dead on ``dead_host`` when given."""
 
     def build(url: str) -> None:
         create_optuna_schema(url)
-        fill_optuna(url, studies=studies, trials=trials, progress=progress)
+        fill_optuna(
+            url,
+            studies=studies,
+            trials=trials,
+            progress=progress,
+            running_every=running_every,
+            dead_host=dead_host,
+        )
 
-    return _cached(f"optuna-{studies}x{trials}", build, progress)
+    name = f"optuna-{studies}x{trials}"
+    if running_every != 100:
+        name += f"-1in{running_every}running"
+    if dead_host:
+        name += f"-dead-{dead_host}"
+    return _cached(name, build, progress)

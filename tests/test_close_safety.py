@@ -1,15 +1,18 @@
-"""Closing never harms a record that finished meanwhile, never closes twice, and survives
-partial failure. Real stores, real killed jobs, real concurrent processes."""
+"""Closing never harms a record that finished meanwhile, never closes twice, survives partial
+failure, and leaves no record half closed when the closer is killed. Real stores, real killed
+jobs, real concurrent processes, a real SIGKILL of the closer."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import optuna
@@ -17,8 +20,10 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from close_world import CloseWorld, make_close_world, mlflow_snapshot, optuna_snapshot
+from dead_records import DeadStores, half_closed, make_dead_stores
 from mltidy import close
 from mltidy.backends import Selection
 from mltidy.backends.identity import store_spec
@@ -191,3 +196,161 @@ def test_partial_failure_closes_the_rest_and_exits_4(
         assert runs[str(world.killed.run_id)]["status"] == "RUNNING"
     finally:
         world.stop()
+
+
+# -- closing in bulk ------------------------------------------------------------------------
+
+#: More than two batches (close.BATCH) of each kind.
+BULK = 1_200
+
+
+@pytest.fixture(params=KINDS)
+def dead(request: pytest.FixtureRequest, tmp_path: Path) -> DeadStores:
+    name = f"bulk-{request.param}-{os.getpid()}-{len(request.node.name)}"
+    return make_dead_stores(*_pair(request.param, request, tmp_path, name), name, BULK)
+
+
+def _refuse_audit_of(stores: DeadStores, run_id: str) -> Callable[[], None]:
+    """Make the store refuse the audit tags of one run (a trigger), as a full disk or a lost
+    connection would refuse a write halfway through a batch; returns the undo."""
+    engine = create_engine(stores.mlflow_uri)
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tags "
+                    f"WHEN NEW.run_uuid = '{run_id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.run_uuid = '{run_id}' THEN RAISE EXCEPTION 'refused by the test'; "
+                    "END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON tags FOR EACH ROW "
+                    "EXECUTE FUNCTION refuse()"
+                )
+            )
+
+    def undo() -> None:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse" + ("" if _is_sqlite(engine) else " ON tags")))
+        engine.dispose()
+
+    return undo
+
+
+def _is_sqlite(engine: Any) -> bool:
+    return bool(engine.dialect.name == "sqlite")
+
+
+def test_a_batch_refused_halfway_changes_none_of_its_records(dead: DeadStores) -> None:
+    from typer.testing import CliRunner
+
+    from mltidy.cli.app import app
+
+    command = ["close", "--yes", "-f", "json", *dead.args()]
+    plan = json.loads(CliRunner().invoke(app, ["close", "-f", "json", *dead.args()]).stdout)
+    runs = [c["id"] for c in plan["changes"] if c["kind"] == "mlflow_run"]
+    assert len(runs) == BULK
+    victim = runs[close.BATCH + 7]  # in the second batch of runs
+    undo = _refuse_audit_of(dead, victim)
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 4, result.stderr
+    changes = json.loads(result.stdout)["changes"]
+    failed = [c for c in changes if c["status"] == "failed"]
+    assert victim in {c["id"] for c in failed}
+    assert all("refused by the test" in c["detail"] for c in failed)
+    # The refused batch is whole: its runs changed state in the transaction that failed, and
+    # were rolled back with it; every other batch closed.
+    assert len(failed) in (close.BATCH, BULK % close.BATCH)
+    problems, closed = half_closed(dead)
+    assert problems == []
+    assert closed == 2 * BULK - len(failed)
+    undo()
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.stderr
+    assert half_closed(dead) == ([], 2 * BULK)
+
+
+def _hot(journal: Path) -> bool:
+    try:
+        return journal.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+class _Writing:
+    """Sees the closer inside a write transaction: a hot rollback journal next to a sqlite
+    file, or a PostgreSQL backend that holds a transaction id (it wrote) and has not ended."""
+
+    def __init__(self, stores: DeadStores) -> None:
+        self.journals = [
+            Path(url.removeprefix("sqlite:///") + "-journal")
+            for url in (stores.mlflow_uri, stores.optuna_url)
+            if url.startswith("sqlite:///")
+        ]
+        self.engine = None
+        self.databases: list[str] = []
+        if not self.journals:
+            self.engine = create_engine(stores.mlflow_uri, poolclass=NullPool)
+            self.databases = [make_url(u).database or "" for u in stores.args()[1::2]]
+
+    def __call__(self) -> bool:
+        if self.engine is None:
+            return any(_hot(j) for j in self.journals)
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+                    "AND pid <> pg_backend_pid() AND datname = ANY(:names)"
+                ),
+                {"names": self.databases},
+            ).scalar()
+        return bool(found)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+def test_a_closer_killed_at_any_moment_leaves_no_half_closed_record(dead: DeadStores) -> None:
+    """``mltidy close --yes`` (the installed entry point) is SIGKILLed inside a write
+    transaction, again and again, a batch later each time, while it closes 2,400 records;
+    after every kill, each record is either still RUNNING without any audit tag, or closed
+    with all of them. A last run closes the rest."""
+    exe = Path(sys.executable).parent / "mltidy"
+    command = [str(exe), "close", "--yes", "-f", "json", *dead.args()]
+    writing = _Writing(dead)
+    killed_writing = 0
+    try:
+        for nth in (1, 2, 3):
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            seen, was = 0, False
+            while proc.poll() is None:
+                now = writing()
+                seen += now and not was  # a new transaction began
+                was = now
+                if seen >= nth:
+                    proc.kill()
+                    break
+            proc.wait(timeout=60)
+            if proc.returncode == -signal.SIGKILL:
+                killed_writing += 1
+                if writing.journals:  # the transaction was cut short: its journal is hot
+                    assert any(_hot(j) for j in writing.journals)
+            problems, closed = half_closed(dead)
+            assert problems == [], problems[:5]
+            assert closed < 2 * BULK or proc.returncode == 0
+    finally:
+        writing.close()
+    assert killed_writing >= 2
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert half_closed(dead) == ([], 2 * BULK)

@@ -11,13 +11,20 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
 from mltidy import names
-from mltidy.backends.interface import Backend, Closer, RunLinker, TrialLinker, TrialRetrier
+from mltidy.backends.interface import (
+    Backend,
+    BatchCloser,
+    Closer,
+    RunLinker,
+    TrialLinker,
+    TrialRetrier,
+)
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError
 from mltidy.evidence.local import LocalFacts
@@ -25,6 +32,7 @@ from mltidy.judge import Policy, heartbeat_at
 from mltidy.model import (
     Basis,
     CloseRequest,
+    CloseResult,
     CloseStatus,
     JudgedRecord,
     Record,
@@ -240,13 +248,13 @@ def closed_by() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
+def audit_attributes(change: Change, now: datetime, by: str | None = None) -> dict[str, str]:
     """What mltidy writes on the record it closes, so a person can see it and revert."""
     verdict = change.item.verdict
     return {
         names.CLOSED_AT: now.isoformat(timespec="seconds"),
         names.CLOSED_REASON: f"{verdict.kind.value}: {verdict.reason}"[:MAX_REASON],
-        names.CLOSED_BY: closed_by(),
+        names.CLOSED_BY: by or closed_by(),
         names.PREVIOUS_STATE: change.item.record.state,
         names.END_TIME_SOURCE: "last activity"
         if change.item.record.last_activity_at
@@ -255,22 +263,36 @@ def audit_attributes(change: Change, now: datetime) -> dict[str, str]:
     }
 
 
+#: Records re-read and closed together in one transaction by a store that can
+#: (:class:`~mltidy.backends.interface.BatchCloser`); other stores take one record at a time.
+BATCH = 500
+
+
 def apply(session: StoreSession, report: CloseReport, options: CloseOptions) -> CloseReport:
-    """Make the planned changes; failures are recorded, the rest goes on."""
-    done: list[Change] = []
-    skipped = list(report.skipped)
-    now = utc_now()
-    for change in report.changes:
-        store = change.item.record.store_key
+    """Make the planned changes; failures are recorded, the rest goes on.
+
+    Each store's changes are made in batches: a batch is read again (a record that logged new
+    activity since the scan is left alone), then closed, each record only if it is still
+    running at the moment of writing (a compare-and-set, in one transaction per batch where the
+    store allows it). The report keeps the plan's order.
+    """
+    outcomes: dict[int, Change | Skip] = {}
+    now, by = utc_now(), closed_by()
+    by_store: dict[StoreKey, list[int]] = {}
+    for index, change in enumerate(report.changes):
+        by_store.setdefault(change.item.record.store_key, []).append(index)
+    for store, indexes in by_store.items():
         backend = session.writable(store)
         if backend is None:
-            done.append(_failed(change, session.status(store).error or "cannot be opened"))
+            error = session.status(store).error or "cannot be opened"
+            outcomes.update((i, _failed(report.changes[i], error)) for i in indexes)
             continue
-        result = _apply_one(backend, change, options, now)
-        if isinstance(result, Skip):
-            skipped.append(result)
-        else:
-            done.append(result)
+        size = BATCH if isinstance(backend, BatchCloser) else 1
+        for start in range(0, len(indexes), size):
+            batch = [(i, report.changes[i]) for i in indexes[start : start + size]]
+            outcomes.update(_apply_batch(backend, batch, options, now, by))
+    done = [o for _, o in sorted(outcomes.items()) if isinstance(o, Change)]
+    skipped = [*report.skipped, *(o for _, o in sorted(outcomes.items()) if isinstance(o, Skip))]
     return CloseReport(report.stores, tuple(done), tuple(skipped), False, report.missing)
 
 
@@ -278,23 +300,72 @@ def _failed(change: Change, detail: str) -> Change:
     return dataclasses.replace(change, outcome=Outcome.FAILED, detail=detail)
 
 
-def _apply_one(
-    backend: Backend, change: Change, options: CloseOptions, now: datetime
-) -> Change | Skip:
-    record = change.item.record
+def _apply_batch(
+    backend: Backend,
+    batch: list[tuple[int, Change]],
+    options: CloseOptions,
+    now: datetime,
+    by: str,
+) -> Iterator[tuple[int, Change | Skip]]:
+    """Re-read a batch, close what is still to close, enqueue retries; each change's outcome
+    by its index in the plan."""
     if not isinstance(backend, Closer):
-        return _failed(change, f"{backend.uri} cannot close records")
+        for index, change in batch:
+            yield index, _failed(change, f"{backend.uri} cannot close records")
+        return
     try:
-        fresh = backend.read(record.id)
-        if fresh is not None and newer_activity(fresh, record):
-            return Skip(change.item, "new activity since it was planned; left alone")
-        result = backend.close_record(
-            CloseRequest(
-                record.id, change.new_state, change.end_time, audit_attributes(change, now)
-            )
-        )
+        fresh = backend.read_many([change.item.record.id for _, change in batch])
     except StoreError as exc:
-        return _failed(change, exc.message)
+        for index, change in batch:
+            yield index, _failed(change, exc.message)
+        return
+    to_close: list[tuple[int, Change]] = []
+    for index, change in batch:
+        record = fresh.get(change.item.record.id)
+        if record is not None and newer_activity(record, change.item.record):
+            yield index, Skip(change.item, "new activity since it was planned; left alone")
+        else:
+            to_close.append((index, change))
+    requests = [
+        CloseRequest(
+            change.item.record.id,
+            change.new_state,
+            change.end_time,
+            audit_attributes(change, now, by),
+        )
+        for _, change in to_close
+    ]
+    for (index, change), result in zip(to_close, _close(backend, requests), strict=True):
+        if isinstance(result, StoreError):
+            yield index, _failed(change, result.message)
+        else:
+            yield index, _outcome(backend, change, result, options)
+
+
+def _close(backend: Closer, requests: list[CloseRequest]) -> list[CloseResult | StoreError]:
+    """Close the records, in one transaction when the backend can (a failure then fails them
+    all, and none is changed), else one by one (a failure fails that record only)."""
+    if not requests:
+        return []
+    if isinstance(backend, BatchCloser):
+        try:
+            return list(backend.close_records(requests))
+        except StoreError as exc:
+            return [exc] * len(requests)
+    results: list[CloseResult | StoreError] = []
+    for request in requests:
+        try:
+            results.append(backend.close_record(request))
+        except StoreError as exc:
+            results.append(exc)
+    return results
+
+
+def _outcome(
+    backend: Backend, change: Change, result: CloseResult, options: CloseOptions
+) -> Change | Skip:
+    """What a close result means for the change, and the retry of a closed trial."""
+    record = change.item.record
     if result.status is CloseStatus.MISSING:
         return Skip(change.item, "gone from the store by the time of writing")
     if result.status is CloseStatus.NOT_RUNNING:

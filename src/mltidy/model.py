@@ -471,3 +471,20 @@ class StudyProgress:
         """The newest trial start or end."""
         times = [t for t in (self.last_started_at, self.last_completed_at) if t is not None]
         return max(times) if times else None
+
+
+@dataclass(frozen=True)
+class HistoryMark:
+    """Where a store's run history stood at a ``watch`` poll, so that the next poll can look
+    only at what may have changed since (``RunHistory.ended_runs_after``).
+
+    Attributes:
+        position: the largest row position (SQLite's ``rowid``) of ``runs`` when it was read:
+            any run added later has a larger one.
+        running: the runs that were RUNNING then.
+        full_at: when the history was last read in full (by ``end_time``).
+    """
+
+    position: int
+    running: frozenset[str]
+    full_at: datetime

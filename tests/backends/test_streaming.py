@@ -65,13 +65,24 @@ def test_tags_are_read_one_partition_at_a_time(
     shutil.copy(source, copy)
     _add_running_runs(copy, 2 * CHUNK + 7)
     monkeypatch.setenv("MLTIDY_READ_PATH", "fast")
-    with open_backend(StoreKind.MLFLOW, f"sqlite:///{copy}") as backend, statements() as seen:
+    # SQLite files are scanned through sqlite3 itself: its trace shows every statement.
+    seen: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(seen.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    with open_backend(StoreKind.MLFLOW, f"sqlite:///{copy}") as backend:
         records = list(backend.iter_active(Selection()))
+    monkeypatch.undo()
     bulk = [r for r in records if r.name.startswith("bulk-")]
     assert len(bulk) == 2 * CHUNK + 7
     assert all(r.tags.get("mltidy.host") == "gpu-01" for r in bulk)
-    main = [s for s in seen if "FROM runs" in s[0] and "latest_metrics" in s[0]]
-    tag_queries = [s for s in seen if "FROM tags" in s[0]]
+    main = [sql for sql in seen if "FROM runs" in sql and "latest_metrics" in sql]
+    tag_queries = [sql for sql in seen if "FROM tags" in sql]
     assert len(main) == 1
     assert len(tag_queries) == 3  # one per partition of CHUNK runs, not one per run
 

@@ -55,3 +55,24 @@ def test_streamed_json_is_the_document_json_dumps_makes(count: int, store_count:
     }
     assert out.getvalue() == json.dumps(payload, indent=2) + "\n"
     assert json.loads(out.getvalue()) == payload
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": None, "c": 'x\u00e9\n"', "d": True, "e": 1.5, "f": float("nan")},
+        {},
+        [],
+        [{"a": 1}],
+        {"a": [1, 2]},
+        {"a": {"b": 1}},
+        "text",
+        None,
+    ],
+)
+@pytest.mark.parametrize("depth", [0, 2, 4])
+def test_indented_is_json_dumps_text_for_text(value: object, depth: int) -> None:
+    from mltidy.cli.render import indented
+
+    expected = json.dumps(value, indent=2).replace("\n", "\n" + " " * depth)
+    assert indented(value, depth) == expected

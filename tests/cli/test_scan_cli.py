@@ -260,6 +260,27 @@ def test_installed_entry_point_and_module(lab: Path) -> None:
     assert version.stdout.startswith("mltidy ")
 
 
+def test_a_scan_of_sqlite_stores_does_not_import_sqlalchemy(lab: Path) -> None:
+    """SQLite stores are scanned through sqlite3 alone: SQLAlchemy's import would cost more
+    than the scan (docs/performance.md)."""
+    program = (
+        "import sys\n"
+        "from mltidy.cli.app import main\n"
+        "sys.argv = ['mltidy', 'scan', '-f', 'json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'mlflow', 'optuna') if m in sys.modules)\n"
+        "sys.stderr.write(f'HEAVY={heavy}\\n')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert len(json.loads(done.stdout)["records"]) == 6
+    assert "HEAVY=[]" in done.stderr, done.stderr
+
+
 def test_no_colour_when_not_a_terminal(lab: Path) -> None:
     exe = Path(sys.executable).parent / "mltidy"
     done = subprocess.run(

@@ -20,13 +20,14 @@ A backend adapts one MLflow tracking store or one Optuna storage to mltidy. The 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
 
 from mltidy.model import (
     ClockReading,
     CloseRequest,
     CloseResult,
+    HistoryMark,
     Record,
     RunContents,
     RunRef,
@@ -86,6 +87,23 @@ class Backend(abc.ABC):
             StoreError: the store cannot be read.
         """
 
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        """Read several records fresh, whatever their state; a backend that can read them in
+        one query overrides this loop over :meth:`read`.
+
+        Returns:
+            The records found, by id (ids the store does not have are left out).
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        found = {}
+        for record_id in record_ids:
+            record = self.read(record_id)
+            if record is not None:
+                found[record_id] = record
+        return found
+
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections. Safe to call twice."""
 
@@ -110,6 +128,31 @@ class Closer(abc.ABC):
 
         Raises:
             StoreError: the write failed (permission denied, locked after retries, ...).
+        """
+
+
+class BatchCloser(Closer):
+    """Capability: close many records in one transaction, each still a compare-and-set.
+
+    For stores with transactions (the SQL fast paths): each record changes state only if it is
+    still running when the transaction writes it, and its audit attributes are written in the
+    same transaction, so a record is never half closed, whatever kills the process and when.
+    Callers pass a few hundred requests per call: each call holds the store's write lock for
+    its one transaction, and training jobs writing to the same store wait for it.
+    """
+
+    @abc.abstractmethod
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        """Close every requested record that is still running, in one transaction.
+
+        Args:
+            requests: records with distinct ids.
+
+        Returns:
+            One result per request, in the same order.
+
+        Raises:
+            StoreError: the transaction failed; nothing of it was written.
         """
 
 
@@ -201,6 +244,23 @@ class RunHistory(abc.ABC):
         Raises:
             StoreError: the store cannot be read.
         """
+
+    def ended_runs_after(
+        self, selection: Selection, since: datetime, mark: HistoryMark | None, now: datetime
+    ) -> tuple[list[Record], HistoryMark | None]:
+        """:meth:`iter_ended_runs`, for a caller that polls: ``mark`` is what the previous call
+        returned (``None`` the first time), and the call returns the next one.
+
+        ``end_time`` has no index in MLflow's schema, so the query reads the whole ``runs``
+        table; a backend that can find the runs that may have ended since ``mark`` without
+        reading it all overrides this (the default reads it all and returns no mark). The
+        runs returned are the same either way, but for a run resumed and ended again between
+        two polls, which an override reports by its next full read.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        return list(self.iter_ended_runs(selection, since)), None
 
 
 class StudyWatcher(abc.ABC):

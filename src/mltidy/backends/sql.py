@@ -9,11 +9,11 @@ import importlib.util
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 from mltidy.backends.identity import sqlite_file
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 10.0
+#: SQLite's page cache for a writer, in KiB (SQLite's default is 2,000): a batched close touches
+#: index pages all over the tags table, and a small cache reads them again for every batch.
+WRITER_CACHE_KIB = 32_768
 #: Words in a DBAPI error that mean the server could not be reached (lower case).
 UNREACHABLE = (
     "connection refused",
@@ -151,30 +154,28 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
     """
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy.pool import NullPool, QueuePool
 
-    path = sqlite_file(url)
     if url.startswith("sqlite:"):
-        if path is None:
-            raise StoreNotFound(
-                f"{url} is not a sqlite file", hint="give sqlite:///path/to/file.db"
-            )
-        if not path.exists():
-            raise StoreNotFound(
-                f"{path} does not exist",
-                hint="check the path; mltidy never creates a store",
-            )
-        if not path.is_file() or not is_sqlite_file(path):
-            raise NotAStore(f"{path} is not a SQLite database")
-        resolved = path.resolve()
+        resolved = checked_sqlite_file(url)
         open_file = sqlite_connector(resolved, writable=writable)
 
         def connect() -> sqlite3.Connection:
             if not writable:
                 recover_hot_journal(resolved)
-            return open_file()
+                return open_file()
+            conn = open_file()
+            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            return conn
 
-        return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        if not writable:
+            return create_engine("sqlite://", creator=connect, poolclass=NullPool)
+        # A writer keeps its connection between transactions: a batched close runs one
+        # transaction per batch, and a new connection would start each with SQLite's page
+        # cache cold. An idle connection holds no lock.
+        return create_engine(
+            "sqlite://", creator=connect, poolclass=QueuePool, pool_size=1, max_overflow=4
+        )
 
     connect_args = server_connect_args(url)
     if url.startswith("postgres://"):
@@ -191,6 +192,78 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         ) from exc
     except ArgumentError as exc:
         raise StoreError(f"{redact(url)} is not a database URL") from exc
+
+
+def checked_sqlite_file(url: str) -> Path:
+    """The existing SQLite file behind a ``sqlite:`` URL, resolved.
+
+    Raises:
+        StoreNotFound: the URL names no file, or the file does not exist.
+        NotAStore: the path is not a SQLite file.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        raise StoreNotFound(f"{url} is not a sqlite file", hint="give sqlite:///path/to/file.db")
+    if not path.exists():
+        raise StoreNotFound(
+            f"{path} does not exist", hint="check the path; mltidy never creates a store"
+        )
+    if not path.is_file() or not is_sqlite_file(path):
+        raise NotAStore(f"{path} is not a SQLite database")
+    return path.resolve()
+
+
+class SqliteReader:
+    """Read-only queries on a SQLite file through the standard library's ``sqlite3``.
+
+    The SQL backends read SQLite files this way on the paths a scan takes (the schema check,
+    the RUNNING records, the re-read before a close), because importing SQLAlchemy costs more
+    CPU than scanning a 100,000-run store (docs/performance.md). Writes, and the reads only
+    ``watch``, ``declutter`` and ``link`` make, go through SQLAlchemy. Each use is a new
+    connection (``mode=ro``, after rolling back a dead writer's journal), as with SQLAlchemy's
+    ``NullPool``: no connection outlives the read that needed it.
+    """
+
+    #: What the queries raise; callers translate it (:func:`translate_sql_error`).
+    Error = sqlite3.Error
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connect = sqlite_connector(path, writable=False)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection, closed after use."""
+        recover_hot_journal(self.path)
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def connection(self, engine: Engine | None) -> Iterator[sqlite3.Connection]:
+        """A connection to read on: the writer's, when a writable ``engine`` is at hand (its
+        page cache is warm from the batches it wrote), else a read-only one of our own."""
+        if engine is None:
+            with self.connect() as conn:
+                yield conn
+            return
+        with engine.connect() as wrapped:
+            raw = wrapped.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            yield raw
+
+    @staticmethod
+    def table_names(conn: sqlite3.Connection) -> set[str]:
+        """The tables of the database."""
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return {str(row[0]) for row in rows}
+
+
+def marks(count: int) -> str:
+    """``count`` question-mark placeholders, comma separated (for ``IN (...)`` in sqlite3)."""
+    return ", ".join("?" * count)
 
 
 def sqlite_connector(path: Path, *, writable: bool) -> Callable[[], sqlite3.Connection]:
@@ -361,6 +434,7 @@ def table_names(engine: Engine) -> set[str]:
 
 
 T = TypeVar("T")
+K = TypeVar("K")
 LOCK_RETRIES = 5
 
 
@@ -383,6 +457,166 @@ def retry_locked(attempt: Callable[[], T], where: str) -> T:
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, where) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+#: Ids per statement of a batched write: a few hundred, so that a statement's parameters stay
+#: below any database's limit (999 in SQLite before 3.32).
+STATEMENT_CHUNK = 500
+
+
+class ConcurrentChange(Exception):
+    """A batched compare-and-set without ``RETURNING`` changed other rows than it had locked:
+    its transaction is rolled back and tried again (:func:`retry_batch`)."""
+
+
+#: Tries of a batched write whose rows kept changing under it.
+CONFLICT_RETRIES = 3
+
+
+def retry_batch(attempt: Callable[[], T], where: str) -> T:
+    """:func:`retry_locked`, also trying again (from the start, in a new transaction) when
+    :func:`set_if_running` saw rows change under it.
+
+    Raises:
+        StoreError: any other failure, or the rows kept changing.
+    """
+    for _ in range(CONFLICT_RETRIES):
+        try:
+            return retry_locked(attempt, where)
+        except ConcurrentChange:
+            continue
+    raise StoreError(
+        f"{where}: the records kept changing while mltidy closed them", hint="try again"
+    )
+
+
+def chunks(items: Sequence[K], size: int = STATEMENT_CHUNK) -> Iterator[Sequence[K]]:
+    """``items`` in slices of ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def set_if_running(
+    conn: Connection,
+    columns: tuple[Any, Any, Any],
+    guards: Sequence[Any],
+    changes: Sequence[tuple[K, str, Any]],
+) -> set[K]:
+    """Inside the caller's transaction, end the rows that the ``guards`` (``state =
+    'RUNNING'``, ...) still hold for, and return the ids of the rows changed.
+
+    Args:
+        conn: a connection inside a transaction.
+        columns: the table's id, state and end-time columns.
+        guards: the conditions a row must still meet to be changed.
+        changes: ``(id, new state, end time)`` per row.
+
+    Where the database has ``UPDATE ... RETURNING`` (PostgreSQL, SQLite 3.35 and newer), one
+    statement per :data:`STATEMENT_CHUNK` rows changes their state and names the rows it
+    changed. Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and
+    locked (``SELECT ... FOR UPDATE``; a SQLite writer locks the whole file anyway) and then
+    updated with the same guards; if the update changes another number of rows than it locked,
+    :class:`ConcurrentChange` is raised and the caller's transaction rolls back. Then each
+    changed row gets its own end time (one ``executemany``), in the same transaction: the rows
+    are the caller's until it commits.
+    """
+    from sqlalchemy import select, update
+
+    key, state, end = columns
+    table = key.table
+    returning = bool(getattr(conn.dialect, "update_returning", False))
+    by_state: dict[str, list[K]] = {}
+    ends: dict[K, Any] = {}
+    for record_id, new_state, end_time in changes:
+        by_state.setdefault(new_state, []).append(record_id)
+        ends[record_id] = end_time
+    changed: set[K] = set()
+    for new_state, ids in by_state.items():
+        for chunk in chunks(ids):
+            if returning:
+                statement = (
+                    update(table).where(key.in_(chunk), *guards).values({state.name: new_state})
+                )
+                changed.update(row[0] for row in conn.execute(statement.returning(key)))
+                continue
+            still = select(key).where(key.in_(chunk), *guards).with_for_update()
+            locked = [row[0] for row in conn.execute(still)]
+            if not locked:
+                continue
+            statement = update(table).where(key.in_(locked), *guards)
+            count = conn.execute(statement.values({state.name: new_state})).rowcount
+            if count != len(locked):
+                raise ConcurrentChange
+            changed.update(locked)
+    if changed:
+        set_rows(conn, key, end, {k: ends[k] for k in changed})
+    return changed
+
+
+def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows (all with the same keys) in the caller's transaction.
+
+    SQLite gets them through ``sqlite3``'s ``executemany``: SQLAlchemy's handling of each
+    row's parameters costs more than SQLite's own work (``bench/close_speed.py``). Other
+    databases get SQLAlchemy's multi-row ``INSERT``, which saves them a round trip per row.
+    """
+    from sqlalchemy import insert
+
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        conn.execute(insert(table), list(rows))
+        return
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({marks(len(columns))})"
+    )
+    values = [tuple(row[c] for c in columns) for row in rows]
+    for i, column in enumerate(columns):
+        process = table.c[column].type.bind_processor(conn.dialect)
+        if process is not None:
+            values = [(*v[:i], process(v[i]), *v[i + 1 :]) for v in values]
+    conn.exec_driver_sql(sql, values)
+
+
+def set_rows(conn: Connection, key: Any, column: Any, values: Mapping[Any, Any]) -> None:
+    """``UPDATE table SET column = value WHERE key = id`` for each ``id: value``, in the
+    caller's transaction (on SQLite through ``sqlite3``'s ``executemany``, as
+    :func:`insert_rows`)."""
+    from sqlalchemy import bindparam, update
+
+    if not values:
+        return
+    if conn.dialect.name != "sqlite":
+        statement = (
+            update(key.table)
+            .where(key == bindparam("b_key"))
+            .values({column.name: bindparam("b_value", type_=column.type)})
+        )
+        conn.execute(statement, [{"b_key": k, "b_value": v} for k, v in values.items()])
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"UPDATE {quote(key.table.name)} SET {quote(column.name)} = ? WHERE {quote(key.name)} = ?"
+    # As SQLAlchemy would store the value (SQLite keeps DateTime as text, for instance).
+    process = column.type.bind_processor(conn.dialect)
+    pairs = [(v, k) for k, v in values.items()]
+    if process is not None:
+        pairs = [(process(v), k) for v, k in pairs]
+    conn.exec_driver_sql(sql, pairs)
+
+
+def current_states(conn: Connection, key: Any, state: Any, ids: Sequence[K]) -> dict[K, Any]:
+    """The state of each of these rows that exists, by id."""
+    from sqlalchemy import select
+
+    found: dict[K, Any] = {}
+    for chunk in chunks(ids):
+        found.update(
+            (row[0], row[1]) for row in conn.execute(select(key, state).where(key.in_(chunk)))
+        )
+    return found
 
 
 #: How many entries of a run's artifact folder ``declutter`` looks at, at most: it needs to know

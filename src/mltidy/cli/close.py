@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing_extensions import assert_never
 
 from mltidy import plans
 from mltidy.backends.session import StoreSession
-from mltidy.cli.errors import print_error, report_store_failure, translated_errors
+from mltidy.cli.errors import report_store_failure, translated_errors
 from mltidy.cli.options import (
     ExperimentOption,
     FormatOption,
@@ -33,11 +32,15 @@ from mltidy.cli.options import (
     YesOption,
 )
 from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
-from mltidy.cli.render_changes import changes_table, close_json, close_markdown, skipped_table
+from mltidy.cli.render_changes import close_markdown, write_close_json, write_close_jsonl
 from mltidy.cli.selection import resolve
+from mltidy.cli.tables import AllOption, Screen, failure_lines, grouped_hint, print_close_report
 from mltidy.close import CloseOptions, CloseReport, Outcome, annotate, apply, plan
 from mltidy.errors import ExitCode, UsageError
 from mltidy.evidence.local import LocalProbe
+
+#: Failed records listed one by one on stderr; past this, one line per store and cause.
+FAILURE_LINES = 20
 
 
 class EndState(str, Enum):
@@ -94,6 +97,7 @@ def close_command(
     ] = None,
     plan_file: PlanOption = None,
     yes: YesOption = False,
+    show_all: AllOption = False,
 ) -> None:
     """Close dead runs and trials: MLflow runs become KILLED, Optuna trials FAIL.
 
@@ -137,7 +141,7 @@ def close_command(
                     hint="make a new plan with those options instead",
                 )
             report, max_retry = _from_plan(plan_file, mlflow, optuna, yes)
-            _render(report, output, max_retry)
+            _render(report, output, max_retry, show_all)
         else:
             if force and not (run or trial):
                 raise UsageError("--force applies only to records named with --run or --trial")
@@ -176,7 +180,7 @@ def close_command(
                 )
                 if yes:
                     report = annotate(session, apply(session, report, options))
-            _render(report, output, max_retry)
+            _render(report, output, max_retry, show_all)
     if any(not s.ok for s in report.stores):
         raise typer.Exit(int(ExitCode.STORE))
     if report.failed:
@@ -197,38 +201,33 @@ def _from_plan(
     return report, options.max_retry
 
 
-def _render(report: CloseReport, output: OutputFormat, max_retry: int | None = None) -> None:
+def _render(
+    report: CloseReport, output: OutputFormat, max_retry: int | None, show_all: bool
+) -> None:
     for status in report.stores:
         if not status.ok:
             report_store_failure(status)
-    for change in report.failed:
-        record = change.item.record
-        print_error(f"could not close {record.name} ({record.id}): {change.detail}")
+    # One line per failed record, unless a whole store refused thousands of them.
+    for line in failure_lines(report.failed, FAILURE_LINES):
+        sys.stderr.write(line + "\n")
     if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(close_json(report, max_retry), indent=2) + "\n")
+        write_close_json(report, max_retry)
         return
     if output is OutputFormat.JSONL:
-        payload = close_json(report, max_retry)
-        for change in payload["changes"]:
-            sys.stdout.write(json.dumps({"change": change}) + "\n")
-        for skip in payload["skipped"]:
-            sys.stdout.write(json.dumps({"skipped": skip}) + "\n")
+        write_close_jsonl(report, max_retry)
         return
     if output is OutputFormat.MARKDOWN:
         sys.stdout.write(close_markdown(report))
         return
     if output is OutputFormat.TABLE:
-        _human(report)
+        _human(report, show_all)
         return
     assert_never(output)
 
 
-def _human(report: CloseReport) -> None:
-    out, err = stdout_console(), stderr_console()
-    if report.changes:
-        out.print(changes_table(report))
-    if report.skipped:
-        out.print(skipped_table(report))
+def _human(report: CloseReport, show_all: bool) -> None:
+    err = stderr_console()
+    grouped = print_close_report(report, Screen.of(stdout_console()), show_all=show_all)
     for ref in report.missing:
         err.print(f"  {ref}: no unfinished record with this id in the stores read")
     closed = sum(1 for c in report.changes if c.outcome is Outcome.CLOSED)
@@ -243,3 +242,6 @@ def _human(report: CloseReport) -> None:
         )
     elif any(s.ok for s in report.stores):
         err.print(f"Nothing to close ({len(report.skipped)} left alone).")
+    if grouped:
+        count = len(report.changes) + len(report.skipped)
+        err.print(grouped_hint(count, "records"), soft_wrap=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
@@ -17,8 +18,10 @@ from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import translated_errors
 from mltidy.cli.link import links_table
 from mltidy.cli.options import NotifyOption
-from mltidy.cli.render import records_table, stdout_console
-from mltidy.cli.render_changes import changes_table, runs_table, studies_table
+from mltidy.cli.render import stdout_console
+from mltidy.cli.render_changes import runs_table, studies_table
+from mltidy.cli.tables import CHANGE_COLUMNS, Screen, change_rows, changes_title, print_records
+from mltidy.cli.tables import print_table as print_plain_table
 from mltidy.config import Config
 from mltidy.declutter import RunAction, restore_command
 from mltidy.demo.sandbox import Sandbox
@@ -82,7 +85,7 @@ def demo_command(
                 result = scan(session, Selection(), Policy(now=utc_now()), LocalProbe())
         finally:
             demo.stop_job(live)
-        out.print(records_table(result.records))
+        print_records(result.records, Screen.of(out), show_all=True)
         for status in result.stores:
             state = "ok" if status.ok else escape(safe(status.error or ""))
             out.print(f"   scanned {status.kind.value} store {escape(safe(status.uri))}: {state}")
@@ -95,7 +98,7 @@ def demo_command(
         with StoreSession(specs) as session:
             options = close.CloseOptions()
             planned = close.plan(session, Selection(), policy, LocalProbe(), options)
-            out.print(changes_table(planned))
+            _changes(out, planned)
             out.print(
                 "[bold]5. mltidy close --yes[/] (compare-and-set, true end times, audit tags)"
             )
@@ -149,6 +152,11 @@ def demo_command(
         )
 
 
+def _changes(out: Console, report: close.CloseReport) -> None:
+    screen = Screen.of(out)
+    print_plain_table(screen, CHANGE_COLUMNS, change_rows(report.changes), changes_title(report))
+
+
 def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> None:
     """Step 6: a job under ``mltidy run``, killed with SIGKILL; closed the moment it dies."""
     from mltidy.demo import sandbox as demo
@@ -165,7 +173,7 @@ def _supervised(box: Sandbox, specs: list[StoreSpec], targets: list[Target]) -> 
         out.print(f"   memory: {escape(exit_.oom)}")
     with StoreSession(specs) as session:
         cleanup = clean_up(supervision, session, Selection())
-    out.print(changes_table(cleanup.report))
+    _changes(out, cleanup.report)
     _show(compose([job_event(supervision, cleanup, LinkBases())]), targets)
 
 

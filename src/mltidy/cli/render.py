@@ -1,4 +1,4 @@
-"""One scan result, four renderings: a Rich table, JSON, JSON lines and Markdown.
+"""One scan result, four renderings: a table (``tables.py``), JSON, JSON lines and Markdown.
 
 The JSON shapes are a contract (docs/json.md); the table and Markdown are for people.
 """
@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from typing_extensions import assert_never
 
-from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, VerdictKind, iso
+from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, iso
 from mltidy.text import md_code, md_escape, md_link, safe, safe_lines
 
 
@@ -38,15 +38,6 @@ class OutputFormat(str, Enum):
         if self is OutputFormat.JSON or self is OutputFormat.JSONL:
             return True
         assert_never(self)
-
-
-VERDICT_STYLE = {
-    VerdictKind.DEAD: "bold red",
-    VerdictKind.STALE: "yellow",
-    VerdictKind.ACTIVE: "cyan",
-    VerdictKind.ALIVE: "green",
-    VerdictKind.UNKNOWN: "dim",
-}
 
 
 class SafeConsole(Console):
@@ -141,8 +132,29 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
 #: The version of the JSON contract (docs/json.md): 2 added the ``active`` verdict, ``basis``
 #: and milliseconds in times.
 JSON_VERSION = 2
-#: What ``json.dumps(..., indent=2)`` builds on every call, built once.
 _INDENTED = json.JSONEncoder(indent=2)
+_SCALAR = json.JSONEncoder()
+
+
+def indented(value: Any, depth: int = 0) -> str:
+    """``json.dumps(value, indent=2)``, text for text, as if ``depth`` spaces deep.
+
+    Python's json module encodes indented output in pure Python (its C encoder only writes
+    compact JSON), about ten times slower: with ten thousand records that was seconds. Flat
+    objects (every record, change and store is one) are written here key by key, each scalar
+    through the C encoder; anything else goes to the json module.
+    """
+    if (
+        isinstance(value, dict)
+        and value
+        and all(v is None or isinstance(v, (str, int, float)) for v in value.values())
+    ):
+        pad = "\n" + " " * (depth + 2)
+        encode = _SCALAR.encode
+        body = ",".join(f"{pad}{encode(str(k))}: {encode(v)}" for k, v in value.items())
+        return "{" + body + "\n" + " " * depth + "}"
+    text = _INDENTED.encode(value)
+    return text.replace("\n", "\n" + " " * depth) if depth else text
 
 
 def write_json(
@@ -160,7 +172,7 @@ def write_json(
     else:
         for index, item in enumerate(records):
             out.write(",\n    " if index else "[\n    ")
-            out.write(_INDENTED.encode(record_dict(item)).replace("\n", "\n    "))
+            out.write(indented(record_dict(item), 4))
         out.write("\n  ]")
     out.write("\n}\n")
 
@@ -172,41 +184,12 @@ def write_jsonl_record(item: JudgedRecord, out: TextIO | None = None) -> None:
     out.flush()
 
 
-def _short_id(item: JudgedRecord) -> str:
-    record = item.record
-    if record.kind is RecordKind.OPTUNA_TRIAL:
-        return f"#{record.trial_number}"
-    return safe(record.id[:8])
-
-
 def shown_id(record: Record) -> str:
     """A record's id in a report: the whole run id, ``#N`` for a trial (what ``--trial`` and
     ``--run`` take; the trial id is not what people call a trial)."""
     if record.kind is RecordKind.OPTUNA_TRIAL:
         return f"#{record.trial_number}"
     return record.id
-
-
-def records_table(records: Sequence[JudgedRecord]) -> Table:
-    """The Rich table people see."""
-    table = Table(show_lines=False, header_style="bold", pad_edge=False, expand=False)
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    add_column(table, "experiment/study")
-    add_column(table, "name")
-    table.add_column("id", no_wrap=True)
-    table.add_column("reason", overflow="fold", ratio=1)
-    for item in records:
-        record = item.record
-        table.add_row(
-            Text(item.verdict.kind.value, style=VERDICT_STYLE[item.verdict.kind]),
-            "run" if record.kind is RecordKind.MLFLOW_RUN else "trial",
-            cell(record.container),
-            cell(record.name),
-            cell(_short_id(item)),
-            cell(item.verdict.reason),
-        )
-    return table
 
 
 def markdown(stores: Sequence[StoreStatus], records: Sequence[JudgedRecord]) -> str:

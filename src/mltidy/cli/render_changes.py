@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import sys
+from typing import Any, TextIO
 
 from rich.table import Table
 from rich.text import Text
 
 from mltidy.cli.render import (
     JSON_VERSION,
-    VERDICT_STYLE,
     add_column,
     cell,
+    indented,
     record_dict,
     shown_id,
     store_dict,
 )
-from mltidy.close import Change, CloseReport, Outcome, Skip
+from mltidy.close import Change, CloseReport, Skip
 from mltidy.declutter import DeclutterReport, RunAction, RunDecision, restore_command
 from mltidy.durations import format_duration
 from mltidy.judge import heartbeat_at
 from mltidy.model import RecordKind, iso
-from mltidy.text import md_code, md_escape, safe
+from mltidy.text import md_code, md_escape
 
-OUTCOME_STYLE = {Outcome.PLANNED: "cyan", Outcome.CLOSED: "green", Outcome.FAILED: "bold red"}
 ACTION_STYLE = {
     RunAction.DELETE: "cyan",
     RunAction.DELETED: "green",
@@ -34,13 +35,6 @@ ACTION_STYLE = {
 
 def _kind(change: Change | Skip) -> str:
     return "run" if change.item.record.kind is RecordKind.MLFLOW_RUN else "trial"
-
-
-def _id(change: Change | Skip) -> str:
-    record = change.item.record
-    if record.kind is RecordKind.OPTUNA_TRIAL:
-        return f"#{record.trial_number}"
-    return safe(record.id[:8])
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -78,47 +72,39 @@ def close_json(report: CloseReport, max_retry: int | None = None) -> dict[str, A
     }
 
 
-def changes_table(report: CloseReport) -> Table:
-    """The plan, or what was done."""
-    title = "Plan (dry run: nothing changed)" if report.dry_run else "Changes"
-    table = Table(title=title, title_justify="left", header_style="bold", pad_edge=False)
-    for name in ("status", "kind", "experiment/study: name", "id", "new state", "end time"):
-        add_column(table, name)
-    table.add_column("evidence", overflow="fold", ratio=1)
+def write_close_json(
+    report: CloseReport, max_retry: int | None = None, out: TextIO | None = None
+) -> None:
+    """:func:`close_json`, text for text as ``json.dumps(..., indent=2)`` writes it, but one
+    change at a time: ten thousand changes as dicts and then as one string would need memory
+    for both."""
+    out = out or sys.stdout
+    payload = close_json(report, max_retry)
+    out.write("{")
+    for index, (key, value) in enumerate(payload.items()):
+        out.write(f",\n  {json.dumps(key)}: " if index else f"\n  {json.dumps(key)}: ")
+        if isinstance(value, list) and value:
+            for n, item in enumerate(value):
+                out.write(",\n    " if n else "[\n    ")
+                out.write(indented(item, 4))
+            out.write("\n  ]")
+        else:
+            out.write(indented(value, 2))
+    out.write("\n}\n")
+
+
+def write_close_jsonl(
+    report: CloseReport, max_retry: int | None = None, out: TextIO | None = None
+) -> None:
+    """One line per change (``{"change": ...}``), then per record left alone (``{"skipped":
+    ...}``)."""
+    out = out or sys.stdout
+    del max_retry  # JSON lines hold the records only
     for change in report.changes:
-        record, verdict = change.item.record, change.item.verdict
-        evidence = Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind])
-        evidence.append(f": {safe(verdict.reason)}")
-        if change.detail:
-            evidence.append(f" ({safe(change.detail)})", style=OUTCOME_STYLE[change.outcome])
-        table.add_row(
-            Text(change.outcome.value, style=OUTCOME_STYLE[change.outcome]),
-            _kind(change),
-            cell(f"{record.container}: {record.name}"),
-            cell(_id(change)),
-            change.new_state,
-            (iso(change.end_time) or "-").replace("+00:00", "Z").replace("T", " "),
-            evidence,
-        )
-    return table
-
-
-def skipped_table(report: CloseReport) -> Table:
-    """Records left alone."""
-    table = Table(title="Left alone", title_justify="left", header_style="bold", pad_edge=False)
-    for name in ("verdict", "kind", "experiment/study: name", "id"):
-        add_column(table, name)
-    table.add_column("why", overflow="fold", ratio=1)
+        out.write(json.dumps({"change": change_dict(change)}) + "\n")
     for skip in report.skipped:
-        record, verdict = skip.item.record, skip.item.verdict
-        table.add_row(
-            Text(verdict.kind.value, style=VERDICT_STYLE[verdict.kind]),
-            _kind(skip),
-            cell(f"{record.container}: {record.name}"),
-            cell(_id(skip)),
-            cell(skip.why),
-        )
-    return table
+        out.write(json.dumps({"skipped": skip_dict(skip)}) + "\n")
+    out.flush()
 
 
 def close_markdown(report: CloseReport) -> str:

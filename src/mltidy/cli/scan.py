@@ -34,13 +34,13 @@ from mltidy.cli.options import (
 from mltidy.cli.render import (
     OutputFormat,
     markdown,
-    records_table,
     stderr_console,
     stdout_console,
     write_json,
     write_jsonl_record,
 )
 from mltidy.cli.selection import resolve
+from mltidy.cli.tables import AllOption, Screen, grouped_hint, print_records
 from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
@@ -74,6 +74,7 @@ def scan_command(
     this_host: ThisHostOption = False,
     mlflow_ui: MlflowUiOption = None,
     dashboard_url: DashboardUrlOption = None,
+    show_all: AllOption = False,
 ) -> None:
     """Find MLflow runs and Optuna trials left RUNNING, and judge whether their job is gone.
 
@@ -126,8 +127,8 @@ def scan_command(
                 _collect(event, stores, records, left_out, missing, output)
                 if status is not None and isinstance(event, StoreStatus):
                     status.update(f"scanning... {len(stores)}/{len(resolved.specs)} stores")
-        _render(output, stores, records)
-        _summarise(stores, records, left_out, output)
+        grouped = _render(output, stores, records, show_all)
+        _summarise(stores, records, left_out, output, grouped)
         if not output.is_machine:
             for given in missing:
                 err.print(f"  {given}: no unfinished record of the selection has this id")
@@ -162,10 +163,13 @@ def _collect(
         write_jsonl_record(event)
 
 
-def _render(output: OutputFormat, stores: list[StoreStatus], records: list[JudgedRecord]) -> None:
+def _render(
+    output: OutputFormat, stores: list[StoreStatus], records: list[JudgedRecord], show_all: bool
+) -> bool:
+    """Print the report; returns whether the table grouped the records."""
     if output is OutputFormat.TABLE:
         if records:
-            stdout_console().print(records_table(records))
+            return print_records(records, Screen.of(stdout_console()), show_all=show_all)
     elif output is OutputFormat.JSON:
         write_json(stores, records)
     elif output is OutputFormat.JSONL:
@@ -174,6 +178,7 @@ def _render(output: OutputFormat, stores: list[StoreStatus], records: list[Judge
         sys.stdout.write(markdown(stores, records))
     else:
         assert_never(output)
+    return False
 
 
 def _summarise(
@@ -181,6 +186,7 @@ def _summarise(
     records: list[JudgedRecord],
     left_out: list[LeftOut],
     output: OutputFormat,
+    grouped: bool,
 ) -> None:
     """The human summary on stderr: which stores were read, what was found, what next."""
     if output.is_machine:
@@ -212,6 +218,8 @@ def _summarise(
     counts = {kind: sum(1 for r in records if r.verdict.kind is kind) for kind in VerdictKind}
     parts = [f"{n} {kind.value}" for kind, n in counts.items() if n]
     err.print(f"{len(records)} unfinished: " + ", ".join(parts) + ".", soft_wrap=True)
+    if grouped:
+        err.print(grouped_hint(len(records), "unfinished records"), soft_wrap=True)
     bare = sum(1 for r in records if Provenance.from_tags(r.record.tags) is None)
     if bare:
         err.print(

@@ -198,6 +198,8 @@ def watch_command(
         )
         store = WatchState(path)
 
+    memory = watch.PollMemory()
+
     def run_poll() -> PollResult:
         return watch.poll(
             resolved.specs,
@@ -206,6 +208,7 @@ def watch_command(
             targets,
             options,
             session=lambda specs: StoreSession(specs, zones=resolved.zones),
+            memory=memory,
         )
 
     try:

@@ -43,6 +43,7 @@ from mltidy.judge import Policy
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
     Basis,
+    HistoryMark,
     JudgedRecord,
     Record,
     RecordKind,
@@ -134,6 +135,15 @@ class PollResult:
 
 
 @dataclass
+class PollMemory:
+    """What a ``watch`` daemon carries from one poll to the next (a ``--once`` poll has none):
+    each store's :class:`~mltidy.model.HistoryMark`, so that a poll reads only the runs that
+    can have ended since the previous one."""
+
+    history: dict[StoreId, HistoryMark] = field(default_factory=dict)
+
+
+@dataclass
 class _Found:
     """Events gathered in one poll, before they are recorded."""
 
@@ -152,6 +162,7 @@ def poll(
     probe: Callable[[], LocalFacts] = LocalProbe,
     now: datetime | None = None,
     session: Callable[[Sequence[StoreSpec]], StoreSession] = StoreSession,
+    memory: PollMemory | None = None,
 ) -> PollResult:
     """One poll over one store session (each store opened once): scan, gather events, close
     what is dead (``--close``, from the same scan), record the events once, deliver.
@@ -179,8 +190,12 @@ def poll(
                 _store_failed(state, stores.status(spec.key), now, found)
                 continue
             try:
-                _store_events(spec, backend, scope, items[spec.key], state, now, found, options)
+                _store_events(
+                    spec, backend, scope, items[spec.key], (state, memory), now, found, options
+                )
             except StoreError as exc:
+                if memory is not None:
+                    memory.history.pop(spec.id, None)
                 stores.fail(spec.key, exc)
                 _store_failed(state, stores.status(spec.key), now, found)
         closed = _close(stores, scanned, policy, found) if options.close else None
@@ -248,16 +263,17 @@ def _store_events(
     backend: Backend,
     scope: Scope,
     items: list[JudgedRecord],
-    state: WatchState,
+    kept: tuple[WatchState, PollMemory | None],
     now: datetime,
     found: _Found,
     options: WatchOptions,
 ) -> None:
-    """Every event of one store that was read.
+    """Every event of one store that was read (``kept``: the state, and the daemon's memory).
 
     Raises:
         StoreError: the store failed while its history or study progress was read.
     """
+    state, memory = kept
     shown = spec.id
     mark = state.store_mark(shown)
     first = mark is None or mark.last_ok_at is None
@@ -274,7 +290,11 @@ def _store_events(
         # The first poll looks back as far as the next one will (SLACK before this one), so
         # that what ended just before it is recorded as known now, not sent by the second.
         since = (now - options.lookback if last_ok is None else last_ok) - SLACK
-        ended = [run for run in backend.iter_ended_runs(pushed, since) if scope.wants(run)]
+        previous = memory.history.get(shown) if memory is not None else None
+        read, history = backend.ended_runs_after(pushed, since, previous, now)
+        if memory is not None and history is not None:
+            memory.history[shown] = history
+        ended = [run for run in read if scope.wants(run)]
         ended, _ = select_named(ended, selection, lambda run: [Named.of(run)])
         for run in ended:
             event = ended_run_event(run, options.links)
@@ -409,6 +429,7 @@ def _close(
 __all__ = [
     "DEFAULT_IDLE_AFTER",
     "DEFAULT_INTERVAL",
+    "PollMemory",
     "PollResult",
     "WatchOptions",
     "deliver_pending",

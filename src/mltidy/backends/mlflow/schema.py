@@ -8,7 +8,7 @@ objects (only the columns it reads) and the reads and writes of run tags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mltidy.backends.mlflow.runs import Rhythm, latest_key
@@ -71,16 +71,25 @@ def inspect_store(engine: Engine, uri: str) -> tuple[str | None, set[str]]:
 
     try:
         found = table_names(engine)
-        if not found >= IDENTITY_TABLES:
-            hint = None
-            if {"studies", "trials", "version_info"} <= found:
-                hint = "it looks like an Optuna storage: pass it with --optuna"
-            raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
+        check_tables(found, uri)
         with engine.connect() as conn:
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
         raise translate_sql_error(exc, uri) from exc
     return (str(revision) if revision else None), found
+
+
+def check_tables(found: set[str], uri: str) -> None:
+    """Refuse a database without MLflow's core tables.
+
+    Raises:
+        NotAStore: it lacks them (with a hint when it is an Optuna storage).
+    """
+    if not found >= IDENTITY_TABLES:
+        hint = None
+        if {"studies", "trials", "version_info"} <= found:
+            hint = "it looks like an Optuna storage: pass it with --optuna"
+        raise NotAStore(f"{uri} is not an MLflow tracking database", hint=hint)
 
 
 def read_tags(
@@ -100,7 +109,7 @@ def read_tags(
         query = select(tags.c.run_uuid, tags.c.key, tags.c.value).where(
             tags.c.run_uuid.in_(list(run_ids[start : start + CHUNK])), condition
         )
-        for run_id, key, value in conn.execute(query):
+        for run_id, key, value in conn.execute(query).all():
             found.setdefault(run_id, {})[key] = value if value is not None else ""
     return found
 
@@ -114,24 +123,39 @@ def read_rhythms(conn: Connection, t: dict[str, Any], run_ids: Sequence[str]) ->
     from sqlalchemy import select
 
     latest, metrics = t["latest_metrics"], t["metrics"]
+
+    def latest_of(chunk: list[str]) -> Iterable[tuple[str, str, int | None]]:
+        query = select(latest.c.run_uuid, latest.c.key, latest.c.timestamp)
+        return conn.execute(query.where(latest.c.run_uuid.in_(chunk))).tuples()
+
+    def history_of(runs: list[str], keys: list[str]) -> Iterable[tuple[str, str, int]]:
+        query = select(metrics.c.run_uuid, metrics.c.key, metrics.c.timestamp)
+        return conn.execute(
+            query.where(metrics.c.run_uuid.in_(runs), metrics.c.key.in_(keys))
+        ).tuples()
+
+    return rhythms_of(run_ids, latest_of, history_of)
+
+
+def rhythms_of(
+    run_ids: Sequence[str],
+    latest_of: Callable[[list[str]], Iterable[tuple[str, str, int | None]]],
+    history_of: Callable[[list[str], list[str]], Iterable[tuple[str, str, int]]],
+) -> dict[str, Rhythm]:
+    """:func:`read_rhythms` over any connection: ``latest_of(runs)`` gives the (run, key,
+    timestamp) rows of ``latest_metrics``, ``history_of(runs, keys)`` those of ``metrics``."""
     found: dict[str, Rhythm] = {}
     for start in range(0, len(run_ids), CHUNK):
         chunk = list(run_ids[start : start + CHUNK])
         keyed: dict[str, list[tuple[str, int | None]]] = {}
-        query = select(latest.c.run_uuid, latest.c.key, latest.c.timestamp).where(
-            latest.c.run_uuid.in_(chunk)
-        )
-        for run_id, key, stamp in conn.execute(query):
+        for run_id, key, stamp in latest_of(chunk):
             keyed.setdefault(run_id, []).append((key, stamp))
         keys = {run_id: latest_key(pairs) for run_id, pairs in keyed.items()}
         wanted = {key for key in keys.values() if key is not None}
         if not wanted:
             continue
         stamps: dict[str, list[int]] = {}
-        history = select(metrics.c.run_uuid, metrics.c.key, metrics.c.timestamp).where(
-            metrics.c.run_uuid.in_(list(keys)), metrics.c.key.in_(sorted(wanted))
-        )
-        for run_id, key, stamp in conn.execute(history):
+        for run_id, key, stamp in history_of(list(keys), sorted(wanted)):
             if keys.get(run_id) == key:
                 stamps.setdefault(run_id, []).append(stamp)
         found.update((run_id, Rhythm.of(values)) for run_id, values in stamps.items())
@@ -150,12 +174,38 @@ def replace_tags(conn: Connection, tags: Any, run_id: str, values: Mapping[str, 
     )
 
 
+def replace_tags_of_runs(
+    conn: Connection, tags: Any, values: Mapping[str, Mapping[str, str]]
+) -> None:
+    """Set tags on many runs inside the caller's transaction: one ``DELETE`` per set of keys
+    and :data:`~mltidy.backends.sql.STATEMENT_CHUNK` runs, one multi-row ``INSERT``."""
+    from sqlalchemy import delete
+
+    from mltidy.backends.sql import chunks, insert_rows
+
+    by_keys: dict[tuple[str, ...], list[str]] = {}
+    for run_id, run_values in values.items():
+        by_keys.setdefault(tuple(sorted(run_values)), []).append(run_id)
+    for keys, run_ids in by_keys.items():
+        for chunk in chunks(run_ids):
+            conn.execute(delete(tags).where(tags.c.run_uuid.in_(chunk), tags.c.key.in_(keys)))
+    rows = [
+        {"key": k, "value": v, "run_uuid": run_id}
+        for run_id, run_values in values.items()
+        for k, v in run_values.items()
+    ]
+    insert_rows(conn, tags, rows)
+
+
 __all__ = [
     "CHUNK",
     "REQUIRED_TABLES",
+    "check_tables",
     "inspect_store",
     "read_rhythms",
     "read_tags",
     "replace_tags",
+    "replace_tags_of_runs",
+    "rhythms_of",
     "tables",
 ]

@@ -11,19 +11,24 @@ database has one, in partitions of :data:`CHUNK` rows, and each partition's tags
 ``IN`` query. Memory follows the partition size, not the number of runs in the store. Each
 partition's rhythms (the longest pause between two distinct timestamps of each run's latest
 metric key, and how many there are) come from two more queries.
+
+SQLite files are checked, scanned and re-read through the standard library's ``sqlite3``
+(``sqlite_reads.py``, the same queries written out), so that a scan does not import SQLAlchemy
+at all; SQLAlchemy's engine is made on first use, by a write or by another command's read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
-    Closer,
+    BatchCloser,
     ContainerLister,
     MakesWritable,
     RunDeclutterer,
@@ -47,15 +52,24 @@ from mltidy.backends.mlflow.schema import (
     read_rhythms,
     read_tags,
     replace_tags,
+    replace_tags_of_runs,
     tables,
 )
+from mltidy.backends.mlflow.sqlite_reads import RunRow, SqliteRuns, tags_of
+from mltidy.backends.mlflow.sqlite_reads import rhythms as sqlite_rhythms
 from mltidy.backends.schema_versions import mlflow_fast_revisions
 from mltidy.backends.sql import (
+    SqliteReader,
+    checked_sqlite_file,
+    chunks,
     create_reader_engine,
+    current_states,
     database_now,
     local_artifact_count,
     newest_time,
+    retry_batch,
     retry_locked,
+    set_if_running,
     side_connection,
     translate_sql_error,
 )
@@ -64,6 +78,7 @@ from mltidy.model import (
     CloseRequest,
     CloseResult,
     CloseStatus,
+    HistoryMark,
     Record,
     RunContents,
     RunRef,
@@ -74,9 +89,13 @@ from mltidy.model import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy import Select
     from sqlalchemy.engine import Engine, Row
 
+#: How often ``watch`` reads a SQLite store's whole run history even so (``ended_runs_after``).
+FULL_HISTORY_EVERY = timedelta(hours=1)
 #: The tags every record carries, and the tags every link candidate carries (keys, prefixes).
 RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
 LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
@@ -84,7 +103,7 @@ LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
 
 class MlflowSqlBackend(
     Backend,
-    Closer,
+    BatchCloser,
     RunDeclutterer,
     RunHistory,
     RunLinker,
@@ -95,7 +114,8 @@ class MlflowSqlBackend(
     """An MLflow tracking store in a SQL database, read without importing mlflow.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE runs ... WHERE status =
-    'RUNNING'`` and writes the audit tags only if that row changed.
+    'RUNNING'`` and writes the audit tags of the runs it changed, one run or a batch of them
+    (``set_if_running`` in ``backends/sql.py``).
     """
 
     kind = StoreKind.MLFLOW
@@ -103,14 +123,31 @@ class MlflowSqlBackend(
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._engine: Engine = create_reader_engine(url, writable=writable)
-        self._t = tables()
+        self._writable = writable
+        self._made: Engine | None = None
+        self._sqlite = SqliteRuns(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
-            self._revision, found = inspect_store(self._engine, self.uri)
+            if self._sqlite is not None:
+                self._revision, found = self._sqlite.inspect(self.uri)
+            else:
+                self._revision, found = inspect_store(self._engine, self.uri)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
         self.schema_known = self._revision in mlflow_fast_revisions() and found >= REQUIRED_TABLES
+
+    @property
+    def _engine(self) -> Engine:
+        """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
+        if self._made is None:
+            self._made = create_reader_engine(self.url, writable=self._writable)
+        return self._made
+
+    @cached_property
+    def _t(self) -> dict[str, Any]:
+        return tables()
 
     @property
     def revision(self) -> str | None:
@@ -123,13 +160,14 @@ class MlflowSqlBackend(
         return f"MLflow schema revision {self._revision}"
 
     def make_writable(self) -> None:
-        """Swap the read-only engine for a writable one (the store is not inspected again)."""
-        engine = create_reader_engine(self.url, writable=True)
-        self._engine.dispose()
-        self._engine = engine
+        """From now on the engine is a writable one (the store is not inspected again)."""
+        self._writable = True
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
 
     def describe(self) -> str:
-        dialect = self._engine.dialect.name
+        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
         return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
 
     def clock(self) -> ClockReading:
@@ -198,6 +236,16 @@ class MlflowSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        if self._sqlite is not None:
+            try:
+                for rows, tags, rhythms in self._sqlite.active(selection, RECORD_TAGS):
+                    for run in rows:
+                        if run.status == "RUNNING":
+                            rhythm = rhythms.get(run.run_uuid, NO_RHYTHM)
+                            yield self._record(run, tags.get(run.run_uuid, {}), rhythm)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return
         from sqlalchemy.exc import SQLAlchemyError
 
         runs, exps = self._t["runs"], self._t["experiments"]
@@ -220,22 +268,41 @@ class MlflowSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
+        return self.read_many([record_id]).get(record_id)
+
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        if self._sqlite is not None:
+            writer = self._engine if self._writable else None
+            try:
+                with self._sqlite.reader.connection(writer) as conn:
+                    runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS, conn)
+                    running = [run.run_uuid for run in runs_found if run.status == "RUNNING"]
+                    run_rhythms = sqlite_rhythms(conn, running)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return {
+                run.run_uuid: self._record(
+                    run, run_tags.get(run.run_uuid, {}), self._rhythm(run, run_rhythms)
+                )
+                for run in runs_found
+            }
         from sqlalchemy.exc import SQLAlchemyError
 
         runs = self._t["runs"]
+        found: dict[str, Record] = {}
         try:
             with self._engine.connect() as conn:
-                row = conn.execute(self._select().where(runs.c.run_uuid == record_id)).first()
-                if row is None:
-                    return None
-                tags = read_tags(conn, self._t["tags"], [record_id], RECORD_TAGS)
-                rhythm = None
-                if row.status == "RUNNING":
-                    found = read_rhythms(conn, self._t, [record_id])
-                    rhythm = found.get(record_id, NO_RHYTHM)
-                return self._record(row, tags.get(record_id, {}), rhythm)
+                for chunk in chunks(list(record_ids)):
+                    rows = list(conn.execute(self._select().where(runs.c.run_uuid.in_(chunk))))
+                    tags = read_tags(conn, self._t["tags"], chunk, RECORD_TAGS)
+                    running = [row.run_uuid for row in rows if row.status == "RUNNING"]
+                    found_rhythms = read_rhythms(conn, self._t, running)
+                    for row in rows:
+                        rhythm = self._rhythm(row, found_rhythms)
+                        found[row.run_uuid] = self._record(row, tags.get(row.run_uuid, {}), rhythm)
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
+        return found
 
     def _read_all(self, query: Select[Any]) -> tuple[list[Row[Any]], dict[str, dict[str, str]]]:
         """Every row of ``query`` and the record tags of their runs, read at once.
@@ -253,7 +320,14 @@ class MlflowSqlBackend(
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
-    def _record(self, row: Row[Any], tags: dict[str, str], rhythm: Rhythm | None = None) -> Record:
+    @staticmethod
+    def _rhythm(row: Row[Any] | RunRow, found: Mapping[str, Rhythm]) -> Rhythm | None:
+        """A RUNNING run's rhythm (none found: no metric history); ``None`` for other runs."""
+        return found.get(row.run_uuid, NO_RHYTHM) if row.status == "RUNNING" else None
+
+    def _record(
+        self, row: Row[Any] | RunRow, tags: dict[str, str], rhythm: Rhythm | None = None
+    ) -> Record:
         return run_record(
             self.uri,
             row.run_uuid,
@@ -284,6 +358,48 @@ class MlflowSqlBackend(
             if row.status in ENDED and row.end_time is not None:
                 yield self._record(row, tags.get(row.run_uuid, {}))
 
+    def ended_runs_after(
+        self, selection: Selection, since: datetime, mark: HistoryMark | None, now: datetime
+    ) -> tuple[list[Record], HistoryMark | None]:
+        """On SQLite, the runs that ended since the previous poll without reading all of
+        ``runs`` (whose ``end_time`` has no index): only the runs added since (``rowid`` beyond
+        the mark) and the runs that were RUNNING then (by primary key). The whole table is read
+        on the first poll, when ``rowid`` went backwards (``VACUUM`` renumbers), and every
+        :data:`FULL_HISTORY_EVERY` in any case, which also catches a run resumed and ended
+        again between two polls. Other databases read the whole table each time."""
+        if self._sqlite is None:
+            return super().ended_runs_after(selection, since, mark, now)
+        since_ms = epoch_ms(since)
+        try:
+            with self._sqlite.reader.connect() as conn:
+                position = self._sqlite.position(conn)
+                full = (
+                    mark is None
+                    or position < mark.position
+                    or now - mark.full_at >= FULL_HISTORY_EVERY
+                )
+                if full or mark is None:
+                    rows = self._sqlite.ended_or_running(conn, selection, since_ms, ENDED)
+                else:
+                    rows = self._sqlite.changed_since(
+                        conn, selection, mark.position, sorted(mark.running)
+                    )
+                ended = sorted(
+                    (
+                        r
+                        for r in rows
+                        if r.status in ENDED and r.end_time is not None and r.end_time >= since_ms
+                    ),
+                    key=lambda r: r.end_time or 0,
+                )
+                tags = tags_of(conn, [r.run_uuid for r in ended], RECORD_TAGS)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+        running = frozenset(r.run_uuid for r in rows if r.status == "RUNNING")
+        full_at = now if full or mark is None else mark.full_at
+        records = [self._record(r, tags.get(r.run_uuid, {})) for r in ended]
+        return records, HistoryMark(position, running, full_at)
+
     def close_record(self, request: CloseRequest) -> CloseResult:
         from sqlalchemy import select, update
 
@@ -311,6 +427,24 @@ class MlflowSqlBackend(
             return CloseResult(CloseStatus.NOT_RUNNING, str(state))
 
         return retry_locked(attempt, self.uri)
+
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        runs = self._t["runs"]
+        wanted = {r.record_id: r for r in requests}
+        ends = [(r.record_id, r.new_state, epoch_ms(r.end_time)) for r in requests]
+        guards = (runs.c.status == "RUNNING", runs.c.lifecycle_stage == "active")
+
+        def attempt() -> tuple[set[str], dict[str, Any]]:
+            with self._engine.begin() as conn:
+                columns = (runs.c.run_uuid, runs.c.status, runs.c.end_time)
+                closed = set_if_running(conn, columns, guards, ends)
+                audit = {run_id: wanted[run_id].attributes for run_id in closed}
+                replace_tags_of_runs(conn, self._t["tags"], audit)
+                others = [run_id for run_id in wanted if run_id not in closed]
+                return closed, current_states(conn, runs.c.run_uuid, runs.c.status, others)
+
+        closed, states = retry_batch(attempt, self.uri)
+        return [_result(r.record_id, closed, states) for r in requests]
 
     def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
         from sqlalchemy import func, select
@@ -427,7 +561,17 @@ class MlflowSqlBackend(
         retry_locked(attempt, self.uri)
 
     def close(self) -> None:
-        self._engine.dispose()
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
+
+
+def _result(run_id: str, closed: set[str], states: dict[str, Any]) -> CloseResult:
+    if run_id in closed:
+        return CloseResult(CloseStatus.CLOSED)
+    if run_id not in states:
+        return CloseResult(CloseStatus.MISSING)
+    return CloseResult(CloseStatus.NOT_RUNNING, str(states[run_id]))
 
 
 __all__ = ["CHUNK", "MlflowSqlBackend", "inspect_store"]

@@ -11,6 +11,10 @@ Reads stream: the RUNNING trials of all studies come from one query (server-side
 the database has one) in partitions of :data:`CHUNK`, and each partition's attributes from one
 ``IN`` query per attribute table.
 
+SQLite files are checked, scanned and re-read through the standard library's ``sqlite3``
+(``sqlite_reads.py``, the same queries written out), so that a scan does not import SQLAlchemy
+at all; SQLAlchemy's engine is made on first use, by a write or by another command's read.
+
 Links are written straight to the tables in one transaction: optuna's storage API refuses
 attributes on finished trials, and the trials worth linking are mostly finished.
 """
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, tzinfo
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes, names
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
-    Closer,
+    BatchCloser,
     ContainerLister,
     MakesWritable,
     NaiveTimes,
@@ -36,6 +41,7 @@ from mltidy.backends.interface import (
     TrialRetrier,
 )
 from mltidy.backends.optuna.sql_studies import StudyQueries
+from mltidy.backends.optuna.sqlite_reads import SqliteTrials, TrialRow
 from mltidy.backends.optuna.storage_ops import quiet_optuna
 from mltidy.backends.optuna.tables import (
     CHUNK,
@@ -44,15 +50,22 @@ from mltidy.backends.optuna.tables import (
     read_linked_starts,
     read_notes,
     replace_attrs,
+    replace_attrs_of_trials,
     tables,
 )
 from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_naive_utc
 from mltidy.backends.optuna.trials import decode, json_text, trial_record, trial_ref
 from mltidy.backends.sql import (
+    SqliteReader,
+    checked_sqlite_file,
+    chunks,
     create_reader_engine,
+    current_states,
     database_now,
     newest_time,
+    retry_batch,
     retry_locked,
+    set_if_running,
     side_connection,
     translate_sql_error,
 )
@@ -94,7 +107,7 @@ LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
 
 class OptunaSqlBackend(
     Backend,
-    Closer,
+    BatchCloser,
     TrialRetrier,
     StudyReporter,
     StudyWatcher,
@@ -107,7 +120,8 @@ class OptunaSqlBackend(
     """An Optuna RDB storage, read without importing optuna.
 
     Closing is a compare-and-set: one transaction runs ``UPDATE trials ... WHERE state =
-    'RUNNING'`` and writes the audit system attributes only if that row changed. The trial's
+    'RUNNING'`` and writes the audit system attributes of the trials it changed, one trial or
+    a batch of them (``set_if_running`` in ``backends/sql.py``). The trial's
     ``datetime_complete`` is written in the storage's own convention (naive UTC for 5.x, naive
     local time of the writer's zone for 4.x).
     """
@@ -117,19 +131,38 @@ class OptunaSqlBackend(
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._engine: Engine = create_reader_engine(url, writable=writable)
-        self._t = tables()
+        self._writable = writable
+        self._made: Engine | None = None
+        self._retries: Any = None
+        self._sqlite = SqliteTrials(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
-            self.version = inspect_storage(self._engine, self.uri)
+            if self._sqlite is not None:
+                self.version = self._sqlite.inspect(self.uri)
+            else:
+                self.version = inspect_storage(self._engine, self.uri)
+        except SqliteReader.Error as exc:
+            raise translate_sql_error(exc, self.uri) from exc
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
         self._has_heartbeats = self.version.has_heartbeats
         self._times = StorageTimes(writes_naive_utc(self.version.library_version))
         self.schema_known = self.version.known
-        self._studies = StudyQueries(
-            self._engine, self._t, self.uri, self.version.tables, self._times
-        )
+
+    @property
+    def _engine(self) -> Engine:
+        """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
+        if self._made is None:
+            self._made = create_reader_engine(self.url, writable=self._writable)
+        return self._made
+
+    @cached_property
+    def _t(self) -> dict[str, Any]:
+        return tables()
+
+    @property
+    def _studies(self) -> StudyQueries:
+        return StudyQueries(self._engine, self._t, self.uri, self.version.tables, self._times)
 
     @property
     def schema(self) -> str:
@@ -137,14 +170,14 @@ class OptunaSqlBackend(
         return f"Optuna schema {self.version.schema_version}/{self.version.revision}"
 
     def make_writable(self) -> None:
-        """Swap the read-only engine for a writable one (the store is not inspected again)."""
-        engine = create_reader_engine(self.url, writable=True)
-        self._engine.dispose()
-        self._engine = engine
-        self._studies = StudyQueries(engine, self._t, self.uri, self.version.tables, self._times)
+        """From now on the engine is a writable one (the store is not inspected again)."""
+        self._writable = True
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
 
     def describe(self) -> str:
-        dialect = self._engine.dialect.name
+        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
         return (
             f"Optuna RDB storage ({dialect}), schema {self.version.schema_version}"
             f"{'/' + self.version.revision if self.version.revision else ''}, "
@@ -227,6 +260,16 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def iter_active(self, selection: Selection) -> Iterator[Record]:
+        if self._sqlite is not None:
+            # SQLite's CURRENT_TIMESTAMP is UTC: heartbeats need no clock offset there.
+            try:
+                for rows, attrs in self._sqlite.active(selection, self._has_heartbeats):
+                    for trial in rows:
+                        if trial.state == "RUNNING":
+                            yield self._record(trial, attrs.get(trial.trial_id, {}), timedelta(0))
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return
         from sqlalchemy.exc import SQLAlchemyError
 
         trials = self._t["trials"]
@@ -244,22 +287,38 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
+        return self.read_many([record_id]).get(record_id)
+
+    def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        ids = [int(r) for r in record_ids if r.isdigit()]
+        if self._sqlite is not None:
+            writer = self._engine if self._writable else None
+            try:
+                with self._sqlite.reader.connection(writer) as conn:
+                    trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats, conn)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+            return {
+                str(t.trial_id): self._record(t, attributes.get(t.trial_id, {}), timedelta(0))
+                for t in trials_found
+            }
         from sqlalchemy.exc import SQLAlchemyError
 
-        if not record_id.isdigit():
-            return None
-        trial_id = int(record_id)
+        trials = self._t["trials"]
         query = self._select(Selection(), heartbeat=True)
+        found: dict[str, Record] = {}
         try:
             with self._engine.connect() as conn:
                 offset = self._clock_offset(conn)
-                found = conn.execute(query.where(self._t["trials"].c.trial_id == trial_id))
-                row = found.first()
-                if row is None:
-                    return None
-                return self._record(row, self._attrs(conn, [trial_id]).get(trial_id, {}), offset)
+                for chunk in chunks(ids):
+                    rows = list(conn.execute(query.where(trials.c.trial_id.in_(chunk))))
+                    attrs = self._attrs(conn, chunk)
+                    for row in rows:
+                        record = self._record(row, attrs.get(row.trial_id, {}), offset)
+                        found[record.id] = record
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
+        return found
 
     def _attrs(self, conn: Connection, trial_ids: Sequence[int]) -> dict[int, dict[str, str]]:
         from sqlalchemy import or_, select
@@ -274,11 +333,11 @@ class OptunaSqlBackend(
                     attrs.c.key.like(f"{names.PREFIX}%"),
                 ),
             )
-            for trial_id, key, value_json in conn.execute(query):
+            for trial_id, key, value_json in conn.execute(query).all():
                 found.setdefault(trial_id, {})[key] = json_text(value_json)
         return found
 
-    def _record(self, row: Row[Any], attrs: dict[str, str], offset: timedelta) -> Record:
+    def _record(self, row: Row[Any] | TrialRow, attrs: dict[str, str], offset: timedelta) -> Record:
         now = utc_now()
         heartbeat = getattr(row, "heartbeat", None)
         return trial_record(
@@ -342,6 +401,35 @@ class OptunaSqlBackend(
 
         return retry_locked(attempt, self.uri)
 
+    def close_records(self, requests: Sequence[CloseRequest]) -> list[CloseResult]:
+        trials = self._t["trials"]
+        wanted = {int(r.record_id): r for r in requests if r.record_id.isdigit()}
+        ends = [
+            (trial_id, r.new_state, self._times.to_store(r.end_time))
+            for trial_id, r in wanted.items()
+        ]
+
+        def attempt() -> tuple[set[int], dict[int, Any]]:
+            with self._engine.begin() as conn:
+                columns = (trials.c.trial_id, trials.c.state, trials.c.datetime_complete)
+                closed = set_if_running(conn, columns, (trials.c.state == "RUNNING",), ends)
+                audit = {trial_id: wanted[trial_id].attributes for trial_id in closed}
+                replace_attrs_of_trials(conn, self._t["trial_system_attributes"], audit)
+                others = [trial_id for trial_id in wanted if trial_id not in closed]
+                return closed, current_states(conn, trials.c.trial_id, trials.c.state, others)
+
+        closed, states = retry_batch(attempt, self.uri)
+        results = []
+        for request in requests:
+            trial_id = int(request.record_id) if request.record_id.isdigit() else None
+            if trial_id in closed:
+                results.append(CloseResult(CloseStatus.CLOSED))
+            elif trial_id is None or trial_id not in states:
+                results.append(CloseResult(CloseStatus.MISSING))
+            else:
+                results.append(CloseResult(CloseStatus.NOT_RUNNING, _state(states[trial_id])))
+        return results
+
     def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
         from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
@@ -358,20 +446,26 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
         if study_id is None:
             raise StoreError(f"{self.uri}: trial {trial_id} does not exist")
-        try:
-            from optuna.storages import RDBStorage
-
-            with quiet_optuna():
-                storage = RDBStorage(self.url, skip_table_creation=True)
-        except Exception as exc:
-            raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        storage = self._optuna_storage()
         try:
             return enqueue_retry(storage, int(study_id), int(trial_id), max_retry)
         except Exception as exc:
             raise StoreError(f"{self.uri}: could not enqueue a retry ({exc})") from exc
         finally:
             storage.remove_session()
-            storage.engine.dispose()
+
+    def _optuna_storage(self) -> Any:
+        """optuna's own ``RDBStorage`` over this storage, for retries (made once: it imports
+        optuna and checks the schema when made)."""
+        if self._retries is None:
+            try:
+                from optuna.storages import RDBStorage
+
+                with quiet_optuna():
+                    self._retries = RDBStorage(self.url, skip_table_creation=True)
+            except Exception as exc:
+                raise StoreError(f"{self.uri}: optuna cannot open this storage ({exc})") from exc
+        return self._retries
 
     def study_health(self, selection: Selection) -> list[StudyHealth]:
         return self._studies.health(selection)
@@ -433,7 +527,13 @@ class OptunaSqlBackend(
         return retry_locked(attempt, self.uri)
 
     def close(self) -> None:
-        self._engine.dispose()
+        if self._made is not None:
+            self._made.dispose()
+            self._made = None
+        if self._retries is not None:
+            self._retries.remove_session()
+            self._retries.engine.dispose()
+            self._retries = None
 
 
 def _state(value: Any) -> str:

@@ -141,11 +141,7 @@ def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
 
     try:
         found = table_names(engine)
-        if not found >= REQUIRED_TABLES:
-            hint = None
-            if {"runs", "experiments"} <= found:
-                hint = "it looks like an MLflow tracking store: pass it with --mlflow"
-            raise NotAStore(f"{uri} is not an Optuna storage", hint=hint)
+        check_tables(found, uri)
         with engine.connect() as conn:
             row = conn.execute(
                 text("SELECT schema_version, library_version FROM version_info")
@@ -155,9 +151,30 @@ def inspect_storage(engine: Engine, uri: str) -> StorageVersion:
                 revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except SQLAlchemyError as exc:
         raise translate_sql_error(exc, uri) from exc
+    return storage_version(found, tuple(row) if row else None, revision)
+
+
+def check_tables(found: set[str], uri: str) -> None:
+    """Refuse a database without Optuna's tables.
+
+    Raises:
+        NotAStore: it lacks them (with a hint when it is an MLflow store).
+    """
+    if not found >= REQUIRED_TABLES:
+        hint = None
+        if {"runs", "experiments"} <= found:
+            hint = "it looks like an MLflow tracking store: pass it with --mlflow"
+        raise NotAStore(f"{uri} is not an Optuna storage", hint=hint)
+
+
+def storage_version(
+    found: set[str], version_row: tuple[Any, ...] | None, revision: Any
+) -> StorageVersion:
+    """A :class:`StorageVersion` from the tables, the ``version_info`` row and the alembic
+    revision."""
     return StorageVersion(
-        schema_version=row[0] if row else None,
-        library_version=row[1] if row else None,
+        schema_version=version_row[0] if version_row else None,
+        library_version=version_row[1] if version_row else None,
         revision=str(revision) if revision else None,
         has_heartbeats="trial_heartbeats" in found,
         tables=frozenset(found),
@@ -224,6 +241,29 @@ def replace_attrs(
     )
 
 
+def replace_attrs_of_trials(
+    conn: Connection, table: Any, values: Mapping[int, Mapping[str, Any]]
+) -> None:
+    """Set attributes of many trials inside the caller's transaction (JSON, as optuna stores
+    them): one ``DELETE`` per set of keys and chunk of trials, one multi-row ``INSERT``."""
+    from sqlalchemy import delete
+
+    from mltidy.backends.sql import chunks, insert_rows
+
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for trial_id, trial_values in values.items():
+        by_keys.setdefault(tuple(sorted(trial_values)), []).append(trial_id)
+    for keys, trial_ids in by_keys.items():
+        for chunk in chunks(trial_ids):
+            conn.execute(delete(table).where(table.c.trial_id.in_(chunk), table.c.key.in_(keys)))
+    rows = [
+        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+        for trial_id, trial_values in values.items()
+        for k, v in trial_values.items()
+    ]
+    insert_rows(conn, table, rows)
+
+
 def read_notes(
     conn: Connection, study_attrs: Any, study_ids: Sequence[int]
 ) -> dict[int, dict[str, Any]]:
@@ -246,10 +286,13 @@ __all__ = [
     "CHUNK",
     "REQUIRED_TABLES",
     "StorageVersion",
+    "check_tables",
     "db_clock_offset",
     "inspect_storage",
     "read_linked_starts",
     "read_notes",
     "replace_attrs",
+    "replace_attrs_of_trials",
+    "storage_version",
     "tables",
 ]
