@@ -40,6 +40,7 @@ from mltidy.model import (
     Selection,
     StoreKey,
     StoreStatus,
+    TrialRef,
     VerdictKind,
     iso,
     utc_now,
@@ -432,6 +433,7 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
     note that cannot be written is added to the change's detail; the close itself stands."""
     from mltidy.dashboard_notes import with_section
 
+    runs: dict[StoreKey, list[int]] = {}
     trials: dict[tuple[StoreKey, str], list[int]] = {}
     changes = list(report.changes)
     for index, change in enumerate(changes):
@@ -440,32 +442,45 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
             continue
         if record.kind is RecordKind.OPTUNA_TRIAL:
             trials.setdefault((record.store_key, record.container), []).append(index)
-            continue
-        runs = session.writable(record.store_key)
-        if runs is None or not isinstance(runs, RunLinker):
+        else:
+            runs.setdefault(record.store_key, []).append(index)
+    for store, indexes in runs.items():
+        backend = session.writable(store)
+        if backend is None or not isinstance(backend, RunLinker):
             continue
         try:
-            found = runs.link_candidates({record.id}, set())
-            current = found[0].tags.get(names.MLFLOW_NOTE, "") if found else ""
-            note = with_section(current, closed_note(change), CLOSE_SECTION)
-            runs.write_run_tags(record.id, {names.MLFLOW_NOTE: note})
+            found = backend.link_candidates({changes[i].item.record.id for i in indexes}, set())
+            current = {ref.run_id: ref.tags.get(names.MLFLOW_NOTE, "") for ref in found}
+            notes = {}
+            for index in indexes:
+                run_id = changes[index].item.record.id
+                note = with_section(
+                    current.get(run_id, ""), closed_note(changes[index]), CLOSE_SECTION
+                )
+                notes[run_id] = {names.MLFLOW_NOTE: note}
+            backend.write_runs_tags(notes)
         except StoreError as exc:
-            changes[index] = _noted(change, f"the run description failed: {exc.message}")
+            for index in indexes:
+                changes[index] = _noted(
+                    changes[index], f"the run description failed: {exc.message}"
+                )
     for (store, study), indexes in trials.items():
         backend = session.writable(store)
         if backend is None or not isinstance(backend, TrialLinker):
             continue
         try:
             refs = {t.trial_id: t for t in backend.iter_link_trials(Selection(studies=(study,)))}
+            wanted: list[tuple[TrialRef, str]] = []
+            at: dict[str, int] = {}
             for index in indexes:
-                change = changes[index]
-                ref = refs.get(change.item.record.id)
-                if ref is None:
-                    continue
-                note = with_section(ref.note, closed_note(change), CLOSE_SECTION)
-                remark = backend.write_trial_link(ref, None, note)
-                if remark:
-                    changes[index] = _noted(change, remark)
+                ref = refs.get(changes[index].item.record.id)
+                if ref is not None:
+                    wanted.append(
+                        (ref, with_section(ref.note, closed_note(changes[index]), CLOSE_SECTION))
+                    )
+                    at[ref.trial_id] = index
+            for trial_id, remark in backend.write_trial_notes(wanted).items():
+                changes[at[trial_id]] = _noted(changes[at[trial_id]], remark)
         except StoreError as exc:
             for index in indexes:
                 changes[index] = _noted(changes[index], f"the dashboard note failed: {exc.message}")

@@ -88,8 +88,10 @@ class Backend(abc.ABC):
         """
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
-        """Read several records fresh, whatever their state; a backend that can read them in
-        one query overrides this loop over :meth:`read`.
+        """Read several records fresh, whatever their state, for the re-read before a close
+        (their state and activity; a backend may leave out what only judging needs, such as
+        a run's rhythm). A backend that can read them in one query overrides this loop over
+        :meth:`read`.
 
         Returns:
             The records found, by id (ids the store does not have are left out).
@@ -212,6 +214,16 @@ class RunLinker(abc.ABC):
             StoreError: the write failed.
         """
 
+    def write_runs_tags(self, tags: Mapping[str, Mapping[str, str]]) -> None:
+        """Set tags on many runs (run id -> tags). A store that can write them in one
+        transaction overrides this; the default writes run by run.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        for run_id, values in tags.items():
+            self.write_run_tags(run_id, values)
+
 
 class TrialLinker(abc.ABC):
     """Capability: list trials with their link attributes and notes, and write links on them."""
@@ -228,6 +240,22 @@ class TrialLinker(abc.ABC):
         Raises:
             StoreError: the write failed.
         """
+
+    def write_trial_notes(self, notes: Sequence[tuple[TrialRef, str]]) -> dict[str, str]:
+        """Write the optuna-dashboard notes of many trials (of one study or several). Returns
+        a short remark by trial id for each note that could not be written. A store that can
+        write them in one transaction per study overrides this; the default goes trial by
+        trial.
+
+        Raises:
+            StoreError: the write failed.
+        """
+        remarks: dict[str, str] = {}
+        for trial, note in notes:
+            remark = self.write_trial_link(trial, None, note)
+            if remark:
+                remarks[trial.trial_id] = remark
+        return remarks
 
 
 class RunHistory(abc.ABC):

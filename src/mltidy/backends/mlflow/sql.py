@@ -268,16 +268,20 @@ class MlflowSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
-        return self.read_many([record_id]).get(record_id)
+        return self._read([record_id], rhythms=True).get(record_id)
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        return self._read(record_ids, rhythms=False)
+
+    def _read(self, record_ids: Sequence[str], *, rhythms: bool) -> dict[str, Record]:
+        """Runs by id, any state; a RUNNING run with its rhythm when ``rhythms``."""
         if self._sqlite is not None:
             writer = self._engine if self._writable else None
             try:
                 with self._sqlite.reader.connection(writer) as conn:
                     runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS, conn)
                     running = [run.run_uuid for run in runs_found if run.status == "RUNNING"]
-                    run_rhythms = sqlite_rhythms(conn, running)
+                    run_rhythms = sqlite_rhythms(conn, running) if rhythms else None
             except SqliteReader.Error as exc:
                 raise translate_sql_error(exc, self.uri) from exc
             return {
@@ -296,7 +300,7 @@ class MlflowSqlBackend(
                     rows = list(conn.execute(self._select().where(runs.c.run_uuid.in_(chunk))))
                     tags = read_tags(conn, self._t["tags"], chunk, RECORD_TAGS)
                     running = [row.run_uuid for row in rows if row.status == "RUNNING"]
-                    found_rhythms = read_rhythms(conn, self._t, running)
+                    found_rhythms = read_rhythms(conn, self._t, running) if rhythms else None
                     for row in rows:
                         rhythm = self._rhythm(row, found_rhythms)
                         found[row.run_uuid] = self._record(row, tags.get(row.run_uuid, {}), rhythm)
@@ -321,9 +325,12 @@ class MlflowSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     @staticmethod
-    def _rhythm(row: Row[Any] | RunRow, found: Mapping[str, Rhythm]) -> Rhythm | None:
-        """A RUNNING run's rhythm (none found: no metric history); ``None`` for other runs."""
-        return found.get(row.run_uuid, NO_RHYTHM) if row.status == "RUNNING" else None
+    def _rhythm(row: Row[Any] | RunRow, found: Mapping[str, Rhythm] | None) -> Rhythm | None:
+        """A RUNNING run's rhythm (none found: no metric history); ``None`` for other runs and
+        when rhythms were not read (``found`` is ``None``)."""
+        if row.status != "RUNNING" or found is None:
+            return None
+        return found.get(row.run_uuid, NO_RHYTHM)
 
     def _record(
         self, row: Row[Any] | RunRow, tags: dict[str, str], rhythm: Rhythm | None = None
@@ -559,6 +566,16 @@ class MlflowSqlBackend(
                 replace_tags(conn, self._t["tags"], run_id, tags)
 
         retry_locked(attempt, self.uri)
+
+    def write_runs_tags(self, tags: Mapping[str, Mapping[str, str]]) -> None:
+        """All in one transaction."""
+
+        def attempt() -> None:
+            with self._engine.begin() as conn:
+                replace_tags_of_runs(conn, self._t["tags"], tags)
+
+        if tags:
+            retry_locked(attempt, self.uri)
 
     def close(self) -> None:
         if self._made is not None:

@@ -144,7 +144,10 @@ def _selected(selection: Selection) -> tuple[str, list[Any]]:
 
 
 def rhythms(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, Rhythm]:
-    """The rhythms of these runs (``schema.read_rhythms``, its two queries written out)."""
+    """The rhythms of these runs (``schema.read_rhythms``, its two queries written out).
+
+    The gaps are computed in Python: a window function over the same rows in SQLite was
+    measured several times slower (MLflow's metric indexes do not cover the timestamps)."""
 
     def latest_of(chunk: list[str]) -> Iterator[tuple[str, str, int | None]]:
         sql = (

@@ -526,6 +526,26 @@ class OptunaSqlBackend(
 
         return retry_locked(attempt, self.uri)
 
+    def write_trial_notes(self, notes: Sequence[tuple[TrialRef, str]]) -> dict[str, str]:
+        """One transaction per study: its notes are read once and written together."""
+        study_attrs = self._t["study_system_attributes"]
+        by_study: dict[int, list[tuple[int, str]]] = {}
+        for trial, note in notes:
+            by_study.setdefault(int(trial.study_id), []).append((int(trial.trial_id), note))
+
+        def attempt(study_id: int, study_notes: list[tuple[int, str]]) -> None:
+            with self._engine.begin() as conn:
+                current = read_notes(conn, study_attrs, [study_id]).get(study_id, {})
+                values: dict[str, Any] = {}
+                for trial_id, note in study_notes:
+                    version, _, chunks = dashboard_notes.read_note(current, trial_id)
+                    values.update(dashboard_notes.note_attrs(trial_id, version + 1, note, chunks))
+                replace_attrs(conn, study_attrs, ("study_id", study_id), values)
+
+        for study_id, study_notes in by_study.items():
+            retry_locked(lambda: attempt(study_id, study_notes), self.uri)  # noqa: B023
+        return {}
+
     def close(self) -> None:
         if self._made is not None:
             self._made.dispose()
