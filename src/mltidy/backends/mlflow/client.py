@@ -8,31 +8,17 @@ This module checks and opens the store; the reads and writes are :class:`ClientO
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 
 from mltidy import names
 from mltidy.backends.identity import FILE_STORE_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    ContainerLister,
     MakesWritable,
-    RunDeclutterer,
-    RunHistory,
-    RunLinker,
 )
-from mltidy.backends.mlflow.client_ops import ClientOps
+from mltidy.backends.mlflow.client_ops import ClientOps, ClientOpsBackend
 from mltidy.bounded import read_head
 from mltidy.errors import NotAStore, StoreNotFound
 from mltidy.model import (
-    CloseRequest,
-    CloseResult,
-    Record,
-    RunContents,
-    RunRef,
-    Selection,
     StoreKind,
 )
 
@@ -82,9 +68,7 @@ def looks_like_mlruns(path: Path, entries: int = MLRUNS_ENTRIES) -> bool:
     return False
 
 
-class MlflowClientBackend(
-    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, MakesWritable, ContainerLister
-):
+class MlflowClientBackend(ClientOpsBackend, MakesWritable):
     """An MLflow file store or tracking server, read through ``MlflowClient``.
 
     Closing re-reads the run right before the write and skips it unless RUNNING; a run that
@@ -121,33 +105,6 @@ class MlflowClientBackend(
     def describe(self) -> str:
         what = "MLflow tracking server" if self.is_server else "MLflow file store"
         return f"{what}, {len(self._ops.experiments)} active experiments"
-
-    def containers(self) -> dict[str, str]:
-        return dict(self._ops.experiments)
-
-    def iter_active(self, selection: Selection) -> Iterator[Record]:
-        return self._ops.iter_active(selection)
-
-    def read(self, record_id: str) -> Record | None:
-        return self._ops.read(record_id)
-
-    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
-        return self._ops.iter_ended_runs(selection, since)
-
-    def close_record(self, request: CloseRequest) -> CloseResult:
-        return self._ops.close_record(request)
-
-    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
-        return self._ops.iter_closed_runs(selection)
-
-    def soft_delete(self, run_id: str) -> bool:
-        return self._ops.soft_delete(run_id)
-
-    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
-        return self._ops.link_candidates(run_ids, studies)
-
-    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._ops.write_run_tags(run_id, tags)
 
 
 __all__ = ["MlflowClientBackend", "file_store_path", "looks_like_mlruns"]

@@ -17,6 +17,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    ContainerLister,
+    RunDeclutterer,
+    RunHistory,
+    RunLinker,
+)
 from mltidy.backends.mlflow.runs import (
     ENDED,
     NO_RHYTHM,
@@ -312,4 +320,43 @@ class ClientOps:
             raise self.translate(exc) from exc
 
 
-__all__ = ["ClientOps", "translate_client_error"]
+class ClientOpsBackend(Backend, Closer, RunDeclutterer, RunHistory, RunLinker, ContainerLister):
+    """The capabilities of an MLflow store read and written through :class:`ClientOps` (the
+    client path of file stores and tracking servers, and the library path of SQL stores): each
+    is the same call on the backend's ``_ops``, made by the subclass's constructor."""
+
+    _ops: ClientOps
+
+    def containers(self) -> dict[str, str]:
+        return dict(self._ops.experiments)
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        return self._ops.iter_active(selection)
+
+    def read(self, record_id: str) -> Record | None:
+        return self._ops.read(record_id)
+
+    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
+        return self._ops.iter_ended_runs(selection, since)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        return self._ops.close_record(request)
+
+    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
+        return self._ops.iter_closed_runs(selection)
+
+    def soft_delete(self, run_id: str) -> bool:
+        return self._ops.soft_delete(run_id)
+
+    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
+        return self._ops.link_candidates(run_ids, studies)
+
+    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self._ops.write_run_tags(run_id, tags)
+
+
+__all__ = [
+    "ClientOps",
+    "ClientOpsBackend",
+    "translate_client_error",
+]

@@ -23,21 +23,11 @@ code that reads file stores and tracking servers, with its re-read-then-write cl
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mltidy import names
 from mltidy.backends.identity import store_id
-from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    ContainerLister,
-    RunDeclutterer,
-    RunHistory,
-    RunLinker,
-)
-from mltidy.backends.mlflow.client_ops import ClientOps, quiet_mlflow
+from mltidy.backends.mlflow.client_ops import ClientOps, ClientOpsBackend, quiet_mlflow
 from mltidy.backends.mlflow.schema import inspect_store
 from mltidy.backends.schema_versions import MLFLOW_REVISIONS
 from mltidy.backends.sql import (
@@ -48,12 +38,6 @@ from mltidy.backends.sql import (
 )
 from mltidy.errors import StoreError, UnsupportedSchema
 from mltidy.model import (
-    CloseRequest,
-    CloseResult,
-    Record,
-    RunContents,
-    RunRef,
-    Selection,
     StoreKind,
 )
 
@@ -61,9 +45,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 
-class MlflowSqlLibraryBackend(
-    Backend, Closer, RunDeclutterer, RunHistory, RunLinker, ContainerLister
-):
+class MlflowSqlLibraryBackend(ClientOpsBackend):
     """An MLflow SQL store read through ``MlflowClient``, after checks that opening it is safe.
 
     Closing re-reads the run right before the write and skips it unless RUNNING (the client's
@@ -85,33 +67,6 @@ class MlflowSqlLibraryBackend(
             f"MLflow SQL store read through MlflowClient, schema revision {self.revision}, "
             f"{len(self._ops.experiments)} active experiments"
         )
-
-    def containers(self) -> dict[str, str]:
-        return dict(self._ops.experiments)
-
-    def iter_active(self, selection: Selection) -> Iterator[Record]:
-        return self._ops.iter_active(selection)
-
-    def read(self, record_id: str) -> Record | None:
-        return self._ops.read(record_id)
-
-    def iter_ended_runs(self, selection: Selection, since: datetime) -> Iterator[Record]:
-        return self._ops.iter_ended_runs(selection, since)
-
-    def close_record(self, request: CloseRequest) -> CloseResult:
-        return self._ops.close_record(request)
-
-    def iter_closed_runs(self, selection: Selection) -> Iterator[RunContents]:
-        return self._ops.iter_closed_runs(selection)
-
-    def soft_delete(self, run_id: str) -> bool:
-        return self._ops.soft_delete(run_id)
-
-    def link_candidates(self, run_ids: set[str], studies: set[str]) -> list[RunRef]:
-        return self._ops.link_candidates(run_ids, studies)
-
-    def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._ops.write_run_tags(run_id, tags)
 
 
 def _check_safe_to_open(url: str, uri: str) -> str:

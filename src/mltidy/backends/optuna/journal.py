@@ -8,7 +8,6 @@ This module checks and opens the journal; the reads and writes are :class:`Stora
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,30 +15,16 @@ from typing import TYPE_CHECKING
 from mltidy import names
 from mltidy.backends.identity import JOURNAL_PREFIXES, store_id, strip_scheme
 from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    ContainerLister,
     MakesWritable,
     NaiveTimes,
-    StudyReporter,
-    StudyWatcher,
-    TrialLinker,
-    TrialRetrier,
 )
-from mltidy.backends.optuna.storage_ops import StorageOps, quiet_optuna
+from mltidy.backends.optuna.storage_ops import StorageOps, StorageOpsBackend, quiet_optuna
 from mltidy.backends.optuna.time import StorageTimes
 from mltidy.backends.translate import first_line
 from mltidy.bounded import read_head
 from mltidy.errors import NotAStore, StoreError, StoreNotFound, StoreUnreachable
 from mltidy.model import (
-    CloseRequest,
-    CloseResult,
-    Record,
-    Selection,
     StoreKind,
-    StudyHealth,
-    StudyProgress,
-    TrialRef,
     utc_now,
 )
 
@@ -67,15 +52,9 @@ def looks_like_journal(path: Path, limit: int = 1 << 16) -> bool:
 
 
 class OptunaJournalBackend(
-    Backend,
-    Closer,
-    TrialRetrier,
-    StudyReporter,
-    StudyWatcher,
-    TrialLinker,
+    StorageOpsBackend,
     MakesWritable,
     NaiveTimes,
-    ContainerLister,
 ):
     """An Optuna journal file or redis journal, replayed through optuna's ``JournalStorage``.
 
@@ -201,33 +180,6 @@ class OptunaJournalBackend(
             raise self._translate(exc) from exc
         found.sort(reverse=True)
         return [(run_id, start) for _, run_id, start in found[:limit]]
-
-    def containers(self) -> dict[str, str]:
-        return self._ops.containers()
-
-    def iter_active(self, selection: Selection) -> Iterator[Record]:
-        return self._ops.iter_active(selection)
-
-    def read(self, record_id: str) -> Record | None:
-        return self._ops.read(record_id)
-
-    def close_record(self, request: CloseRequest) -> CloseResult:
-        return self._ops.close_record(request)
-
-    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
-        return self._ops.enqueue_retry(trial_id, max_retry)
-
-    def study_health(self, selection: Selection) -> list[StudyHealth]:
-        return self._ops.study_health(selection)
-
-    def study_progress(self, selection: Selection) -> list[StudyProgress]:
-        return self._ops.study_progress(selection)
-
-    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
-        return self._ops.iter_link_trials(selection)
-
-    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
-        return self._ops.write_trial_link(trial, run_url, note)
 
 
 def _optuna_version() -> str:

@@ -22,23 +22,16 @@ against optuna's ``BaseStorage``, it serves an ``RDBStorage`` unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
 from mltidy.backends.identity import sqlite_file, store_id
 from mltidy.backends.interface import (
-    Backend,
-    Closer,
-    ContainerLister,
     NaiveTimes,
-    StudyReporter,
-    StudyWatcher,
-    TrialLinker,
-    TrialRetrier,
 )
-from mltidy.backends.optuna.storage_ops import StorageOps, quiet_optuna
+from mltidy.backends.optuna.storage_ops import StorageOps, StorageOpsBackend, quiet_optuna
 from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
@@ -58,14 +51,7 @@ from mltidy.backends.sql import (
 from mltidy.backends.translate import first_line
 from mltidy.errors import StoreError, UnsupportedSchema
 from mltidy.model import (
-    CloseRequest,
-    CloseResult,
-    Record,
-    Selection,
     StoreKind,
-    StudyHealth,
-    StudyProgress,
-    TrialRef,
     utc_now,
 )
 
@@ -76,13 +62,7 @@ _log = logging.getLogger(__name__)
 
 
 class OptunaSqlLibraryBackend(
-    Backend,
-    Closer,
-    TrialRetrier,
-    StudyReporter,
-    StudyWatcher,
-    TrialLinker,
-    ContainerLister,
+    StorageOpsBackend,
     NaiveTimes,
 ):
     """An Optuna RDB storage read through ``RDBStorage``, after checks that opening it is safe.
@@ -235,33 +215,6 @@ class OptunaSqlLibraryBackend(
         with self._rdb.engine.connect() as conn:
             offset = db_clock_offset(conn)
         return {trial_id: heartbeat_to_utc(beat, offset) for trial_id, beat in found.items()}
-
-    def containers(self) -> dict[str, str]:
-        return self._ops.containers()
-
-    def iter_active(self, selection: Selection) -> Iterator[Record]:
-        return self._ops.iter_active(selection)
-
-    def read(self, record_id: str) -> Record | None:
-        return self._ops.read(record_id)
-
-    def close_record(self, request: CloseRequest) -> CloseResult:
-        return self._ops.close_record(request)
-
-    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
-        return self._ops.enqueue_retry(trial_id, max_retry)
-
-    def study_health(self, selection: Selection) -> list[StudyHealth]:
-        return self._ops.study_health(selection)
-
-    def study_progress(self, selection: Selection) -> list[StudyProgress]:
-        return self._ops.study_progress(selection)
-
-    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
-        return self._ops.iter_link_trials(selection)
-
-    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
-        return self._ops.write_trial_link(trial, run_url, note)
 
     def close(self) -> None:
         self._rdb.remove_session()

@@ -23,6 +23,15 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, TypeVar
 
 from mltidy import dashboard_notes, names
+from mltidy.backends.interface import (
+    Backend,
+    Closer,
+    ContainerLister,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    TrialRetrier,
+)
 from mltidy.backends.optuna.time import journal_to_utc
 from mltidy.backends.optuna.trials import parse_budget, record_attrs, trial_record, trial_ref
 from mltidy.errors import StoreError
@@ -360,4 +369,47 @@ def _best(trials: list[FrozenTrial], directions: tuple[str, ...]) -> FrozenTrial
     return min(done, key=lambda t: (sign * (t.value or 0.0), t.number), default=None)
 
 
-__all__ = ["Activity", "StorageOps", "no_activity"]
+class StorageOpsBackend(
+    Backend,
+    Closer,
+    TrialRetrier,
+    StudyReporter,
+    StudyWatcher,
+    TrialLinker,
+    ContainerLister,
+):
+    """The capabilities of an Optuna storage read and written through optuna's own storage
+    classes (journal files; RDB storages on the library path): each is the same call on the
+    backend's :class:`StorageOps`, ``_ops``, made by the subclass's constructor."""
+
+    _ops: StorageOps
+
+    def containers(self) -> dict[str, str]:
+        return self._ops.containers()
+
+    def iter_active(self, selection: Selection) -> Iterator[Record]:
+        return self._ops.iter_active(selection)
+
+    def read(self, record_id: str) -> Record | None:
+        return self._ops.read(record_id)
+
+    def close_record(self, request: CloseRequest) -> CloseResult:
+        return self._ops.close_record(request)
+
+    def enqueue_retry(self, trial_id: str, max_retry: int | None) -> int | None:
+        return self._ops.enqueue_retry(trial_id, max_retry)
+
+    def study_health(self, selection: Selection) -> list[StudyHealth]:
+        return self._ops.study_health(selection)
+
+    def study_progress(self, selection: Selection) -> list[StudyProgress]:
+        return self._ops.study_progress(selection)
+
+    def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
+        return self._ops.iter_link_trials(selection)
+
+    def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
+        return self._ops.write_trial_link(trial, run_url, note)
+
+
+__all__ = ["Activity", "StorageOps", "StorageOpsBackend", "no_activity"]
