@@ -4,6 +4,9 @@ Plan from a scan, then (only when asked) apply: each record is closed if and onl
 running at the moment of writing (each backend's docstring says how), with its true end time
 (last activity, never "now") and an audit trail written on the record itself. A record that is
 alive is never touched, whatever the options.
+
+Size: plan, apply, end times, audit attributes and the notes written after a close are one verb;
+its safety rules (compare-and-set, true end times) read best together.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ go, so one planted in a shared folder must not.
 
 A config file is validated when it is read: an unknown key or a value of the wrong form is a
 usage error that names the file, the key and the expected form.
+
+Size: the single precedence path the CLI and library share: every setting's declaration, parsing
+and validation of config files sit together so that no option is resolved elsewhere.
 """
 
 from __future__ import annotations

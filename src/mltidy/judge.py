@@ -18,6 +18,9 @@ evidence, nor ``alive`` without proof of life. The rules, in order (docs/provena
 
 A time in the future beyond a tolerance is never proof of life: it makes the verdict
 ``unknown`` with its own reason (a clock ahead, or a wrong time zone).
+
+Size: one pure function and its rules: every basis a verdict can rest on is decided here, in order,
+so the precedence of evidence is readable in one file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The value types every layer shares. All are frozen; all times are timezone-aware UTC."""
+"""The value types every layer shares. All are frozen; all times are timezone-aware UTC.
+
+Size: every value type has one home on purpose: layers share these types, and one module avoids
+import cycles between them.
+"""
 
 from __future__ import annotations
 

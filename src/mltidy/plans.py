@@ -11,6 +11,9 @@ A plan file is the command's JSON output with ``"dry_run": true`` (docs/close.md
 stores' identities. The stores are those of the plan: a file store is opened by its identity (an
 absolute path); a server needs its URI given again (``--mlflow``/``--optuna``, the environment
 or the config file), since credentials are never written into a plan.
+
+Size: loading, checking and re-checking a plan file belong together: splitting would separate the
+plan's format from the checks that make applying it safe.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ this module, so an option means the same everywhere.
 * **Stores filter what they can.** A backend is given only the part of the selection it can
   apply without losing a linked record (:meth:`Scope.for_backend`); the rest is checked here,
   after reading and before judging or planning.
+
+Size: one meaning for every selection option in every command: containers across kinds, narrowing
+filters and id resolution are applied together and must agree.
 """
 
 from __future__ import annotations

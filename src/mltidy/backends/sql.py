@@ -1,6 +1,10 @@
 """Shared SQL plumbing for the SQL backends: read-only engines and error translation.
 
 SQLAlchemy is imported here lazily (this module is imported only when a SQL backend opens).
+
+Size: the plumbing every SQL backend shares (read-only engines, the sqlite3 reader, error
+translation, lock retries, the batched compare-and-set); one module keeps the two SQL families from
+growing their own copies.
 """
 
 from __future__ import annotations

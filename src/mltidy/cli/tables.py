@@ -12,6 +12,9 @@ When a report has more rows than fit (the terminal's height less room for the su
 stdout is not a terminal, :data:`PIPE_ROWS`), the records are grouped per experiment or study:
 how many, how many of each verdict, the oldest, and the most common reason; ``--all`` lists
 every record, and JSON/JSON lines always hold every record.
+
+Size: the layout engine and the three tables built on it (records, groups, close plans) share
+its columns, widths and styles; apart, each would repeat them.
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ The contract of a :class:`SchedulerSource`:
 * :meth:`SchedulerSource.job_of` reads only the tags it is given (pure), so the per-scan
   :class:`SchedulerEvidence` can map a record back to its answer without asking again.
 * A source is used from one thread at a time.
+
+Size: the evidence-source interface, its batching and the verdict rules for scheduler states are
+one contract that new sources implement; the SLURM source itself lives in ``slurm*.py``.
 """
 
 from __future__ import annotations

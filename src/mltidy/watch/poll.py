@@ -21,6 +21,9 @@ they need someone now.
 
 What a poll looks at is the command's selection (:mod:`mltidy.scope`): the records of the
 named experiments and studies and those linked to them, narrowed by the other filters.
+
+Size: one poll end to end (scan, events per store, close, record, deliver), kept in one file so the
+order of its steps, on which deduplication depends, is visible.
 """
 
 from __future__ import annotations

@@ -20,6 +20,9 @@ mltidy writes only files it owns (docs/watch.md, "The state file"): the state is
 that mltidy created (``O_EXCL``, mode 600) or a valid watch state of this user. A symbolic link, a
 device, another program's file or a tracking store is refused, never followed, changed or
 chmod'ed.
+
+Size: one file format and its guards: the refusal of foreign paths, locking, the outbox and
+deduplication all depend on the same schema.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ auth and TLS variables) and returns the same records as ``MlflowClientBackend``:
 Writes have no compare-and-set over REST. Each one reads the run fresh right before it writes,
 and re-reads once more between the audit tags and the state change: a run that ended in that
 moment gets its previous tags back and is left alone (see :attr:`close_guarantee`).
+
+Size: one backend class over one API: reads, closes, declutter, links, history and the clock of a
+tracking server, each a few REST calls.
 """
 
 from __future__ import annotations

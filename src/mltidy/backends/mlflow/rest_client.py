@@ -17,6 +17,9 @@ reachable with ``MlflowClient`` is reachable here with the same environment:
 Nothing here imports mlflow; ``requests`` is imported when a client is opened, not when this
 module is imported. Text a server sends (error messages) reaches mltidy's messages only through
 :func:`server_text`.
+
+Size: one boundary: every HTTP detail (session, auth, TLS, paging, timeouts, error translation) in
+one place, so the REST backend above it speaks only MLflow's endpoints.
 """
 
 from __future__ import annotations

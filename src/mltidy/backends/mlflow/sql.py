@@ -15,6 +15,9 @@ metric key, and how many there are) come from two more queries.
 SQLite files are checked, scanned and re-read through the standard library's ``sqlite3``
 (``sqlite_reads.py``, the same queries written out), so that a scan does not import SQLAlchemy
 at all; SQLAlchemy's engine is made on first use, by a write or by another command's read.
+
+Size: one backend class, the fast path, whose reads (SQLAlchemy and sqlite3), batched closes,
+declutter, links, history and clock share one engine and one table map.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ at all; SQLAlchemy's engine is made on first use, by a write or by another comma
 
 Links are written straight to the tables in one transaction: optuna's storage API refuses
 attributes on finished trials, and the trials worth linking are mostly finished.
+
+Size: one backend class, the fast path, whose reads, batched closes, retries, links and clock share
+one engine and one table map.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ database can). ``datetime_complete`` is then the time of closing, which the API 
 end is kept in ``mltidy.end_time``. Notes live in study system attributes and can always be
 written; optuna refuses user attributes on finished trials, so finished trials get the note but
 no ``mlflow_run_url``.
+
+Size: one class, :class:`StorageOps`, and the base of the two backends that use it: every operation
+over optuna's storage API, so the journal and library paths cannot drift apart.
 """
 
 from __future__ import annotations
