@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from mltidy import close
+from mltidy import close, names
 from mltidy.backends.interface import Backend, RunHistory, StudyWatcher
 from mltidy.backends.session import StoreSession
 from mltidy.durations import format_duration
@@ -394,7 +394,7 @@ def _finished_because(p: StudyProgress, now: datetime, options: WatchOptions) ->
         return None
     budget = p.budget or options.budget
     if budget is not None and p.finished >= budget:
-        source = "mltidy.budget" if p.budget else "--budget"
+        source = names.BUDGET if p.budget else "--budget"
         return f"its trial budget ({source}) of {budget} is reached"
     last = p.last_activity_at
     if last is not None and now - last >= options.idle_after:
