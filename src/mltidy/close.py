@@ -437,14 +437,14 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
     from mltidy.dashboard_notes import with_section
 
     runs: dict[StoreKey, list[int]] = {}
-    trials: dict[tuple[StoreKey, str], list[int]] = {}
+    trials: dict[StoreKey, list[int]] = {}
     changes = list(report.changes)
     for index, change in enumerate(changes):
         record = change.item.record
         if change.outcome is not Outcome.CLOSED:
             continue
         if record.kind is RecordKind.OPTUNA_TRIAL:
-            trials.setdefault((record.store_key, record.container), []).append(index)
+            trials.setdefault(record.store_key, []).append(index)
         else:
             runs.setdefault(record.store_key, []).append(index)
     for store, indexes in runs.items():
@@ -467,12 +467,14 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
                 changes[index] = _noted(
                     changes[index], f"the run description failed: {exc.message}"
                 )
-    for (store, study), indexes in trials.items():
+    for store, indexes in trials.items():
         backend = session.writable(store)
         if backend is None or not isinstance(backend, TrialLinker):
             continue
         try:
-            refs = {t.trial_id: t for t in backend.iter_link_trials(Selection(studies=(study,)))}
+            # One read of every study concerned, one write per study.
+            studies = tuple(sorted({changes[i].item.record.container for i in indexes}))
+            refs = {t.trial_id: t for t in backend.iter_link_trials(Selection(studies=studies))}
             wanted: list[tuple[TrialRef, str]] = []
             at: dict[str, int] = {}
             for index in indexes:

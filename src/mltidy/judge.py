@@ -128,6 +128,10 @@ def heartbeat_interval(tags: Mapping[str, str]) -> timedelta | None:
 
 #: Verdicts this host gives with certainty, which no scheduler needs to confirm.
 CERTAIN_HERE = frozenset({Basis.PROCESS, Basis.REBOOT, Basis.NAMESPACE})
+#: Verdicts a run's rhythm can change: recent activity without proof of life (active, or
+#: stale by its rhythm), or too little evidence. Stores that read rhythms on demand
+#: (``RhythmReader``) read them for these only.
+RHYTHM_MATTERS = frozenset({Basis.ACTIVITY, Basis.NONE})
 
 
 def judge(

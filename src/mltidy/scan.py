@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from mltidy import names
-from mltidy.backends.interface import Backend, NaiveTimes
+from mltidy.backends.interface import Backend, NaiveTimes, RhythmReader
 from mltidy.backends.optuna.time import infer_offset
 from mltidy.backends.session import StoreSession
 from mltidy.errors import StoreError
 from mltidy.evidence.local import LocalFacts
 from mltidy.evidence.scheduler import SchedulerSource, ask, default_sources
-from mltidy.judge import CERTAIN_HERE, Policy, Provenance, judge
+from mltidy.judge import CERTAIN_HERE, RHYTHM_MATTERS, Policy, Provenance, judge
 from mltidy.linking.urls import LinkBases
 from mltidy.model import (
     ActivitySource,
@@ -30,6 +30,7 @@ from mltidy.model import (
     StoreKind,
     StoreSpec,
     StoreStatus,
+    Verdict,
 )
 from mltidy.scope import Named, Scope, stream_named
 
@@ -248,6 +249,7 @@ def _scan_store(
     if backend is None:
         yield session.status(spec.key)
         return
+    rhythmless: list[Record] = []
     try:
         if spec.kind is StoreKind.OPTUNA:
             infer_writer_zone(backend, context.index)
@@ -265,14 +267,41 @@ def _scan_store(
                 yield LeftOut(record, f"started on {host}" if host else "no provenance")
                 continue
             verdict = judge(record, facts, context.policy)
-            url = context.bases.record(record)
-            if verdict.basis not in CERTAIN_HERE and any(s.job_of(record.tags) for s in sources):
-                waiting.append((record, url))
+            if isinstance(backend, RhythmReader) and verdict.basis in RHYTHM_MATTERS:
+                rhythmless.append(record)
                 continue
-            yield JudgedRecord(record, verdict, url)
+            yield from _settle(context, record, verdict, sources, waiting)
+        # The rhythms a store reads on demand, for the runs whose verdict they can change, in
+        # batches; the run index gets them too, for the trials these runs trained.
+        for start in range(0, len(rhythmless), RHYTHM_BATCH):
+            assert isinstance(backend, RhythmReader)
+            for record in backend.with_rhythms(rhythmless[start : start + RHYTHM_BATCH]):
+                context.index.add(record)
+                verdict = judge(record, facts, context.policy)
+                yield from _settle(context, record, verdict, sources, waiting)
     except StoreError as exc:
         session.fail(spec.key, exc)
     yield session.status(spec.key)
+
+
+#: Runs whose rhythms are read together.
+RHYTHM_BATCH = 500
+
+
+def _settle(
+    context: _Context,
+    record: Record,
+    verdict: Verdict,
+    sources: Sequence[SchedulerSource],
+    waiting: list[tuple[Record, str | None]],
+) -> Iterator[JudgedRecord]:
+    """A judged record, or, when a scheduler may know better, the record set aside to be
+    judged again once every scheduler has been asked."""
+    url = context.bases.record(record)
+    if verdict.basis not in CERTAIN_HERE and any(s.job_of(record.tags) for s in sources):
+        waiting.append((record, url))
+        return
+    yield JudgedRecord(record, verdict, url)
 
 
 def scan(

@@ -14,7 +14,7 @@ import pytest
 from killed_jobs import READY_AFTER
 from mltidy.backends import Selection, open_backend
 from mltidy.backends.identity import sqlite_file, store_id
-from mltidy.backends.interface import RunHistory, StudyWatcher
+from mltidy.backends.interface import RhythmReader, RunHistory, StudyWatcher
 from mltidy.errors import StoreError, StoreNotFound
 from mltidy.model import ActivitySource, Record, RecordKind, StoreKind, utc_now
 
@@ -77,6 +77,10 @@ def test_killed_runs_carry_their_rhythm(case: StoreCase) -> None:
     A trial's own activity, where it has any, is an Optuna heartbeat."""
     jobs = case.jobs
     active = _active(case)
+    with open_backend(case.kind, case.uri) as backend:
+        if isinstance(backend, RhythmReader):  # rhythms read on demand, as scan asks for them
+            runs = list(active.values())
+            active = dict(zip(active, backend.with_rhythms(runs), strict=True))
     for job, study in ((jobs.sigkilled, jobs.name), (jobs.sigtermed, jobs.name)):
         record = active[_job_key(case, job, study)]
         if case.kind is StoreKind.OPTUNA:

@@ -329,6 +329,20 @@ class ContainerLister(abc.ABC):
         """
 
 
+class RhythmReader(abc.ABC):
+    """Capability: a store whose :meth:`Backend.iter_active` leaves out the runs' rhythms (their
+    metric history costs more to read than the rest of a scan) and reads them on demand, for
+    the runs whose verdict they can change (:data:`mltidy.judge.RHYTHM_MATTERS`)."""
+
+    @abc.abstractmethod
+    def with_rhythms(self, runs: Sequence[Record]) -> list[Record]:
+        """These RUNNING runs, each with its rhythm, in the same order.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+
+
 class MakesWritable(abc.ABC):
     """Capability: turn a backend opened read-only into a writable one, in place.
 

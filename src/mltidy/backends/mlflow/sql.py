@@ -34,6 +34,7 @@ from mltidy.backends.interface import (
     BatchCloser,
     ContainerLister,
     MakesWritable,
+    RhythmReader,
     RunDeclutterer,
     RunHistory,
     RunLinker,
@@ -47,6 +48,7 @@ from mltidy.backends.mlflow.runs import (
     parse_time,
     run_record,
     run_ref,
+    with_rhythm,
 )
 from mltidy.backends.mlflow.schema import (
     CHUNK,
@@ -113,6 +115,7 @@ class MlflowSqlBackend(
     MakesWritable,
     StoreClock,
     ContainerLister,
+    RhythmReader,
 ):
     """An MLflow tracking store in a SQL database, read without importing mlflow.
 
@@ -241,11 +244,10 @@ class MlflowSqlBackend(
     def iter_active(self, selection: Selection) -> Iterator[Record]:
         if self._sqlite is not None:
             try:
-                for rows, tags, rhythms in self._sqlite.active(selection, RECORD_TAGS):
+                for rows, tags in self._sqlite.active(selection, RECORD_TAGS):
                     for run in rows:
                         if run.status == "RUNNING":
-                            rhythm = rhythms.get(run.run_uuid, NO_RHYTHM)
-                            yield self._record(run, tags.get(run.run_uuid, {}), rhythm)
+                            yield self._record(run, tags.get(run.run_uuid, {}))
             except SqliteReader.Error as exc:
                 raise translate_sql_error(exc, self.uri) from exc
             return
@@ -261,17 +263,33 @@ class MlflowSqlBackend(
                 for chunk in result.partitions():
                     ids = [row.run_uuid for row in chunk]
                     tags = read_tags(side, self._t["tags"], ids, RECORD_TAGS)
-                    rhythms = read_rhythms(side, self._t, ids)
                     for row in chunk:
                         # Never trust the filter alone: some compatible stores ignore it.
                         if row.status == "RUNNING":
-                            rhythm = rhythms.get(row.run_uuid, NO_RHYTHM)
-                            yield self._record(row, tags.get(row.run_uuid, {}), rhythm)
+                            yield self._record(row, tags.get(row.run_uuid, {}))
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
         return self._read([record_id], rhythms=True).get(record_id)
+
+    def with_rhythms(self, runs: Sequence[Record]) -> list[Record]:
+        ids = [run.id for run in runs]
+        if self._sqlite is not None:
+            try:
+                with self._sqlite.reader.connect() as conn:
+                    found = sqlite_rhythms(conn, ids)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+        else:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            try:
+                with self._engine.connect() as conn:
+                    found = read_rhythms(conn, self._t, ids)
+            except SQLAlchemyError as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+        return [with_rhythm(run, found.get(run.id, NO_RHYTHM)) for run in runs]
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
         return self._read(record_ids, rhythms=False)

@@ -66,17 +66,16 @@ class SqliteRuns:
 
     def active(
         self, selection: Selection, wanted: tuple[Sequence[str], Sequence[str]]
-    ) -> Iterator[tuple[list[RunRow], Tags, dict[str, Rhythm]]]:
+    ) -> Iterator[tuple[list[RunRow], Tags]]:
         """The RUNNING runs of active, selected experiments, :data:`CHUNK` at a time, each
-        chunk with the ``wanted`` tags (keys, prefixes) of its runs and their rhythms."""
+        chunk with the ``wanted`` tags (keys, prefixes) of its runs."""
         where, params = _selected(selection)
         sql = RUNS + " AND r.status = 'RUNNING'" + where
         with self.reader.connect() as conn:
             cursor = conn.execute(sql, params)
             while chunk := cursor.fetchmany(CHUNK):
                 rows = [RunRow._make(row) for row in chunk]
-                ids = [row.run_uuid for row in rows]
-                yield rows, _tags(conn, ids, wanted), rhythms(conn, ids)
+                yield rows, _tags(conn, [row.run_uuid for row in rows], wanted)
 
     def by_ids(
         self,
