@@ -183,14 +183,10 @@ def _without_bool_metavar(params: list[Parameter]) -> list[Parameter]:
     return params
 
 
-class MltidyCommand(TyperCommand):
-    """A command: prose help, ``--debug`` after the command, JSON usage errors in JSON mode."""
-
-    def __init__(self, name: str | None, **attrs: Any) -> None:
-        attrs["help"] = reflow(attrs.get("help"))
-        super().__init__(name, **attrs)
-        if not any("--debug" in p.opts for p in self.params):
-            self.params.append(_debug_option())
+class _Boundary(Command):
+    """What every mltidy command and the root share at the command line: boolean flags
+    without a metavar, usage errors also as JSON when JSON was asked for, and a reader that
+    went away (``--help | head``) ending quietly."""
 
     def get_params(self, ctx: Context) -> list[Parameter]:
         return _without_bool_metavar(super().get_params(ctx))
@@ -212,11 +208,21 @@ class MltidyCommand(TyperCommand):
             raise pipe_closed() from None
 
 
+class MltidyCommand(_Boundary, TyperCommand):
+    """A command: prose help, ``--debug`` after the command, JSON usage errors in JSON mode."""
+
+    def __init__(self, name: str | None, **attrs: Any) -> None:
+        attrs["help"] = reflow(attrs.get("help"))
+        super().__init__(name, **attrs)
+        if not any("--debug" in p.opts for p in self.params):
+            self.params.append(_debug_option())
+
+
 class _Listed(TyperCommand):
     """A command as the root's help lists it: its name and one line, nothing imported."""
 
 
-class LazyGroup(TyperGroup):
+class LazyGroup(_Boundary, TyperGroup):
     """The root: commands by name (:data:`COMMANDS`), each imported when it runs."""
 
     #: name -> :class:`Lazy`, set by a subclass (the root module's).
@@ -247,25 +253,6 @@ class LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
-
-    def get_params(self, ctx: Context) -> list[Parameter]:
-        return _without_bool_metavar(super().get_params(ctx))
-
-    def make_context(
-        self,
-        info_name: str | None,
-        args: list[str],
-        parent: Context | None = None,
-        **extra: Any,
-    ) -> Context:
-        given = list(args)
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except UsageError as exc:
-            write_json_error(exc, given, _path(info_name, parent))
-            raise
-        except BrokenPipeError:  # --help into `| head`
-            raise pipe_closed() from None
 
     def invoke(self, ctx: Context) -> Any:
         try:
