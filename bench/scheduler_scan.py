@@ -41,7 +41,7 @@ from mltidy.evidence.local import StaticFacts  # noqa: E402
 from mltidy.evidence.slurm import SlurmSource  # noqa: E402
 from mltidy.judge import Policy  # noqa: E402
 from mltidy.model import Selection, StoreKind, utc_now  # noqa: E402
-from mltidy.scan import ScanResult, scan  # noqa: E402
+from mltidy.scan import ScanResult, collect, iter_scan  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
 
 
@@ -88,7 +88,9 @@ def main() -> None:
         def run(schedulers: tuple[SlurmSource, ...]) -> ScanResult:
             with StoreSession(specs) as session:
                 policy = Policy(now=utc_now())
-                return scan(session, Selection(), policy, login, schedulers=schedulers)
+                return collect(
+                    iter_scan(session, Selection(), policy, login, schedulers=schedulers)
+                )
 
         with_slurm = run((source,))
         # Held jobs never started: SLURM's answer is "no conclusion", named in every reason.

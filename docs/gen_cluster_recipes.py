@@ -27,7 +27,7 @@ from mltidy.demo.jobs import create_stores  # noqa: E402
 from mltidy.evidence.local import StaticFacts  # noqa: E402
 from mltidy.judge import Policy  # noqa: E402
 from mltidy.model import Selection, StoreKind, utc_now  # noqa: E402
-from mltidy.scan import scan  # noqa: E402
+from mltidy.scan import collect, iter_scan  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main() -> None:
 
         def show(title: str) -> None:
             with StoreSession(specs) as session:
-                result = scan(session, Selection(), Policy(now=utc_now()), login)
+                result = collect(iter_scan(session, Selection(), Policy(now=utc_now()), login))
             print(f"\n$ mltidy scan   # {title}")
             out.print(records_table(result.records))
 

@@ -55,7 +55,7 @@ from mltidy.model import (
     VerdictKind,
     utc_now,
 )
-from mltidy.scan import scan
+from mltidy.scan import collect, iter_scan
 from side_venvs import TRAIN, SideJob, SideVenvs, start_side_job, without_mltidy_env
 
 #: The irregular jobs pause for tenths of a second where real ones pause for up to minutes.
@@ -109,12 +109,14 @@ def _scan(stores: tuple[str, str], study: str, policy: Policy) -> list[JudgedRec
         store_spec(StoreKind.OPTUNA, stores[1], "test"),
     ]
     with StoreSession(specs) as session:
-        result = scan(
-            session,
-            Selection(experiments=(study,), studies=(study,)),
-            policy,
-            LocalProbe(),
-            schedulers=(),
+        result = collect(
+            iter_scan(
+                session,
+                Selection(experiments=(study,), studies=(study,)),
+                policy,
+                LocalProbe(),
+                schedulers=(),
+            )
         )
     assert all(s.ok for s in result.stores)
     return list(result.records)

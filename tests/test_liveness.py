@@ -30,7 +30,7 @@ from mltidy.evidence.local import LocalProbe, StaticFacts
 from mltidy.judge import Policy
 from mltidy.model import JudgedRecord, RecordKind, StoreKind, StoreSpec, VerdictKind, utc_now
 from mltidy.provenance.facts import read_boot_id
-from mltidy.scan import ScanResult, scan
+from mltidy.scan import ScanResult, collect, iter_scan
 
 STUDY = "liveness"
 
@@ -38,7 +38,7 @@ STUDY = "liveness"
 def _scan(specs: list[StoreSpec], *args: Any, **kwargs: Any) -> ScanResult:
     """mltidy's scan over a session of these stores."""
     with StoreSession(specs) as session:
-        return scan(session, *args, **kwargs)
+        return collect(iter_scan(session, *args, **kwargs))
 
 
 class Lab:

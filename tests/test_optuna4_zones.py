@@ -31,7 +31,7 @@ from mltidy.cli.app import app
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Policy
 from mltidy.model import Basis, JudgedRecord, Selection, StoreKind, VerdictKind, utc_now
-from mltidy.scan import scan
+from mltidy.scan import collect, iter_scan
 from side_venvs import TRAIN, SideVenvs, start_side_job, without_mltidy_env
 
 ZONES = ("Asia/Tokyo", "America/Los_Angeles", "UTC")
@@ -120,7 +120,9 @@ def _scan(written: Written, optuna: str, *, zone: str | None = None) -> JudgedRe
         specs.insert(0, store_spec(StoreKind.MLFLOW, written.mlflow, "test"))
     zones = {None: (parse_zone(zone), "--optuna-utc-offset")} if zone else None
     with StoreSession(specs, zones=zones) as session:
-        result = scan(session, Selection(), Policy(now=utc_now()), LocalProbe(), schedulers=())
+        result = collect(
+            iter_scan(session, Selection(), Policy(now=utc_now()), LocalProbe(), schedulers=())
+        )
     assert all(s.ok for s in result.stores)
     (trial,) = [r for r in result.records if r.record.trial_number is not None]
     return trial

@@ -41,6 +41,7 @@ from mltidy.durations import parse_duration
 from mltidy.errors import UsageError
 from mltidy.linking.urls import DEFAULT_DASHBOARD, LinkBases
 from mltidy.model import StoreKind, StoreSpec
+from mltidy.text import is_utf8
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -398,19 +399,11 @@ def load_config(cwd: Path | None = None, env: Mapping[str, str] | None = None) -
     environ = dict(os.environ if env is None else env)
     for setting in SETTINGS:
         value = environ.get(setting.env or "")
-        if value is not None and not _utf8(value):
+        if value is not None and not is_utf8(value):
             raise UsageError(
                 f"{setting.env} is not valid UTF-8", hint=f"it must be {setting.expected}"
             )
     return Config(load_file_config(cwd), environ, cwd)
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 __all__ = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -24,58 +25,49 @@ class MltidyError(Exception):
     exit_code: ExitCode = ExitCode.USAGE
     code: str = "error"
 
+    def __init_subclass__(
+        cls, *, code: str | None = None, exit_code: ExitCode | None = None, **kwargs: Any
+    ) -> None:
+        """A subclass names its JSON error code and exit code in its class line."""
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
+        if exit_code is not None:
+            cls.exit_code = exit_code
+
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
 
 
-class UsageError(MltidyError):
+class UsageError(MltidyError, code="usage"):
     """The command line or configuration is wrong (exit 2)."""
 
-    exit_code = ExitCode.USAGE
-    code = "usage"
 
-
-class StoreError(MltidyError):
+class StoreError(MltidyError, code="store", exit_code=ExitCode.STORE):
     """A store could not be reached or read (exit 3). Backends raise only subclasses of this."""
 
-    exit_code = ExitCode.STORE
-    code = "store"
 
-
-class StoreNotFound(StoreError):
+class StoreNotFound(StoreError, code="store_not_found"):
     """The store does not exist. mltidy never creates it."""
 
-    code = "store_not_found"
 
-
-class StoreUnreachable(StoreError):
+class StoreUnreachable(StoreError, code="store_unreachable"):
     """A server did not answer (connection refused, timeout, DNS)."""
 
-    code = "store_unreachable"
 
-
-class StoreAccessDenied(StoreError):
+class StoreAccessDenied(StoreError, code="store_access_denied"):
     """The store answered but refused the credentials."""
 
-    code = "store_access_denied"
 
-
-class NotAStore(StoreError):
+class NotAStore(StoreError, code="not_a_store"):
     """The location exists but holds something else than the expected kind of store."""
 
-    code = "not_a_store"
 
-
-class UnsupportedSchema(StoreError):
+class UnsupportedSchema(StoreError, code="unsupported_schema"):
     """The store's schema is one mltidy does not know how to read safely."""
 
-    code = "unsupported_schema"
 
-
-class ChangeRefused(MltidyError):
+class ChangeRefused(MltidyError, code="change_refused", exit_code=ExitCode.CHANGE):
     """A change was refused or only partly applied (exit 4)."""
-
-    exit_code = ExitCode.CHANGE
-    code = "change_refused"

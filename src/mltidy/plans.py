@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -416,11 +416,6 @@ def _trial(entry: Mapping[str, Any]) -> TrialRef:
     )
 
 
-def given_options(options: Iterable[tuple[str, bool]]) -> list[str]:
-    """The names of options given alongside ``--plan`` (which takes none of them)."""
-    return [name for name, given in options if given]
-
-
 __all__ = [
     "PLAN_VERSION",
     "LinkPlan",
@@ -428,7 +423,6 @@ __all__ = [
     "changed_since",
     "close_report",
     "declutter_report",
-    "given_options",
     "keep_planned",
     "link_plan",
     "load",

@@ -8,7 +8,7 @@ Records are selected (:mod:`mltidy.scope`) before they are judged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -304,24 +304,14 @@ def _settle(
     yield JudgedRecord(record, verdict, url)
 
 
-def scan(
-    session: StoreSession,
-    selection: Selection,
-    policy: Policy,
-    facts: LocalFacts,
-    *,
-    this_host: bool = False,
-    bases: LinkBases | None = None,
-    on_event: Callable[[ScanEvent], None] | None = None,
-    schedulers: Sequence[SchedulerSource] | None = None,
+def collect(
+    events: Iterable[ScanEvent], on_event: Callable[[ScanEvent], None] | None = None
 ) -> ScanResult:
-    """Read every store and judge its unfinished records (see :func:`iter_scan`)."""
+    """A scan's events (:func:`iter_scan`) gathered into one result, each also handed to
+    ``on_event`` as it comes."""
     stores: list[StoreStatus] = []
     records: list[JudgedRecord] = []
     missing: list[str] = []
-    events = iter_scan(
-        session, selection, policy, facts, this_host=this_host, bases=bases, schedulers=schedulers
-    )
     for event in events:
         if on_event is not None:
             on_event(event)

@@ -71,6 +71,16 @@ def _visible(char: str) -> bool:
     return not char.isspace() and not _dangerous(char)
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (Python keeps undecodable bytes of arguments
+    and environment variables as lone surrogates, which cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def safe(value: object, limit: int | None = DEFAULT_LIMIT) -> str:
     """``value`` as one line of plain text that cannot control a terminal or hide itself.
 
@@ -161,6 +171,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "JOINERS",
     "http_url",
+    "is_utf8",
     "md_code",
     "md_escape",
     "md_link",

@@ -26,6 +26,7 @@ sys.stderr.write("CLI=" + json.dumps(commands) + "\\n")
 ROOT_MODULES = {
     "mltidy.cli.app",
     "mltidy.cli.boundary",
+    "mltidy.cli.coercion",
     "mltidy.cli.core",
     "mltidy.cli.errors",
     "mltidy.cli.state",

@@ -25,7 +25,7 @@ from mltidy.demo.jobs import create_stores
 from mltidy.evidence.local import StaticFacts
 from mltidy.judge import Policy
 from mltidy.model import Basis, JudgedRecord, RecordKind, Selection, StoreKind, VerdictKind, utc_now
-from mltidy.scan import scan
+from mltidy.scan import collect, iter_scan
 from slurm_cluster import SlurmCluster
 
 pytestmark = pytest.mark.slurm
@@ -72,7 +72,7 @@ class Cluster:
     def records(self, job: str) -> list[JudgedRecord]:
         """The job's unfinished records, judged from the login node."""
         with StoreSession(self.specs()) as session:
-            result = scan(session, Selection(), Policy(now=utc_now()), LOGIN_NODE)
+            result = collect(iter_scan(session, Selection(), Policy(now=utc_now()), LOGIN_NODE))
         assert all(s.ok for s in result.stores)
         return [r for r in result.records if r.record.tags.get(names.SLURM_JOB_ID) == job]
 
@@ -240,7 +240,7 @@ def _training_then(action: str, mlflow_uri: str, study: str) -> str:
 def _runs_of(mlflow_uri: str, job: str) -> list[JudgedRecord]:
     specs = [store_spec(StoreKind.MLFLOW, mlflow_uri, "test")]
     with StoreSession(specs) as session:
-        result = scan(session, Selection(), Policy(now=utc_now()), LOGIN_NODE)
+        result = collect(iter_scan(session, Selection(), Policy(now=utc_now()), LOGIN_NODE))
     return [r for r in result.records if r.record.tags.get(names.SLURM_JOB_ID) == job]
 
 

@@ -557,6 +557,32 @@ def set_if_running(
     return changed
 
 
+def replace_keyed_rows(
+    conn: Connection,
+    table: Any,
+    owner: str,
+    values: Mapping[K, Mapping[str, Any]],
+    row: Callable[[K, str, Any], dict[str, Any]],
+) -> None:
+    """Set the key/value rows of many owners (runs' tags, trials' attributes) inside the
+    caller's transaction: one ``DELETE`` per set of keys and :data:`STATEMENT_CHUNK` owners,
+    then one multi-row ``INSERT`` of ``row(owner id, key, value)`` for each value.
+
+    Args:
+        owner: the table's column that holds the owner's id.
+    """
+    from sqlalchemy import delete
+
+    by_keys: dict[tuple[str, ...], list[K]] = {}
+    for owner_id, owned in values.items():
+        by_keys.setdefault(tuple(sorted(owned)), []).append(owner_id)
+    for keys, owner_ids in by_keys.items():
+        for chunk in chunks(owner_ids):
+            conn.execute(delete(table).where(table.c[owner].in_(chunk), table.c.key.in_(keys)))
+    rows = [row(owner_id, k, v) for owner_id, owned in values.items() for k, v in owned.items()]
+    insert_rows(conn, table, rows)
+
+
 def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert many rows (all with the same keys) in the caller's transaction.
 

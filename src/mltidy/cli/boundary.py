@@ -14,14 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from mltidy.errors import UsageError
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+from mltidy.text import is_utf8
 
 
 def check_arguments(argv: Sequence[str]) -> None:
@@ -31,7 +24,7 @@ def check_arguments(argv: Sequence[str]) -> None:
         UsageError: names the argument (by position; its bytes are shown escaped).
     """
     for position, argument in enumerate(argv, start=1):
-        if _has_surrogates(argument):
+        if not is_utf8(argument):
             shown = argument.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
             raise UsageError(
                 f"argument {position} ({shown[:60]}) is not valid UTF-8",

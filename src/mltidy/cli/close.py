@@ -12,31 +12,14 @@ from typing_extensions import assert_never
 
 from mltidy import plans
 from mltidy.backends.session import StoreSession
-from mltidy.cli.errors import report_store_failure, translated_errors
-from mltidy.cli.options import (
-    ExperimentOption,
-    FormatOption,
-    HostOption,
-    MlflowOption,
-    OlderThanOption,
-    OptunaOption,
-    OptunaUtcOffsetOption,
-    PlanOption,
-    RunOption,
-    SilentForOption,
-    StaleAfterOption,
-    StudyOption,
-    ThisHostOption,
-    TrialOption,
-    UserOption,
-    YesOption,
-)
-from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
+from mltidy.cli.errors import outcome_code, report_store_failure, translated_errors
+from mltidy.cli.options import FormatOption, PlanOption, ThisHostOption, YesOption
+from mltidy.cli.render import OutputFormat, print_missing, stderr_console, stdout_console
 from mltidy.cli.render_changes import close_markdown, write_close_json, write_close_jsonl
-from mltidy.cli.selection import resolve
+from mltidy.cli.selection import JUDGING, STORES, Given, with_given
 from mltidy.cli.tables import AllOption, Screen, failure_lines, grouped_hint, print_close_report
 from mltidy.close import CloseOptions, CloseReport, Outcome, annotate, apply, plan
-from mltidy.errors import ExitCode, UsageError
+from mltidy.errors import UsageError
 from mltidy.evidence.local import LocalProbe
 
 #: Failed records listed one by one on stderr; past this, one line per store and cause.
@@ -50,19 +33,9 @@ class EndState(str, Enum):
     FAILED = "failed"
 
 
+@with_given(*STORES, *JUDGING)
 def close_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    optuna_utc_offset: OptunaUtcOffsetOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
-    run: RunOption = None,
-    trial: TrialOption = None,
-    older_than: OlderThanOption = None,
-    silent_for: SilentForOption = None,
-    user: UserOption = None,
-    host: HostOption = None,
-    stale_after: StaleAfterOption = None,
+    given: Given,
     output: FormatOption = OutputFormat.TABLE,
     this_host: ThisHostOption = False,
     include_stale: Annotated[
@@ -114,36 +87,19 @@ def close_command(
     """
     with translated_errors(json_mode=output.is_machine):
         if plan_file is not None:
-            given = plans.given_options(
-                [
-                    ("-e/--experiment", bool(experiment)),
-                    ("-s/--study", bool(study)),
-                    ("--run", bool(run)),
-                    ("--trial", bool(trial)),
-                    ("--older-than", older_than is not None),
-                    ("--silent-for", silent_for is not None),
-                    ("--user", bool(user)),
-                    ("--host", bool(host)),
-                    ("--stale-after", stale_after is not None),
-                    ("--this-host", this_host),
-                    ("--include-stale", include_stale),
-                    ("--rhythm", rhythm),
-                    ("--force", force),
-                    ("--as", end_state is not EndState.KILLED),
-                    ("--retry", retry),
-                    ("--max-retry", max_retry is not None),
-                    ("--optuna-utc-offset", bool(optuna_utc_offset)),
-                ]
+            given.refuse_with_plan(
+                ("--this-host", this_host),
+                ("--include-stale", include_stale),
+                ("--rhythm", rhythm),
+                ("--force", force),
+                ("--as", end_state is not EndState.KILLED),
+                ("--retry", retry),
+                ("--max-retry", max_retry is not None),
             )
-            if given:
-                raise UsageError(
-                    f"--plan applies the plan as it was reviewed; it takes no {', '.join(given)}",
-                    hint="make a new plan with those options instead",
-                )
-            report, max_retry = _from_plan(plan_file, mlflow, optuna, yes)
+            report, max_retry = _from_plan(plan_file, given, yes)
             _render(report, output, max_retry, show_all)
         else:
-            if force and not (run or trial):
+            if force and not (given.run or given.trial):
                 raise UsageError("--force applies only to records named with --run or --trial")
             if rhythm and not include_stale:
                 raise UsageError("--rhythm applies only with --include-stale")
@@ -155,20 +111,7 @@ def close_command(
                 retry=retry,
                 max_retry=max_retry,
             )
-            resolved = resolve(
-                mlflow=mlflow,
-                optuna=optuna,
-                experiments=experiment,
-                studies=study,
-                stale_after=stale_after,
-                runs=run,
-                trials=trial,
-                older_than=older_than,
-                silent_for=silent_for,
-                users=user,
-                hosts=host,
-                optuna_utc_offset=optuna_utc_offset,
-            )
+            resolved = given.resolve()
             with resolved.session() as session:
                 report = plan(
                     session,
@@ -181,18 +124,13 @@ def close_command(
                 if yes:
                     report = annotate(session, apply(session, report, options))
             _render(report, output, max_retry, show_all)
-    if any(not s.ok for s in report.stores):
-        raise typer.Exit(int(ExitCode.STORE))
-    if report.failed:
-        raise typer.Exit(int(ExitCode.CHANGE))
+    raise typer.Exit(outcome_code(report.stores, report.failed))
 
 
-def _from_plan(
-    path: Path, mlflow: list[str] | None, optuna: list[str] | None, yes: bool
-) -> tuple[CloseReport, int | None]:
+def _from_plan(path: Path, given: Given, yes: bool) -> tuple[CloseReport, int | None]:
     """The plan of a plan file as it stands now, applied with ``yes``."""
     planned = plans.load(path, "close")
-    resolved = resolve(mlflow=mlflow, optuna=optuna, experiments=None, studies=None)
+    resolved = given.stores()
     report, options = plans.close_report(planned)
     with StoreSession(plans.session_specs(planned, resolved.specs)) as session:
         report = plans.recheck(session, report)
@@ -228,8 +166,7 @@ def _render(
 def _human(report: CloseReport, show_all: bool) -> None:
     err = stderr_console()
     grouped = print_close_report(report, Screen.of(stdout_console()), show_all=show_all)
-    for ref in report.missing:
-        err.print(f"  {ref}: no unfinished record with this id in the stores read")
+    print_missing(report.missing, "unfinished record")
     closed = sum(1 for c in report.changes if c.outcome is Outcome.CLOSED)
     if report.dry_run and report.changes:
         err.print(

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - older Typer runs on Click itself
     from click import Command, Context, HelpFormatter, Parameter  # type: ignore[assignment]
     from click.exceptions import UsageError  # type: ignore[assignment]
 
+from mltidy.cli.coercion import lighten
 from mltidy.cli.errors import PIPE_CLOSED, stdout_closed
 from mltidy.cli.state import STATE
 
@@ -189,7 +190,9 @@ class _Boundary(Command):
     went away (``--help | head``) ending quietly."""
 
     def get_params(self, ctx: Context) -> list[Parameter]:
-        return _without_bool_metavar(super().get_params(ctx))
+        params = _without_bool_metavar(super().get_params(ctx))
+        lighten(params)  # plain option values are converted without importing pydantic
+        return params
 
     def make_context(
         self,

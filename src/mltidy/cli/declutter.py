@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import timedelta
 from typing import Annotated
 
@@ -12,40 +10,32 @@ from typing_extensions import assert_never
 
 from mltidy import declutter, plans
 from mltidy.backends.session import StoreSession
-from mltidy.cli.errors import report_store_failures, translated_errors
-from mltidy.cli.options import (
-    ExperimentOption,
-    FormatOption,
-    HostOption,
-    MlflowOption,
-    OptunaOption,
-    PlanOption,
-    RunOption,
-    SilentForOption,
-    StudyOption,
-    TrialOption,
-    UserOption,
-    YesOption,
+from mltidy.cli.errors import outcome_code, report_store_failures, translated_errors
+from mltidy.cli.options import FormatOption, PlanOption, YesOption
+from mltidy.cli.render import (
+    OutputFormat,
+    print_missing,
+    print_tables,
+    stderr_console,
+    write_json_document,
+    write_json_lines,
 )
-from mltidy.cli.render import OutputFormat, stderr_console, stdout_console
 from mltidy.cli.render_changes import declutter_json, runs_table, studies_table
-from mltidy.cli.selection import resolve
+from mltidy.cli.selection import SELECTION, STORES, Given, with_given
 from mltidy.declutter import DeclutterReport, RunAction, restore_command
 from mltidy.durations import parse_duration
-from mltidy.errors import ExitCode, UsageError
 from mltidy.model import utc_now
 
 #: How long ago mltidy must have closed a run before declutter deletes it, by default.
 DEFAULT_OLDER_THAN = timedelta(days=7)
+#: The selection options but --older-than, which declutter declares as its own (its age is
+#: the time since mltidy closed a run).
+SELECTION_BUT_AGE = tuple(name for name in SELECTION if name != "older_than")
 
 
+@with_given(*STORES, *SELECTION_BUT_AGE)
 def declutter_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
-    run: RunOption = None,
-    trial: TrialOption = None,
+    given: Given,
     older_than: Annotated[
         str,
         typer.Option(
@@ -55,9 +45,6 @@ def declutter_command(
             "run's age is the time since mltidy closed it.",
         ),
     ] = "7d",
-    silent_for: SilentForOption = None,
-    user: UserOption = None,
-    host: HostOption = None,
     output: FormatOption = OutputFormat.TABLE,
     plan_file: PlanOption = None,
     yes: YesOption = False,
@@ -75,69 +62,37 @@ def declutter_command(
     with translated_errors(json_mode=output.is_machine):
         limit = parse_duration(older_than)
         if plan_file is not None:
-            given = plans.given_options(
-                [
-                    ("-e/--experiment", bool(experiment)),
-                    ("-s/--study", bool(study)),
-                    ("--run", bool(run)),
-                    ("--trial", bool(trial)),
-                    ("--older-than", limit != DEFAULT_OLDER_THAN),
-                    ("--silent-for", silent_for is not None),
-                    ("--user", bool(user)),
-                    ("--host", bool(host)),
-                ]
-            )
-            if given:
-                raise UsageError(
-                    f"--plan applies the plan as it was reviewed; it takes no {', '.join(given)}",
-                    hint="make a new plan with those options instead",
-                )
+            given.refuse_with_plan(("--older-than", limit != DEFAULT_OLDER_THAN))
             planned = plans.load(plan_file, "declutter")
-            stores = resolve(mlflow=mlflow, optuna=optuna, experiments=None, studies=None)
+            stores = given.stores()
             with StoreSession(plans.session_specs(planned, stores.specs)) as session:
                 report = plans.declutter_report(planned, session, utc_now())
                 if yes:
                     report = declutter.apply(session, report)
             _render(report, output)
-            raise typer.Exit(_exit_code(report))
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=experiment,
-            studies=study,
-            runs=run,
-            trials=trial,
-            silent_for=silent_for,
-            users=user,
-            hosts=host,
-        )
+            raise typer.Exit(outcome_code(report.stores, report.failed))
+        resolved = given.resolve()
         with resolved.session() as session:
             report = declutter.plan(session, resolved.selection, now=utc_now(), older_than=limit)
             if yes:
                 report = declutter.apply(session, report)
         _render(report, output)
-    raise typer.Exit(_exit_code(report))
-
-
-def _exit_code(report: DeclutterReport) -> int:
-    if any(not s.ok for s in report.stores):
-        return int(ExitCode.STORE)
-    if report.failed:
-        return int(ExitCode.CHANGE)
-    return int(ExitCode.OK)
+    raise typer.Exit(outcome_code(report.stores, report.failed))
 
 
 def _render(report: DeclutterReport, output: OutputFormat) -> None:
     report_store_failures(report.stores)
-    if output is OutputFormat.JSON or output is OutputFormat.JSONL:
+    if output is OutputFormat.JSON:
+        write_json_document(declutter_json(report))
+        return
+    if output is OutputFormat.JSONL:
         payload = declutter_json(report)
-        if output is OutputFormat.JSON:
-            sys.stdout.write(json.dumps(payload, indent=2) + "\n")
-        else:
-            for run in payload["runs"]:
-                sys.stdout.write(json.dumps({"run": run}) + "\n")
-            for study in payload["studies"]:
-                sys.stdout.write(json.dumps({"study": study}) + "\n")
+        write_json_lines(
+            [
+                *({"run": run} for run in payload["runs"]),
+                *({"study": study} for study in payload["studies"]),
+            ]
+        )
         return
     if output is OutputFormat.TABLE or output is OutputFormat.MARKDOWN:
         _human(report)
@@ -146,13 +101,12 @@ def _render(report: DeclutterReport, output: OutputFormat) -> None:
 
 
 def _human(report: DeclutterReport) -> None:
-    out, err = stdout_console(), stderr_console()
-    if report.runs:
-        out.print(runs_table(report))
-    if report.studies:
-        out.print(studies_table(report))
-    for given in report.missing:
-        err.print(f"  {given}: no closed run or study of the selection has this id")
+    print_tables(
+        runs_table(report) if report.runs else None,
+        studies_table(report) if report.studies else None,
+    )
+    print_missing(report.missing, "closed run or study")
+    err = stderr_console()
     gone = [d for d in report.runs if d.action in (RunAction.DELETE, RunAction.DELETED)]
     if not gone:
         err.print("No empty closed runs to delete.")

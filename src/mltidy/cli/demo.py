@@ -34,7 +34,7 @@ from mltidy.model import Selection, StoreKind, StoreSpec, utc_now
 from mltidy.notify.delivery import Target, deliver, resolve_targets, validate
 from mltidy.notify.events import Message
 from mltidy.notify.messages import compose
-from mltidy.scan import scan
+from mltidy.scan import collect, iter_scan
 from mltidy.supervision.cleanup import clean_up
 from mltidy.supervision.report import job_event
 from mltidy.text import safe
@@ -82,7 +82,9 @@ def demo_command(
                 store_spec(StoreKind.OPTUNA, box.optuna_url, "demo"),
             ]
             with StoreSession(specs) as session:
-                result = scan(session, Selection(), Policy(now=utc_now()), LocalProbe())
+                result = collect(
+                    iter_scan(session, Selection(), Policy(now=utc_now()), LocalProbe())
+                )
         finally:
             demo.stop_job(live)
         print_records(result.records, Screen.of(out), show_all=True)

@@ -10,22 +10,16 @@ from rich.table import Table
 from rich.text import Text
 
 from mltidy.cli.errors import translated_errors
-from mltidy.cli.options import (
-    FormatOption,
-    MlflowOption,
-    OptunaOption,
-    OptunaUtcOffsetOption,
-)
+from mltidy.cli.options import FormatOption
 from mltidy.cli.render import OutputFormat, cell, stdout_console
-from mltidy.cli.selection import resolve
+from mltidy.cli.selection import STORES, Given, with_given
 from mltidy.doctor import diagnose
 from mltidy.errors import ExitCode
 
 
+@with_given(*STORES, "optuna_utc_offset")
 def doctor_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    optuna_utc_offset: OptunaUtcOffsetOption = None,
+    given: Given,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Show what mltidy sees here: versions, the stores it would read (opened read-only, with
@@ -35,14 +29,7 @@ def doctor_command(
     Exit codes: 0 ok, 2 usage error, 3 a store could not be read.
     """
     with translated_errors(json_mode=output.is_machine):
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=None,
-            studies=None,
-            stale_after=None,
-            optuna_utc_offset=optuna_utc_offset,
-        )
+        resolved = given.resolve()
         with resolved.session() as session:
             checks = diagnose(session, resolved.config)
         if output.is_machine:

@@ -6,14 +6,14 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
 
 from mltidy.cli.state import STATE
-from mltidy.errors import MltidyError
+from mltidy.errors import ExitCode, MltidyError
 from mltidy.redact import redact
 from mltidy.text import safe
 
@@ -88,3 +88,13 @@ def report_store_failures(stores: Iterable[StoreStatus]) -> None:
     for status in stores:
         if not status.ok:
             report_store_failure(status)
+
+
+def outcome_code(stores: Iterable[StoreStatus], failed: Sized) -> int:
+    """The exit code of a changing command: 3 a store could not be read, else 4 a change
+    failed, else 0."""
+    if any(not status.ok for status in stores):
+        return int(ExitCode.STORE)
+    if failed:
+        return int(ExitCode.CHANGE)
+    return int(ExitCode.OK)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,33 +13,25 @@ from typing_extensions import assert_never
 
 from mltidy import plans
 from mltidy.backends.session import StoreSession
-from mltidy.cli.errors import print_error, report_store_failures, translated_errors
-from mltidy.cli.options import (
-    DashboardUrlOption,
-    ExperimentOption,
-    FormatOption,
-    HostOption,
-    MlflowOption,
-    MlflowUiOption,
-    OlderThanOption,
-    OptunaOption,
-    PlanOption,
-    RunOption,
-    SilentForOption,
-    StudyOption,
-    TrialOption,
-    UserOption,
+from mltidy.cli.errors import (
+    outcome_code,
+    print_error,
+    report_store_failures,
+    translated_errors,
 )
+from mltidy.cli.options import DashboardUrlOption, FormatOption, MlflowUiOption, PlanOption
 from mltidy.cli.render import (
     JSON_VERSION,
     OutputFormat,
     add_column,
     cell,
+    print_missing,
+    print_tables,
     stderr_console,
-    stdout_console,
+    write_json_document,
+    write_json_lines,
 )
-from mltidy.cli.selection import resolve
-from mltidy.errors import ExitCode, UsageError
+from mltidy.cli.selection import SELECTION, STORES, Given, with_given
 from mltidy.linking import link
 from mltidy.linking.link import LinkChange, LinkReport, LinkStatus
 from mltidy.model import Selection
@@ -54,17 +45,9 @@ STATUS_STYLE = {
 }
 
 
+@with_given(*STORES, *SELECTION)
 def link_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
-    run: RunOption = None,
-    trial: TrialOption = None,
-    older_than: OlderThanOption = None,
-    silent_for: SilentForOption = None,
-    user: UserOption = None,
-    host: HostOption = None,
+    given: Given,
     mlflow_ui: MlflowUiOption = None,
     dashboard_url: DashboardUrlOption = None,
     dry_run: Annotated[
@@ -85,83 +68,30 @@ def link_command(
     """
     with translated_errors(json_mode=output.is_machine):
         if plan_file is not None:
-            report = _from_plan(
-                plan_file,
-                mlflow,
-                optuna,
-                mlflow_ui,
-                dashboard_url,
-                dry_run,
-                [
-                    ("-e/--experiment", bool(experiment)),
-                    ("-s/--study", bool(study)),
-                    ("--run", bool(run)),
-                    ("--trial", bool(trial)),
-                    ("--older-than", older_than is not None),
-                    ("--silent-for", silent_for is not None),
-                    ("--user", bool(user)),
-                    ("--host", bool(host)),
-                ],
-            )
+            report = _from_plan(plan_file, given, mlflow_ui, dashboard_url, dry_run)
             _render(report, output)
-            raise typer.Exit(_exit_code(report))
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=experiment,
-            studies=study,
-            stale_after=None,
-            mlflow_ui=mlflow_ui,
-            dashboard_url=dashboard_url,
-            runs=run,
-            trials=trial,
-            older_than=older_than,
-            silent_for=silent_for,
-            users=user,
-            hosts=host,
-        )
+            raise typer.Exit(outcome_code(report.stores, report.failed))
+        resolved = given.resolve(mlflow_ui=mlflow_ui, dashboard_url=dashboard_url)
         with resolved.session() as session:
             report = link.plan(session, resolved.selection, resolved.bases)
             if not dry_run:
                 report = link.apply(session, report)
         _render(report, output)
-    raise typer.Exit(_exit_code(report))
-
-
-def _exit_code(report: LinkReport) -> int:
-    if any(not s.ok for s in report.stores):
-        return int(ExitCode.STORE)
-    if report.failed:
-        return int(ExitCode.CHANGE)
-    return int(ExitCode.OK)
+    raise typer.Exit(outcome_code(report.stores, report.failed))
 
 
 def _from_plan(
     path: Path,
-    mlflow: list[str] | None,
-    optuna: list[str] | None,
+    given: Given,
     mlflow_ui: str | None,
     dashboard_url: str | None,
     dry_run: bool,
-    selection_given: list[tuple[str, bool]],
 ) -> LinkReport:
     """The pairs of a link plan, each as it stands now, written unless ``dry_run``."""
-    given = plans.given_options(selection_given)
-    if given:
-        raise UsageError(
-            f"--plan applies the plan as it was reviewed; it takes no {', '.join(given)}",
-            hint="make a new plan with those options instead",
-        )
+    given.refuse_with_plan()
     planned = plans.load(path, "link")
     wanted = plans.link_plan(planned)
-    resolved = resolve(
-        mlflow=mlflow,
-        optuna=optuna,
-        experiments=None,
-        studies=None,
-        mlflow_ui=mlflow_ui,
-        dashboard_url=dashboard_url,
-    )
+    resolved = given.stores(mlflow_ui=mlflow_ui, dashboard_url=dashboard_url)
     with StoreSession(plans.session_specs(planned, resolved.specs)) as session:
         if not wanted.pairs:
             return LinkReport(session.statuses(), (), (), (), dry_run=True)
@@ -219,14 +149,14 @@ def report_dict(report: LinkReport) -> dict[str, Any]:
 
 def _render(report: LinkReport, output: OutputFormat) -> None:
     report_store_failures(report.stores)
-    for change in report.failed:
-        trial = change.pair.trial
-        print_error(f"could not link {trial.study} #{trial.number}: {change.detail}")
+    for failed in report.failed:
+        print_error(
+            f"could not link {failed.pair.trial.study} #{failed.pair.trial.number}: {failed.detail}"
+        )
     if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(report_dict(report), indent=2) + "\n")
+        write_json_document(report_dict(report))
     elif output is OutputFormat.JSONL:
-        for change in report.changes:
-            sys.stdout.write(json.dumps(change_dict(change)) + "\n")
+        write_json_lines(change_dict(change) for change in report.changes)
     elif output is OutputFormat.MARKDOWN:
         lines = [
             "## mltidy link",
@@ -295,17 +225,16 @@ def without_run_table(report: LinkReport) -> Table:
 
 
 def _human(report: LinkReport) -> None:
-    out, err = stdout_console(), stderr_console()
-    if report.changes:
-        out.print(links_table(report))
-    if report.without_run:
-        out.print(without_run_table(report))
-    for given in report.missing:
-        err.print(f"  {given}: no trial or run of the selection has this id", soft_wrap=True)
+    print_tables(
+        links_table(report) if report.changes else None,
+        without_run_table(report) if report.without_run else None,
+    )
+    err = stderr_console()
     for u in report.unmatched:
         err.print(
             f"  not linked: {safe(u.trial.study)} #{u.trial.number}: {safe(u.why)}", soft_wrap=True
         )
+    print_missing(report.missing, "trial or run")
     counts = {status: 0 for status in LinkStatus}
     for c in report.changes:
         counts[c.status] += 1

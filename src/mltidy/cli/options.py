@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,127 +20,6 @@ class FailOn(str, Enum):
     NEVER = "never"
 
 
-MlflowOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--mlflow",
-        metavar="URI",
-        help="MLflow tracking store: sqlite:///mlflow.db, postgresql://..., mysql://..., "
-        "file:./mlruns or http(s)://server. Repeatable.",
-        show_default=False,
-    ),
-]
-OptunaOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--optuna",
-        metavar="URL",
-        help="Optuna storage: sqlite:///optuna.db, postgresql://..., a journal file or redis://. "
-        "Repeatable.",
-        show_default=False,
-    ),
-]
-OptunaUtcOffsetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--optuna-utc-offset",
-        metavar="OFFSET",
-        help="The UTC offset (+09:00) or time zone (Asia/Tokyo) of the process that wrote an "
-        "Optuna 4.x storage, whose times are naive local time; STORE=OFFSET for one storage. "
-        "Default: inferred from trials linked to MLflow runs. Repeatable. "
-        "[env: MLTIDY_OPTUNA_UTC_OFFSET]",
-        show_default=False,
-    ),
-]
-ExperimentOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--experiment",
-        "-e",
-        metavar="NAME",
-        help="Only this MLflow experiment (name or id): its runs and the Optuna trials linked "
-        "to them. Repeatable.",
-        show_default=False,
-    ),
-]
-StudyOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--study",
-        "-s",
-        metavar="NAME",
-        help="Only this Optuna study: its trials and the MLflow runs linked to them. Repeatable.",
-        show_default=False,
-    ),
-]
-RunOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--run",
-        metavar="RUN_ID",
-        help="Only this MLflow run: its id, or the start of it as tables show it (8 "
-        "characters). Repeatable.",
-        show_default=False,
-    ),
-]
-TrialOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--trial",
-        metavar="STUDY:N",
-        help="Only this Optuna trial: STUDY:N, or #N (N) when only one study has a trial N. "
-        "Repeatable.",
-        show_default=False,
-    ),
-]
-OlderThanOption = Annotated[
-    str | None,
-    typer.Option(
-        "--older-than",
-        metavar="DURATION",
-        help="Only records started at least this long ago (90s, 30m, 2h, 7d).",
-        show_default=False,
-    ),
-]
-SilentForOption = Annotated[
-    str | None,
-    typer.Option(
-        "--silent-for",
-        metavar="DURATION",
-        help="Only records with no metric, heartbeat or start for at least this long.",
-        show_default=False,
-    ),
-]
-UserOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--user",
-        metavar="NAME",
-        help="Only records started by this user (MLflow's user, or the provenance's). Repeatable.",
-        show_default=False,
-    ),
-]
-HostOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--host",
-        metavar="NAME",
-        help="Only records whose provenance says they started on this host (gpu-07 also "
-        "matches gpu-07.cluster). Repeatable.",
-        show_default=False,
-    ),
-]
-StaleAfterOption = Annotated[
-    str | None,
-    typer.Option(
-        "--stale-after",
-        metavar="DURATION",
-        help="Silence longer than this, without proof of life, makes a record stale "
-        "(90s, 30m, 2h, 7d). Default: MLTIDY_STALE_AFTER, else stale_after from the config "
-        "file, else 1h.",
-        show_default=False,
-    ),
-]
 PlanOption = Annotated[
     Path | None,
     typer.Option(
@@ -224,3 +103,95 @@ NotifyOption = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _many(*flags: str, metavar: str, help: str) -> Any:
+    """A repeatable option with a value (a list, ``None`` when not given)."""
+    return Annotated[
+        list[str] | None, typer.Option(*flags, metavar=metavar, help=help, show_default=False)
+    ]
+
+
+def _one(*flags: str, metavar: str, help: str) -> Any:
+    """An option with one value (``None`` when not given)."""
+    return Annotated[
+        str | None, typer.Option(*flags, metavar=metavar, help=help, show_default=False)
+    ]
+
+
+#: The store and selection options (:class:`mltidy.cli.selection.Given`), by attribute name.
+GIVEN_OPTIONS: dict[str, Any] = {
+    "mlflow": _many(
+        "--mlflow",
+        metavar="URI",
+        help="MLflow tracking store: sqlite:///mlflow.db, postgresql://..., mysql://..., "
+        "file:./mlruns or http(s)://server. Repeatable.",
+    ),
+    "optuna": _many(
+        "--optuna",
+        metavar="URL",
+        help="Optuna storage: sqlite:///optuna.db, postgresql://..., a journal file or redis://. "
+        "Repeatable.",
+    ),
+    "optuna_utc_offset": _many(
+        "--optuna-utc-offset",
+        metavar="OFFSET",
+        help="The UTC offset (+09:00) or time zone (Asia/Tokyo) of the process that wrote an "
+        "Optuna 4.x storage, whose times are naive local time; STORE=OFFSET for one storage. "
+        "Default: inferred from trials linked to MLflow runs. Repeatable. "
+        "[env: MLTIDY_OPTUNA_UTC_OFFSET]",
+    ),
+    "experiment": _many(
+        "--experiment",
+        "-e",
+        metavar="NAME",
+        help="Only this MLflow experiment (name or id): its runs and the Optuna trials linked "
+        "to them. Repeatable.",
+    ),
+    "study": _many(
+        "--study",
+        "-s",
+        metavar="NAME",
+        help="Only this Optuna study: its trials and the MLflow runs linked to them. Repeatable.",
+    ),
+    "run": _many(
+        "--run",
+        metavar="RUN_ID",
+        help="Only this MLflow run: its id, or the start of it as tables show it (8 "
+        "characters). Repeatable.",
+    ),
+    "trial": _many(
+        "--trial",
+        metavar="STUDY:N",
+        help="Only this Optuna trial: STUDY:N, or #N (N) when only one study has a trial N. "
+        "Repeatable.",
+    ),
+    "older_than": _one(
+        "--older-than",
+        metavar="DURATION",
+        help="Only records started at least this long ago (90s, 30m, 2h, 7d).",
+    ),
+    "silent_for": _one(
+        "--silent-for",
+        metavar="DURATION",
+        help="Only records with no metric, heartbeat or start for at least this long.",
+    ),
+    "user": _many(
+        "--user",
+        metavar="NAME",
+        help="Only records started by this user (MLflow's user, or the provenance's). Repeatable.",
+    ),
+    "host": _many(
+        "--host",
+        metavar="NAME",
+        help="Only records whose provenance says they started on this host (gpu-07 also "
+        "matches gpu-07.cluster). Repeatable.",
+    ),
+    "stale_after": _one(
+        "--stale-after",
+        metavar="DURATION",
+        help="Silence longer than this, without proof of life, makes a record stale "
+        "(90s, 30m, 2h, 7d). Default: MLTIDY_STALE_AFTER, else stale_after from the config "
+        "file, else 1h.",
+    ),
+}

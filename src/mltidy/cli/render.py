@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any, TextIO
 
@@ -89,6 +89,33 @@ NAME_HEADERS = frozenset(
 #: The widest such a column gets: a hostile name of a thousand characters folds instead of
 #: squeezing the other columns to nothing.
 NAME_WIDTH = 48
+
+
+def write_json_document(payload: Mapping[str, Any]) -> None:
+    """One JSON object on stdout, indented (``-f json``)."""
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+
+
+def write_json_lines(rows: Iterable[Mapping[str, Any]]) -> None:
+    """One JSON object per line on stdout (``-f jsonl``)."""
+    for row in rows:
+        sys.stdout.write(json.dumps(row) + "\n")
+
+
+def print_tables(*tables: Table | None) -> None:
+    """The tables on stdout, leaving out the ``None`` ones (nothing to show)."""
+    out = stdout_console()
+    for table in tables:
+        if table is not None:
+            out.print(table)
+
+
+def print_missing(given: Iterable[str], what: str) -> None:
+    """One line on stderr for each id given with ``--run``/``--trial`` that named no ``what``
+    of the selection."""
+    err = stderr_console()
+    for ref in given:
+        err.print(f"  {ref}: no {what} of the selection has this id", soft_wrap=True)
 
 
 def add_column(table: Table, header: str) -> None:

@@ -9,14 +9,8 @@ from typing import Annotated
 import typer
 
 from mltidy.cli.errors import print_error, translated_errors
-from mltidy.cli.options import (
-    ExperimentOption,
-    MlflowOption,
-    NotifyOption,
-    OptunaOption,
-    StudyOption,
-)
-from mltidy.cli.selection import Resolved, resolve
+from mltidy.cli.options import NotifyOption
+from mltidy.cli.selection import STORES, Given, with_given
 from mltidy.close import Outcome
 from mltidy.errors import MltidyError, UsageError
 from mltidy.notify.delivery import Target, deliver, resolve_targets, validate
@@ -45,7 +39,9 @@ class NotifyOn(str, Enum):
         return ok is (self is NotifyOn.SUCCESS)
 
 
+@with_given(*STORES, "experiment", "study")
 def run_command(
+    given: Given,
     command: Annotated[
         list[str] | None,
         typer.Argument(
@@ -54,10 +50,6 @@ def run_command(
             show_default=False,
         ),
     ] = None,
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
     notify: NotifyOption = None,
     notify_on: Annotated[
         NotifyOn,
@@ -99,7 +91,7 @@ def run_command(
     with translated_errors():
         if not command:
             raise UsageError("no command to run", hint="mltidy run -- python train.py")
-        resolved = _stores(mlflow, optuna, experiment, study)
+        resolved = given.resolve()
         resolved.session().close()  # a bad URI fails now, not after hours of training
         targets = resolve_targets(notify, resolved.config)
         validate(targets)
@@ -111,35 +103,18 @@ def run_command(
         print_error(exc.message)
         raise typer.Exit(exc.exit_code) from None
     exit_ = supervision.exit
-    cleanup = None if no_close else _clean_up(supervision, mlflow, optuna, experiment, study)
+    cleanup = None if no_close else _clean_up(supervision, given)
     _say(supervision, cleanup)
     if targets and notify_on.wants(exit_.ok):
         _notify(job_event(supervision, cleanup, links, name), targets)
     raise typer.Exit(exit_.exit_code)
 
 
-def _stores(
-    mlflow: list[str] | None,
-    optuna: list[str] | None,
-    experiment: list[str] | None,
-    study: list[str] | None,
-) -> Resolved:
-    return resolve(
-        mlflow=mlflow, optuna=optuna, experiments=experiment, studies=study, stale_after=None
-    )
-
-
-def _clean_up(
-    supervision: Supervision,
-    mlflow: list[str] | None,
-    optuna: list[str] | None,
-    experiment: list[str] | None,
-    study: list[str] | None,
-) -> Cleanup | None:
+def _clean_up(supervision: Supervision, given: Given) -> Cleanup | None:
     """Close what the job left; stores are resolved again, since a first run may have just
     created them. A failure here is reported and never changes the exit code."""
     try:
-        resolved = _stores(mlflow, optuna, experiment, study)
+        resolved = given.resolve()
         with resolved.session() as session:
             cleanup = clean_up(supervision, session, resolved.selection)
     except MltidyError as exc:

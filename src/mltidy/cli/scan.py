@@ -13,33 +13,22 @@ from typing_extensions import assert_never
 from mltidy.cli.errors import report_store_failure, translated_errors
 from mltidy.cli.options import (
     DashboardUrlOption,
-    ExperimentOption,
     FailOn,
     FailOnOption,
     FormatOption,
-    HostOption,
-    MlflowOption,
     MlflowUiOption,
-    OlderThanOption,
-    OptunaOption,
-    OptunaUtcOffsetOption,
-    RunOption,
-    SilentForOption,
-    StaleAfterOption,
-    StudyOption,
     ThisHostOption,
-    TrialOption,
-    UserOption,
 )
 from mltidy.cli.render import (
     OutputFormat,
     markdown,
+    print_missing,
     stderr_console,
     stdout_console,
     write_json,
     write_jsonl_record,
 )
-from mltidy.cli.selection import resolve
+from mltidy.cli.selection import JUDGING, STORES, Given, with_given
 from mltidy.cli.tables import AllOption, Screen, grouped_hint, print_records
 from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
@@ -56,19 +45,9 @@ FAILING = {
 }
 
 
+@with_given(*STORES, *JUDGING)
 def scan_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    optuna_utc_offset: OptunaUtcOffsetOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
-    run: RunOption = None,
-    trial: TrialOption = None,
-    older_than: OlderThanOption = None,
-    silent_for: SilentForOption = None,
-    user: UserOption = None,
-    host: HostOption = None,
-    stale_after: StaleAfterOption = None,
+    given: Given,
     output: FormatOption = OutputFormat.TABLE,
     fail_on: FailOnOption = FailOn.NEVER,
     this_host: ThisHostOption = False,
@@ -85,22 +64,7 @@ def scan_command(
     3 a store could not be read.
     """
     with translated_errors(json_mode=output.is_machine):
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=experiment,
-            studies=study,
-            stale_after=stale_after,
-            mlflow_ui=mlflow_ui,
-            dashboard_url=dashboard_url,
-            optuna_utc_offset=optuna_utc_offset,
-            runs=run,
-            trials=trial,
-            older_than=older_than,
-            silent_for=silent_for,
-            users=user,
-            hosts=host,
-        )
+        resolved = given.resolve(mlflow_ui=mlflow_ui, dashboard_url=dashboard_url)
         err = stderr_console()
         if not resolved.specs:
             err.print(
@@ -130,8 +94,7 @@ def scan_command(
         grouped = _render(output, stores, records, show_all)
         _summarise(stores, records, left_out, output, grouped)
         if not output.is_machine:
-            for given in missing:
-                err.print(f"  {given}: no unfinished record of the selection has this id")
+            print_missing(missing, "unfinished record")
     failed = any(not s.ok for s in stores)
     if failed:
         raise typer.Exit(int(ExitCode.STORE))

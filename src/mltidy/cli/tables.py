@@ -34,7 +34,7 @@ from rich.style import Style
 
 from mltidy.close import Change, CloseReport, Outcome, Skip
 from mltidy.durations import format_duration
-from mltidy.model import Basis, JudgedRecord, RecordKind, VerdictKind, iso, utc_now
+from mltidy.model import Basis, JudgedRecord, Record, RecordKind, VerdictKind, iso, utc_now
 from mltidy.text import safe
 
 #: Rows a table may have before it is grouped, when stdout is not a terminal (a pipe, a file,
@@ -454,6 +454,15 @@ def _end_time(value: datetime) -> str:
     return (iso(value) or "-").replace("+00:00", "Z").replace("T", " ")
 
 
+def _record_cells(record: Record) -> list[Cell]:
+    """Which record a change or skip is about: its kind, where and what it is, its id."""
+    return [
+        _kind(record.kind),
+        f"{record.container}: {record.name}",
+        short_id(record.kind, record.id, record.trial_number),
+    ]
+
+
 def change_rows(changes: Iterable[Change]) -> list[list[Cell]]:
     """One row per planned (or made) change."""
     rows: list[list[Cell]] = []
@@ -465,9 +474,7 @@ def change_rows(changes: Iterable[Change]) -> list[list[Cell]]:
         rows.append(
             [
                 (change.outcome.value, OUTCOME_STYLE[change.outcome]),
-                _kind(record.kind),
-                f"{record.container}: {record.name}",
-                short_id(record.kind, record.id, record.trial_number),
+                *_record_cells(record),
                 change.new_state,
                 _end_time(change.end_time),
                 evidence,
@@ -484,9 +491,7 @@ def skip_rows(skipped: Iterable[Skip]) -> list[list[Cell]]:
         rows.append(
             [
                 (verdict.kind.value, VERDICT_STYLE[verdict.kind]),
-                _kind(record.kind),
-                f"{record.container}: {record.name}",
-                short_id(record.kind, record.id, record.trial_number),
+                *_record_cells(record),
                 skip.why,
             ]
         )

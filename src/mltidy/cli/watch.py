@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -18,25 +17,10 @@ from typing_extensions import assert_never
 
 from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import print_error, report_store_failure, translated_errors
-from mltidy.cli.options import (
-    ExperimentOption,
-    FormatOption,
-    HostOption,
-    MlflowOption,
-    NotifyOption,
-    OlderThanOption,
-    OptunaOption,
-    OptunaUtcOffsetOption,
-    RunOption,
-    SilentForOption,
-    StaleAfterOption,
-    StudyOption,
-    TrialOption,
-    UserOption,
-)
-from mltidy.cli.render import OutputFormat, store_dict
+from mltidy.cli.options import FormatOption, NotifyOption
+from mltidy.cli.render import OutputFormat, store_dict, write_json_document, write_json_lines
 from mltidy.cli.render_changes import change_dict
-from mltidy.cli.selection import resolve
+from mltidy.cli.selection import JUDGING, STORES, Given, with_given
 from mltidy.close import Outcome
 from mltidy.config import IDLE_AFTER
 from mltidy.durations import format_duration, parse_duration
@@ -52,19 +36,9 @@ from mltidy.watch.poll import PollResult
 from mltidy.watch.state import WatchState, default_state_path
 
 
+@with_given(*STORES, *JUDGING)
 def watch_command(
-    mlflow: MlflowOption = None,
-    optuna: OptunaOption = None,
-    optuna_utc_offset: OptunaUtcOffsetOption = None,
-    experiment: ExperimentOption = None,
-    study: StudyOption = None,
-    run: RunOption = None,
-    trial: TrialOption = None,
-    older_than: OlderThanOption = None,
-    silent_for: SilentForOption = None,
-    user: UserOption = None,
-    host: HostOption = None,
-    stale_after: StaleAfterOption = None,
+    given: Given,
     notify: NotifyOption = None,
     once: Annotated[
         bool,
@@ -153,20 +127,7 @@ def watch_command(
     not be delivered (it stays queued) or a --close failed.
     """
     with translated_errors(json_mode=output.is_machine):
-        resolved = resolve(
-            mlflow=mlflow,
-            optuna=optuna,
-            experiments=experiment,
-            studies=study,
-            stale_after=stale_after,
-            optuna_utc_offset=optuna_utc_offset,
-            runs=run,
-            trials=trial,
-            older_than=older_than,
-            silent_for=silent_for,
-            users=user,
-            hosts=host,
-        )
+        resolved = given.resolve()
         if not resolved.specs:
             raise UsageError(
                 "no stores to watch",
@@ -275,13 +236,15 @@ def _report(result: PollResult, output: OutputFormat) -> None:
         record = change.item.record
         print_error(f"could not close {record.name} ({record.id}): {change.detail}")
     if output is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(poll_json(result), indent=2) + "\n")
+        write_json_document(poll_json(result))
     elif output is OutputFormat.JSONL:
         payload = poll_json(result)
-        for event in payload["events"]:
-            sys.stdout.write(json.dumps({"event": event}) + "\n")
-        for delivery in payload["deliveries"]:
-            sys.stdout.write(json.dumps({"delivery": delivery}) + "\n")
+        write_json_lines(
+            [
+                *({"event": event} for event in payload["events"]),
+                *({"delivery": delivery} for delivery in payload["deliveries"]),
+            ]
+        )
     elif output is OutputFormat.MARKDOWN:
         if result.events:
             sys.stdout.write(f"## mltidy watch, {iso(result.at)}\n\n")

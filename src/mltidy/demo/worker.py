@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from mltidy import names
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltidy-demo-worker")
@@ -116,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         tags = dict(item.split("=", 1) for item in args.tag)
         with mlflow.start_run(run_name=name, tags=tags or None) as run:
             if args.link == "early":
-                trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                trial.set_user_attr(names.MLFLOW_RUN_ID, run.info.run_id)
             loss = train(trial, run.info.run_id)
             if args.link == "late":
-                trial.set_user_attr("mlflow_run_id", run.info.run_id)
+                trial.set_user_attr(names.MLFLOW_RUN_ID, run.info.run_id)
             return loss
 
     if args.provenance == "record":

@@ -208,19 +208,10 @@ class JobStatus:
     def incarnation_of(
         self,
         started_at: datetime | None,
-        *,
         restarts: int | None = None,
         tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
     ) -> Incarnation:
-        """Which incarnation of this job a record started in.
-
-        Args:
-            started_at: when the record started (aware), if known.
-            restarts: the job's restart count the record saw when it started, if recorded
-                (exact; preferred over comparing clocks). Defaults to :attr:`JobRef.restarts`.
-            tolerance: how far the record's clock and the scheduler's may disagree, where the
-                time the job was requeued is not known.
-        """
+        """Which incarnation of this job a record started in (see :meth:`evidence_for`)."""
         _check_aware("started_at", started_at)
         seen = self.job.restarts if restarts is None else restarts
         if seen is not None and self.restarts is not None:
@@ -265,10 +256,12 @@ class JobStatus:
 
         Args:
             started_at: when the record started (aware), if known.
-            restarts: the restart count the record saw (see :meth:`incarnation_of`).
-            tolerance: how far the record's clock and the scheduler's may disagree.
+            restarts: the job's restart count the record saw when it started, if recorded
+                (exact; preferred over comparing clocks). Defaults to :attr:`JobRef.restarts`.
+            tolerance: how far the record's clock and the scheduler's may disagree, where the
+                time the job was requeued is not known.
         """
-        incarnation = self.incarnation_of(started_at, restarts=restarts, tolerance=tolerance)
+        incarnation = self.incarnation_of(started_at, restarts, tolerance)
         said = self.sentence()
         if incarnation is Incarnation.OTHER_JOB:
             return JobEvidence(

@@ -30,6 +30,7 @@ import subprocess
 import time
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from mltidy import names
 from mltidy.evidence.scheduler import JobPhase, JobRef, JobStatus, SchedulerAnswer, SchedulerSource
@@ -161,11 +162,12 @@ class SlurmSource(SchedulerSource):
                 statuses[ref] = _status(ref, row)
 
         step_refs = [ref for ref in job_rows if ref not in statuses]
-        gone_steps = self._steps(run, step_refs, job_rows, statuses, notes)
+        asking = _Asking(run, job_rows, statuses, notes)
+        gone_steps = self._steps(asking, step_refs)
 
         missing = [ref for ref in refs if ref not in job_rows] + gone_steps
         if missing:
-            self._accounting(run, missing, job_rows, statuses, notes)
+            self._accounting(asking, missing)
         for ref in gone_steps:
             if ref not in statuses:
                 statuses[ref] = _gone_step(ref, job_rows[ref])
@@ -176,17 +178,11 @@ class SlurmSource(SchedulerSource):
             calls=run.calls,
         )
 
-    def _steps(
-        self,
-        run: _Runner,
-        step_refs: list[JobRef],
-        job_rows: Mapping[JobRef, SlurmRow],
-        statuses: dict[JobRef, JobStatus],
-        notes: list[str],
-    ) -> list[JobRef]:
+    def _steps(self, asking: _Asking, step_refs: list[JobRef]) -> list[JobRef]:
         """Statuses of the steps of running jobs; returns the refs whose step is gone."""
         if not step_refs:
             return []
+        run, job_rows, statuses, notes = asking
         done = run(
             "squeue",
             "--noheader",
@@ -213,15 +209,9 @@ class SlurmSource(SchedulerSource):
                 statuses[ref] = _status(ref, _step_of(job_row, step_row))
         return gone
 
-    def _accounting(
-        self,
-        run: _Runner,
-        missing: list[JobRef],
-        job_rows: Mapping[JobRef, SlurmRow],
-        statuses: dict[JobRef, JobStatus],
-        notes: list[str],
-    ) -> None:
+    def _accounting(self, asking: _Asking, missing: list[JobRef]) -> None:
         """Ask sacct about jobs the controller no longer holds and steps that ended."""
+        run, job_rows, statuses, notes = asking
         kept = "the controller keeps finished jobs only for MinJobAge"
         if shutil.which("sacct", path=run.env.get("PATH")) is None:
             notes.append(f"{kept}, and sacct is not installed here")
@@ -266,6 +256,16 @@ class SlurmSource(SchedulerSource):
 
 
 # -- running the clients --------------------------------------------------------------------------
+class _Asking(NamedTuple):
+    """What one query works with: the clients' runner, the rows squeue gave for the refs, and
+    what it found so far (statuses, and notes on what could not be asked)."""
+
+    run: _Runner
+    job_rows: Mapping[JobRef, SlurmRow]
+    statuses: dict[JobRef, JobStatus]
+    notes: list[str]
+
+
 class _Runner:
     """Runs SLURM clients under one shared deadline; counts the calls."""
 

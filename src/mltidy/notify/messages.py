@@ -21,21 +21,21 @@ LISTED = 100
 TITLE_LIMIT = 200
 
 #: Counting labels, worst news first: the order of a grouped message's title.
-_LABELS: Mapping[str, tuple[str, str]] = {
-    "dead:run": ("run dead", "runs dead"),
-    "dead:trial": ("trial dead", "trials dead"),
-    EventKind.JOB_FAILED.value: ("job failed", "jobs failed"),
-    EventKind.RUN_FAILED.value: ("run failed", "runs failed"),
-    EventKind.RUN_KILLED.value: ("run killed", "runs killed"),
-    EventKind.STUDY_STOPPED.value: ("study stopped", "studies stopped"),
-    EventKind.STORE_FAILING.value: ("store unreadable", "stores unreadable"),
-    EventKind.CLOCK_SKEW.value: ("record dated in the future", "records dated in the future"),
-    "stale:run": ("run stale", "runs stale"),
-    "stale:trial": ("trial stale", "trials stale"),
-    EventKind.RUN_FINISHED.value: ("run finished", "runs finished"),
-    EventKind.STUDY_FINISHED.value: ("study finished", "studies finished"),
-    EventKind.JOB_SUCCEEDED.value: ("job finished", "jobs finished"),
-    EventKind.EXPERIMENT_IDLE.value: ("experiment idle", "experiments idle"),
+_LABELS: Mapping[str, str] = {
+    "dead:run": "run dead",
+    "dead:trial": "trial dead",
+    EventKind.JOB_FAILED.value: "job failed",
+    EventKind.RUN_FAILED.value: "run failed",
+    EventKind.RUN_KILLED.value: "run killed",
+    EventKind.STUDY_STOPPED.value: "study stopped",
+    EventKind.STORE_FAILING.value: "store unreadable",
+    EventKind.CLOCK_SKEW.value: "record dated in the future",
+    "stale:run": "run stale",
+    "stale:trial": "trial stale",
+    EventKind.RUN_FINISHED.value: "run finished",
+    EventKind.STUDY_FINISHED.value: "study finished",
+    EventKind.JOB_SUCCEEDED.value: "job finished",
+    EventKind.EXPERIMENT_IDLE.value: "experiment idle",
 }
 
 
@@ -49,9 +49,19 @@ def summary(events: Iterable[Event]) -> str:
     for label, n in sorted(
         counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)
     ):
-        one, many = _LABELS.get(label, (label, label))
-        parts.append(f"{n} {one if n == 1 else many}")
+        said = _LABELS.get(label)
+        if said is None:
+            parts.append(f"{n} {label}")
+        else:
+            parts.append(f"{n} {said if n == 1 else _plural(said)}")
     return ", ".join(parts)
+
+
+def _plural(label: str) -> str:
+    """A counting label for more than one: its first word, the noun, in the plural."""
+    noun, _, rest = label.partition(" ")
+    many = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{many} {rest}".rstrip()
 
 
 def fold(events: Sequence[Event]) -> list[Event]:

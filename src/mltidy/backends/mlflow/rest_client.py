@@ -227,23 +227,16 @@ class RestClient:
             self._session = None
 
     def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """``GET`` an API endpoint (``runs/get``); the answer's JSON object.
-
-        Raises:
-            StoreError: the request failed (see :meth:`call`).
-        """
-        answer = self.call("GET", endpoint, params=params)
-        assert answer is not None
-        return answer
+        """``GET`` an API endpoint (``runs/get``); the answer's JSON object (see :meth:`call`)."""
+        return self._object(self.call("GET", endpoint, params=params))
 
     def post(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``POST`` a JSON body to an API endpoint; the answer's JSON object.
+        """``POST`` a JSON body to an API endpoint; the answer's JSON object (see :meth:`call`)."""
+        return self._object(self.call("POST", endpoint, body=body))
 
-        Raises:
-            StoreError: the request failed (see :meth:`call`).
-        """
-        answer = self.call("POST", endpoint, body=body)
-        assert answer is not None
+    @staticmethod
+    def _object(answer: dict[str, Any] | None) -> dict[str, Any]:
+        assert answer is not None  # only a call with missing_ok answers None
         return answer
 
     def call(

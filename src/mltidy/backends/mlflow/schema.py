@@ -177,24 +177,17 @@ def replace_tags(conn: Connection, tags: Any, run_id: str, values: Mapping[str, 
 def replace_tags_of_runs(
     conn: Connection, tags: Any, values: Mapping[str, Mapping[str, str]]
 ) -> None:
-    """Set tags on many runs inside the caller's transaction: one ``DELETE`` per set of keys
-    and :data:`~mltidy.backends.sql.STATEMENT_CHUNK` runs, one multi-row ``INSERT``."""
-    from sqlalchemy import delete
+    """Set tags on many runs inside the caller's transaction (see
+    :func:`~mltidy.backends.sql.replace_keyed_rows`)."""
+    from mltidy.backends.sql import replace_keyed_rows
 
-    from mltidy.backends.sql import chunks, insert_rows
-
-    by_keys: dict[tuple[str, ...], list[str]] = {}
-    for run_id, run_values in values.items():
-        by_keys.setdefault(tuple(sorted(run_values)), []).append(run_id)
-    for keys, run_ids in by_keys.items():
-        for chunk in chunks(run_ids):
-            conn.execute(delete(tags).where(tags.c.run_uuid.in_(chunk), tags.c.key.in_(keys)))
-    rows = [
-        {"key": k, "value": v, "run_uuid": run_id}
-        for run_id, run_values in values.items()
-        for k, v in run_values.items()
-    ]
-    insert_rows(conn, tags, rows)
+    replace_keyed_rows(
+        conn,
+        tags,
+        "run_uuid",
+        values,
+        lambda run_id, k, v: {"key": k, "value": v, "run_uuid": run_id},
+    )
 
 
 __all__ = [

@@ -245,23 +245,16 @@ def replace_attrs_of_trials(
     conn: Connection, table: Any, values: Mapping[int, Mapping[str, Any]]
 ) -> None:
     """Set attributes of many trials inside the caller's transaction (JSON, as optuna stores
-    them): one ``DELETE`` per set of keys and chunk of trials, one multi-row ``INSERT``."""
-    from sqlalchemy import delete
+    them; see :func:`~mltidy.backends.sql.replace_keyed_rows`)."""
+    from mltidy.backends.sql import replace_keyed_rows
 
-    from mltidy.backends.sql import chunks, insert_rows
-
-    by_keys: dict[tuple[str, ...], list[int]] = {}
-    for trial_id, trial_values in values.items():
-        by_keys.setdefault(tuple(sorted(trial_values)), []).append(trial_id)
-    for keys, trial_ids in by_keys.items():
-        for chunk in chunks(trial_ids):
-            conn.execute(delete(table).where(table.c.trial_id.in_(chunk), table.c.key.in_(keys)))
-    rows = [
-        {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
-        for trial_id, trial_values in values.items()
-        for k, v in trial_values.items()
-    ]
-    insert_rows(conn, table, rows)
+    replace_keyed_rows(
+        conn,
+        table,
+        "trial_id",
+        values,
+        lambda trial_id, k, v: {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)},
+    )
 
 
 def read_notes(
