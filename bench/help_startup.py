@@ -6,11 +6,13 @@ processes falls on both alike; the report gives each one's median and the median
 per-round ratios. ``mltidy scan --help`` (a command's own help: its module is imported) is
 measured the same way.
 
-Run: python bench/help_startup.py [ROUNDS]
+Run: python bench/help_startup.py [ROUNDS] (``--help`` for the options). The ``mltidy`` it runs
+is the console script next to this Python; ``PYTHONPATH`` chooses which source it imports.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -40,11 +42,30 @@ def paired(rounds: int, command: list[str]) -> tuple[list[float], list[float]]:
     return floor, measured
 
 
-def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time `mltidy --help` and `mltidy scan --help` next to "
+        "`python -c 'import typer'`, in pairs whose order alternates.",
+    )
+    parser.add_argument(
+        "rounds", nargs="?", type=int, default=20, help="paired rounds per command (default 20)"
+    )
+    parser.add_argument("--root-only", action="store_true", help="measure `mltidy --help` only")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rounds: int = args.rounds
     wall([MLTIDY, "--help"])  # warm the file cache and the bytecode
     print(f"{rounds} paired rounds, wall-clock seconds (median, min-max)")
-    for command in ([MLTIDY, "--help"], [MLTIDY, "scan", "--help"]):
+    commands = [[MLTIDY, "--help"]]
+    if not args.root_only:
+        commands.append([MLTIDY, "scan", "--help"])
+    for command in commands:
         floor, measured = paired(rounds, command)
         ratios = [m / f for m, f in zip(measured, floor, strict=True)]
         shown = " ".join(["mltidy", *command[1:]])
