@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 import os
 import re
 import sys
@@ -170,6 +169,8 @@ def write_json_error(exc: UsageError, args: Sequence[str], path: str = "mltidy")
     not (an option's missing value is found before the command's context exists)."""
     if type(exc).__name__ == "NoArgsIsHelpError" or not requests_json(args):
         return
+    import json
+
     path = exc.ctx.command_path if exc.ctx is not None else path
     error = {"code": "usage", "message": exc.format_message(), "hint": f"see {path} --help"}
     sys.stdout.write(json.dumps({"error": error}) + "\n")
