@@ -114,8 +114,11 @@ def section(results: list[Pairs], rounds: int, load_before: str) -> str:
         f"does anything), measured by `bench/{SCRIPT}`: {rounds} rounds, each running both "
         "programs in an order that alternates between rounds, bytecode cached; the ratio is "
         "the median of the rounds' ratios, so that load from other processes falls on both "
-        "alike. `mltidy scan --help` also imports its command's module and is shown for "
-        "comparison. The machine was shared: load average "
+        "alike. Beyond Typer, `mltidy --help` imports rich (the help's panels and tables) and "
+        "the CLI's root, but no command module, nor the Markdown and traceback renderers that "
+        "Typer's help module imports for features mltidy does not use (`cli/core.py`). "
+        "`mltidy scan --help` also imports its command's module and is shown for comparison. "
+        "The machine was shared: load average "
         f"{load_before} at the start, {load_average()} at the end.",
         "",
         "| target (issue 15) | wanted | measured |  |",
