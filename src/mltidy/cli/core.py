@@ -10,10 +10,10 @@
   (``mltidy --debug scan``) and after it (``mltidy scan --debug``).
 * **Help loads only what it shows.** Typer's help renderer (``typer.rich_utils``) imports
   ``rich.markdown`` (markdown-it, pygments) and ``rich.traceback`` (attrs) at its top, for its
-  Markdown markup mode and its pretty exceptions, neither of which mltidy uses: 74 ms under
-  ``python -X importtime``, more than the rest of ``mltidy --help`` beyond Typer itself.
-  :func:`load_help_renderer` imports it with stand-ins for those two classes that import the
-  real ones only when used (bench/help_startup.py, docs/performance.md "Start-up floor").
+  Markdown markup mode and its pretty exceptions, neither of which mltidy uses (74 ms of
+  ``mltidy --help`` under ``python -X importtime``). :func:`load_help_renderer` imports it
+  with stand-ins for those two classes that import the real ones only when used
+  (bench/help_startup.py, docs/performance.md "Start-up floor").
 * **JSON mode is JSON, usage errors included.** With ``-f json``/``-f jsonl`` (or
   ``MLTIDY_FORMAT``), Click's own usage errors (an unknown option, a bad value, no such command)
   are also written to stdout as ``{"error": {"code", "message", "hint"}}`` (docs/json.md).
