@@ -8,6 +8,12 @@
   broke sentences mid-line), and flags show no ``<bool>`` type.
 * **Global options work anywhere.** ``--debug`` is accepted before the command
   (``mltidy --debug scan``) and after it (``mltidy scan --debug``).
+* **Help loads only what it shows.** Typer's help renderer (``typer.rich_utils``) imports
+  ``rich.markdown`` (markdown-it, pygments) and ``rich.traceback`` (attrs) at its top, for its
+  Markdown markup mode and its pretty exceptions, neither of which mltidy uses (74 ms of
+  ``mltidy --help`` under ``python -X importtime``). :func:`load_help_renderer` imports it
+  with stand-ins for those two classes that import the real ones only when used
+  (bench/help_startup.py, docs/performance.md "Start-up floor").
 * **JSON mode is JSON, usage errors included.** With ``-f json``/``-f jsonl`` (or
   ``MLTIDY_FORMAT``), Click's own usage errors (an unknown option, a bad value, no such command)
   are also written to stdout as ``{"error": {"code", "message", "hint"}}`` (docs/json.md).
@@ -17,12 +23,12 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import json
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar
 
 import typer
@@ -70,6 +76,61 @@ class Lazy:
         return function
 
 
+class _Deferred(type):
+    """A stand-in for a class of a module imported only when the class is used (called, or an
+    attribute of it read)."""
+
+    _module: str
+
+    def _real(cls) -> Any:
+        return getattr(importlib.import_module(cls._module), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):  # typing's probes (``__typing_subst__``...): not the class's
+            raise AttributeError(name)
+        return getattr(cls._real(), name)
+
+
+#: What ``typer.rich_utils`` imports and mltidy's help never uses: the ``markdown`` markup mode's
+#: renderer and the pretty exceptions' traceback (``pretty_exceptions_enable=False``).
+_UNUSED_BY_HELP = {"rich.markdown": "Markdown", "rich.traceback": "Traceback"}
+
+
+def load_help_renderer() -> None:
+    """Import Typer's help renderer without its unused heavy imports (:data:`_UNUSED_BY_HELP`).
+
+    While it is imported, those modules are stand-in modules holding a :class:`_Deferred`
+    class; they leave ``sys.modules`` right after, so that anything importing them later gets
+    the real module. A Typer that imports more from them gets them whole (the import is
+    repeated without stand-ins).
+    """
+    if "typer.rich_utils" in sys.modules:
+        return
+    placed: dict[str, ModuleType] = {}
+    for module, name in _UNUSED_BY_HELP.items():
+        if module not in sys.modules:
+            stand_in = ModuleType(module)
+            setattr(stand_in, name, _Deferred(name, (), {"_module": module}))
+            placed[module] = sys.modules[module] = stand_in
+    try:
+        importlib.import_module("typer.rich_utils")
+    except ImportError:
+        _remove(placed)
+        placed = {}
+        importlib.import_module("typer.rich_utils")
+    finally:
+        _remove(placed)
+
+
+def _remove(placed: dict[str, ModuleType]) -> None:
+    for module, stand_in in placed.items():
+        if sys.modules.get(module) is stand_in:
+            del sys.modules[module]
+
+
 def reflow(text: str | None) -> str | None:
     """Help text with each paragraph on one line, so the terminal wraps it as prose.
 
@@ -110,6 +171,8 @@ def write_json_error(exc: UsageError, args: Sequence[str], path: str = "mltidy")
     not (an option's missing value is found before the command's context exists)."""
     if type(exc).__name__ == "NoArgsIsHelpError" or not requests_json(args):
         return
+    import json
+
     path = exc.ctx.command_path if exc.ctx is not None else path
     error = {"code": "usage", "message": exc.format_message(), "hint": f"see {path} --help"}
     sys.stdout.write(json.dumps({"error": error}) + "\n")
@@ -194,6 +257,10 @@ class _Boundary(Command):
         lighten(params)  # plain option values are converted without importing pydantic
         return params
 
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        load_help_renderer()
+        super().format_help(ctx, formatter)
+
     def make_context(
         self,
         info_name: str | None,
@@ -206,6 +273,7 @@ class _Boundary(Command):
             return super().make_context(info_name, args, parent, **extra)
         except UsageError as exc:
             write_json_error(exc, given, _path(info_name, parent))
+            load_help_renderer()  # Typer renders the error (and help, for no arguments)
             raise
         except BrokenPipeError:  # --help into `| head`
             raise pipe_closed() from None
@@ -275,6 +343,7 @@ class LazyGroup(_Boundary, TyperGroup):
                     f"{exc.message.rstrip('.')}. Did you mean {', '.join(map(repr, close))}?"
                 )
             write_json_error(exc, args)
+            load_help_renderer()
             raise
 
 
@@ -297,6 +366,7 @@ __all__ = [
     "LazyGroup",
     "MltidyCommand",
     "load",
+    "load_help_renderer",
     "log_debug_to_stderr",
     "reflow",
     "requests_json",

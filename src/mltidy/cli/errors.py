@@ -1,8 +1,11 @@
-"""Turning exceptions into one clear line and the contract's exit code."""
+"""Turning exceptions into one clear line and the contract's exit code.
+
+Imported by every invocation (``mltidy --help`` included), so what only an error needs (JSON,
+redaction, terminal-safe text) is imported when an error is reported.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -14,8 +17,6 @@ import typer
 
 from mltidy.cli.state import STATE
 from mltidy.errors import ExitCode, MltidyError
-from mltidy.redact import redact
-from mltidy.text import safe
 
 if TYPE_CHECKING:
     from mltidy.model import StoreStatus
@@ -41,6 +42,9 @@ def stdout_closed() -> None:
 def print_error(message: str, hint: str | None = None) -> None:
     """The one-line error (and hint) on stderr: redacted, and safe to show (a server's or a
     store's text inside cannot control the terminal, :func:`mltidy.text.safe`)."""
+    from mltidy.redact import redact
+    from mltidy.text import safe
+
     sys.stderr.write(f"mltidy: error: {safe(redact(message))}\n")
     if hint:
         sys.stderr.write(f"  hint: {safe(redact(hint))}\n")
@@ -64,6 +68,10 @@ def translated_errors(json_mode: bool = False) -> Iterator[None]:
             traceback.print_exc()
         print_error(exc.message, exc.hint)
         if json_mode:
+            import json
+
+            from mltidy.redact import redact
+
             hint = redact(exc.hint) if exc.hint else None
             payload = {"code": exc.code, "message": redact(exc.message), "hint": hint}
             sys.stdout.write(json.dumps({"error": payload}) + "\n")
