@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
+from typing import Protocol
 
 from mltidy.model import (
     ClockReading,
@@ -359,6 +360,20 @@ class MakesWritable(abc.ABC):
         """
 
 
+class WriterTimes(Protocol):
+    """How one storage's naive datetimes are read: the Optuna family's ``StorageTimes``."""
+
+    @property
+    def known(self) -> bool:
+        """Whether naive rows are read with certainty (UTC, or a known writer's zone)."""
+
+    def set_zone(self, zone: tzinfo, source: str) -> None:
+        """Read (and write) naive local rows in ``zone``."""
+
+    def describe(self) -> str:
+        """How the storage's times are read, in words."""
+
+
 class NaiveTimes(abc.ABC):
     """Capability: a storage that keeps naive datetimes (Optuna), whose writer's zone mltidy
     may be told or may infer.
@@ -369,13 +384,18 @@ class NaiveTimes(abc.ABC):
     ``datetime_complete``) use the same zone, so a store keeps one convention.
     """
 
+    @property
     @abc.abstractmethod
+    def writer_times(self) -> WriterTimes:
+        """How this storage's naive datetimes are read (and written)."""
+
     def writer_zone_known(self) -> bool:
         """Whether every naive row is read with certainty (naive UTC, or a zone given)."""
+        return self.writer_times.known
 
-    @abc.abstractmethod
     def set_writer_zone(self, zone: tzinfo, source: str) -> None:
         """Read and write naive local rows in ``zone``; ``source`` says where it came from."""
+        self.writer_times.set_zone(zone, source)
 
     @abc.abstractmethod
     def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
@@ -386,6 +406,6 @@ class NaiveTimes(abc.ABC):
             StoreError: the storage cannot be read.
         """
 
-    @abc.abstractmethod
     def describe_times(self) -> str:
         """How the storage's times are read, in words (doctor)."""
+        return self.writer_times.describe()

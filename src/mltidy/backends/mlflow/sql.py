@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
+from mltidy.backends.engine import LazyEngine
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
@@ -67,7 +68,6 @@ from mltidy.backends.sql import (
     SqliteReader,
     checked_sqlite_file,
     chunks,
-    create_reader_engine,
     current_states,
     database_now,
     local_artifact_count,
@@ -129,8 +129,7 @@ class MlflowSqlBackend(
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._writable = writable
-        self._made: Engine | None = None
+        self._db = LazyEngine(url, writable=writable)
         self._sqlite = SqliteRuns(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
             if self._sqlite is not None:
@@ -147,9 +146,7 @@ class MlflowSqlBackend(
     @property
     def _engine(self) -> Engine:
         """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
-        if self._made is None:
-            self._made = create_reader_engine(self.url, writable=self._writable)
-        return self._made
+        return self._db.engine
 
     @cached_property
     def _t(self) -> dict[str, Any]:
@@ -167,13 +164,10 @@ class MlflowSqlBackend(
 
     def make_writable(self) -> None:
         """From now on the engine is a writable one (the store is not inspected again)."""
-        self._writable = True
-        if self._made is not None:
-            self._made.dispose()
-            self._made = None
+        self._db.make_writable()
 
     def describe(self) -> str:
-        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
+        dialect = self._db.dialect(sqlite=self._sqlite is not None)
         return f"MLflow SQL store ({dialect}), schema revision {self._revision or 'unknown'}"
 
     def clock(self) -> ClockReading:
@@ -297,7 +291,7 @@ class MlflowSqlBackend(
     def _read(self, record_ids: Sequence[str], *, rhythms: bool) -> dict[str, Record]:
         """Runs by id, any state; a RUNNING run with its rhythm when ``rhythms``."""
         if self._sqlite is not None:
-            writer = self._engine if self._writable else None
+            writer = self._db.writer
             try:
                 with self._sqlite.reader.connection(writer) as conn:
                     runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS, conn)
@@ -599,9 +593,7 @@ class MlflowSqlBackend(
             retry_locked(attempt, self.uri)
 
     def close(self) -> None:
-        if self._made is not None:
-            self._made.dispose()
-            self._made = None
+        self._db.close()
 
 
 def _result(run_id: str, closed: set[str], states: dict[str, Any]) -> CloseResult:

@@ -8,7 +8,7 @@ This module checks and opens the journal; the reads and writes are :class:`Stora
 from __future__ import annotations
 
 import json
-from datetime import datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,11 +155,9 @@ class OptunaJournalBackend(
     def describe(self) -> str:
         return "Optuna redis journal" if self.is_redis else "Optuna journal file"
 
-    def writer_zone_known(self) -> bool:
-        return self._times.known
-
-    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
-        self._times.set_zone(zone, source)
+    @property
+    def writer_times(self) -> StorageTimes:
+        return self._times
 
     def describe_times(self) -> str:
         return "offsets in the journal (Optuna 5); naive lines: " + self._times.describe()

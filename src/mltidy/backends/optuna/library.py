@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
@@ -36,7 +36,7 @@ from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
     inspect_storage,
-    read_linked_starts,
+    naive_linked_starts,
     tables,
 )
 from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_naive_utc
@@ -158,24 +158,12 @@ class OptunaSqlLibraryBackend(
     def _assumed(self, value: datetime | None) -> timedelta | None:
         return self._times.assumed(self._stored(value), utc_now())
 
-    def writer_zone_known(self) -> bool:
-        return self._times.known
-
-    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
-        self._times.set_zone(zone, source)
-
-    def describe_times(self) -> str:
-        return self._times.describe()
+    @property
+    def writer_times(self) -> StorageTimes:
+        return self._times
 
     def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            with self._rdb.engine.connect() as conn:
-                found = read_linked_starts(conn, tables(), limit)
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
-        return [(r, s) for r, s in found if isinstance(s, datetime) and s.tzinfo is None]
+        return naive_linked_starts(self._rdb.engine, tables(), limit, self.uri)
 
     def _study_of(self, trial_id: int) -> int | None:
         from optuna.storages._rdb import models

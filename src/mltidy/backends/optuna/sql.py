@@ -25,11 +25,12 @@ one engine and one table map.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes, names
+from mltidy.backends.engine import LazyEngine
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
     Backend,
@@ -50,7 +51,7 @@ from mltidy.backends.optuna.tables import (
     CHUNK,
     db_clock_offset,
     inspect_storage,
-    read_linked_starts,
+    naive_linked_starts,
     read_notes,
     replace_attrs,
     replace_attrs_of_trials,
@@ -62,7 +63,6 @@ from mltidy.backends.sql import (
     SqliteReader,
     checked_sqlite_file,
     chunks,
-    create_reader_engine,
     current_states,
     database_now,
     newest_time,
@@ -134,8 +134,7 @@ class OptunaSqlBackend(
     def __init__(self, url: str, *, writable: bool = False) -> None:
         self.url = url
         self.uri = store_id(self.kind, url)
-        self._writable = writable
-        self._made: Engine | None = None
+        self._db = LazyEngine(url, writable=writable)
         self._retries: Any = None
         self._sqlite = SqliteTrials(checked_sqlite_file(url)) if url.startswith("sqlite:") else None
         try:
@@ -155,9 +154,7 @@ class OptunaSqlBackend(
     @property
     def _engine(self) -> Engine:
         """SQLAlchemy's engine (read-only until :meth:`make_writable`), made on first use."""
-        if self._made is None:
-            self._made = create_reader_engine(self.url, writable=self._writable)
-        return self._made
+        return self._db.engine
 
     @cached_property
     def _t(self) -> dict[str, Any]:
@@ -174,13 +171,10 @@ class OptunaSqlBackend(
 
     def make_writable(self) -> None:
         """From now on the engine is a writable one (the store is not inspected again)."""
-        self._writable = True
-        if self._made is not None:
-            self._made.dispose()
-            self._made = None
+        self._db.make_writable()
 
     def describe(self) -> str:
-        dialect = "sqlite" if self._sqlite is not None else self._engine.dialect.name
+        dialect = self._db.dialect(sqlite=self._sqlite is not None)
         return (
             f"Optuna RDB storage ({dialect}), schema {self.version.schema_version}"
             f"{'/' + self.version.revision if self.version.revision else ''}, "
@@ -295,7 +289,7 @@ class OptunaSqlBackend(
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
         ids = [int(r) for r in record_ids if r.isdigit()]
         if self._sqlite is not None:
-            writer = self._engine if self._writable else None
+            writer = self._db.writer
             try:
                 with self._sqlite.reader.connection(writer) as conn:
                     trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats, conn)
@@ -355,24 +349,12 @@ class OptunaSqlBackend(
             assumed_utc_offset=self._times.assumed(row.datetime_start, now),
         )
 
-    def writer_zone_known(self) -> bool:
-        return self._times.known
-
-    def set_writer_zone(self, zone: tzinfo, source: str) -> None:
-        self._times.set_zone(zone, source)
-
-    def describe_times(self) -> str:
-        return self._times.describe()
+    @property
+    def writer_times(self) -> StorageTimes:
+        return self._times
 
     def linked_starts(self, limit: int) -> list[tuple[str, datetime]]:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        try:
-            with self._engine.connect() as conn:
-                found = read_linked_starts(conn, self._t, limit)
-        except SQLAlchemyError as exc:
-            raise translate_sql_error(exc, self.uri) from exc
-        return [(r, s) for r, s in found if isinstance(s, datetime) and s.tzinfo is None]
+        return naive_linked_starts(self._engine, self._t, limit, self.uri)
 
     def close_record(self, request: CloseRequest) -> CloseResult:
         from sqlalchemy import select, update
@@ -550,9 +532,7 @@ class OptunaSqlBackend(
         return {}
 
     def close(self) -> None:
-        if self._made is not None:
-            self._made.dispose()
-            self._made = None
+        self._db.close()
         if self._retries is not None:
             self._retries.remove_session()
             self._retries.engine.dispose()

@@ -21,7 +21,7 @@ from mltidy.backends.optuna.trials import decode
 from mltidy.backends.schema_versions import OPTUNA_REVISIONS, OPTUNA_SCHEMA_VERSION
 from mltidy.backends.sql import table_names, translate_sql_error
 from mltidy.errors import NotAStore
-from mltidy.model import utc_now
+from mltidy.model import StoreId, utc_now
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
@@ -201,6 +201,25 @@ def db_clock_offset(conn: Connection) -> timedelta:
     return db_now - now.replace(tzinfo=None)
 
 
+def naive_linked_starts(
+    engine: Engine, t: dict[str, Any], limit: int, uri: StoreId
+) -> list[tuple[str, datetime]]:
+    """Up to ``limit`` trials (newest first) that name their MLflow run, with their naive
+    ``datetime_start`` as stored (``NaiveTimes.linked_starts``).
+
+    Raises:
+        StoreError: the storage cannot be read.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as conn:
+            found = read_linked_starts(conn, t, limit)
+    except SQLAlchemyError as exc:
+        raise translate_sql_error(exc, uri) from exc
+    return [(r, s) for r, s in found if isinstance(s, datetime) and s.tzinfo is None]
+
+
 def read_linked_starts(conn: Connection, t: dict[str, Any], limit: int) -> list[tuple[str, Any]]:
     """Up to ``limit`` trials, newest first, with an ``mlflow_run_id`` (user or system
     attribute): (run id, ``datetime_start`` as stored)."""
@@ -282,6 +301,7 @@ __all__ = [
     "check_tables",
     "db_clock_offset",
     "inspect_storage",
+    "naive_linked_starts",
     "read_linked_starts",
     "read_notes",
     "replace_attrs",
