@@ -4,6 +4,7 @@ paths (read by id, written a few hundred notes per transaction) as on the defaul
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from mltidy.backends.optuna.sql import OptunaSqlBackend
 from mltidy.cli.app import app
 
 COUNT = 12
+DATABASES = itertools.count()
 KINDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -35,7 +37,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Dead
         pair = (f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'optuna.db'}")
     else:
         server = request.getfixturevalue("postgres_server")
-        name = f"notes_{os.getpid()}"
+        name = f"notes_{os.getpid()}_{next(DATABASES)}"
         pair = (server.create_database(f"m_{name}"), server.create_database(f"o_{name}"))
     yield [make_dead_stores(*pair, study, COUNT) for study in ("first", "second")]
 

@@ -292,12 +292,20 @@ def apply(session: StoreSession, report: CloseReport, options: CloseOptions) -> 
             outcomes.update((i, _failed(report.changes[i], error)) for i in indexes)
             continue
         size = BATCH if isinstance(backend, BatchCloser) else 1
+        # Batches of neighbouring ids (numbers by value, run ids as text): each transaction
+        # then changes fewer pages of the indexes on those ids (SQLite journals every page it
+        # changes); the report keeps the plan's order.
+        indexes.sort(key=lambda i: _id_order(report.changes[i].item.record.id))
         for start in range(0, len(indexes), size):
             batch = [(i, report.changes[i]) for i in indexes[start : start + size]]
             outcomes.update(_apply_batch(backend, batch, options, now, by))
     done = [o for _, o in sorted(outcomes.items()) if isinstance(o, Change)]
     skipped = [*report.skipped, *(o for _, o in sorted(outcomes.items()) if isinstance(o, Skip))]
     return CloseReport(report.stores, tuple(done), tuple(skipped), False, report.missing)
+
+
+def _id_order(record_id: str) -> tuple[int, str]:
+    return len(record_id), record_id
 
 
 def _failed(change: Change, detail: str) -> Change:
