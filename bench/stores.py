@@ -487,11 +487,29 @@ def copy_to_postgres(
                     copied += len(batch)
                 for statement in rebuild:
                     cursor.execute(statement)
+                _advance_sequences(cursor, name)
                 progress(f"  {name}: {copied:,} rows ({time.monotonic() - began:.0f} s)")
     finally:
         source.close()
     _analyze(engine)
     engine.dispose()
+
+
+def _advance_sequences(cursor: Any, table: str) -> None:
+    """Move the sequences of ``table``'s serial columns past the ids copied in (``COPY``
+    writes the ids it is given and leaves the sequences where they were), so that the next
+    row the libraries or mltidy insert gets a free id."""
+    cursor.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND table_name = %s AND column_default LIKE 'nextval(%%'",
+        (table,),
+    )
+    for (column,) in cursor.fetchall():
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+            f'coalesce(max("{column}"), 0) + 1, false) FROM "{table}"',
+            (table, column),
+        )
 
 
 def _drop_indexes(cursor: Any, table: str) -> list[str]:
