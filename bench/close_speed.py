@@ -3,9 +3,10 @@
 Stores (``stores.py``, MLflow's and Optuna's real schemas): an MLflow store whose RUNNING runs
 (``--records`` of them, among five times as many runs) and an Optuna storage whose RUNNING trials
 (``--records`` of them, one in five trials) all carry provenance naming this host with a boot id
-it does not have: started here before a reboot, so mltidy judges them dead. Every program gets
-a fresh copy of the store (a copied sqlite file; a PostgreSQL database made from a template),
-made before its clock starts:
+it does not have: started here before a reboot, so mltidy judges them dead. The PostgreSQL
+stores are the same stores: the libraries make the schema, then the sqlite stores' rows are
+copied in (``stores.copy_to_postgres``). Every program gets a fresh copy of the store (a copied
+sqlite file; a PostgreSQL database made from a template), made before its clock starts:
 
 * ``mltidy close --yes -f json``: scan, plan, re-read and close every dead record with its
   audit tags (compare-and-set, batched);
@@ -217,12 +218,10 @@ def main() -> int:
         try:
             pg_ml = server.create_database("close_mlflow")
             stores.create_mlflow_schema(pg_ml)
-            stores.fill_mlflow(pg_ml, runs=runs, running_every=5, progress=log, dead_host=host)
+            stores.copy_to_postgres(mlflow_url, pg_ml, stores.MLFLOW_TABLES, log)
             pg_op = server.create_database("close_optuna")
             stores.create_optuna_schema(pg_op)
-            stores.fill_optuna(
-                pg_op, studies=studies, trials=100, running_every=5, progress=log, dead_host=host
-            )
+            stores.copy_to_postgres(optuna_url, pg_op, stores.OPTUNA_TABLES, log)
             for title, kind, template, what, label in (
                 (
                     "MLflow, PostgreSQL",

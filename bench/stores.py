@@ -428,6 +428,145 @@ def count_rows(url: str, table: str, where: str = "") -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# PostgreSQL copies of sqlite stores
+# ------------------------------------------------------------------------------------------
+
+#: The tables ``fill_mlflow`` and ``fill_optuna`` fill, parents first.
+MLFLOW_TABLES = ("experiments", "runs", "tags", "params", "metrics", "latest_metrics")
+OPTUNA_TABLES = (
+    "studies",
+    "study_directions",
+    "trials",
+    "trial_params",
+    "trial_values",
+    "trial_system_attributes",
+    "trial_user_attributes",
+    "trial_heartbeats",
+)
+COPY_ROWS = 100_000
+
+
+def copy_to_postgres(
+    sqlite_url: str, pg_url: str, table_names: tuple[str, ...], progress: Progress = print
+) -> None:
+    """Copy the rows of ``table_names`` from a generated sqlite store into a PostgreSQL
+    database whose schema the library made (``create_mlflow_schema``/``create_optuna_schema``):
+    the same store on both databases.
+
+    Millions of metric rows inserted one statement at a time take many minutes, and even
+    ``COPY`` into MLflow's indexed ``metrics`` table took a quarter of an hour (every row checks
+    its foreign key and goes into two large B-trees through a small buffer cache). So the rows
+    are copied with ``COPY FROM STDIN`` without foreign-key checks (``session_replication_role =
+    replica``: they come from a consistent store), into tables whose own indexes and keys are
+    dropped first and built again afterwards (a sort instead of millions of B-tree inserts),
+    for every table no foreign key points at."""
+    import io
+    import sqlite3
+
+    path = sqlite_url.removeprefix("sqlite:///")
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    engine = _engine(pg_url)
+    began = time.monotonic()
+    try:
+        with engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            cursor.execute("SET session_replication_role = replica")
+            cursor.execute("SET maintenance_work_mem = '512MB'")
+            # What the library put there itself (MLflow's default experiment) comes again.
+            for name in reversed(table_names):
+                cursor.execute(f'DELETE FROM "{name}"')
+            for name in table_names:
+                rebuild = _drop_indexes(cursor, name)
+                names = [r[1] for r in source.execute(f'PRAGMA table_info("{name}")')]
+                rows = source.execute(f'SELECT {_copy_line(names)} FROM "{name}"')
+                columns = ", ".join(f'"{c}"' for c in names)
+                copied = 0
+                while batch := rows.fetchmany(COPY_ROWS):
+                    text = io.StringIO("".join(row[0] for row in batch))
+                    cursor.copy_expert(f'COPY "{name}" ({columns}) FROM STDIN', text)
+                    copied += len(batch)
+                for statement in rebuild:
+                    cursor.execute(statement)
+                _advance_sequences(cursor, name)
+                progress(f"  {name}: {copied:,} rows ({time.monotonic() - began:.0f} s)")
+    finally:
+        source.close()
+    _analyze(engine)
+    engine.dispose()
+
+
+def _advance_sequences(cursor: Any, table: str) -> None:
+    """Move the sequences of ``table``'s serial columns past the ids copied in (``COPY``
+    writes the ids it is given and leaves the sequences where they were), so that the next
+    row the libraries or mltidy insert gets a free id."""
+    cursor.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND table_name = %s AND column_default LIKE 'nextval(%%'",
+        (table,),
+    )
+    for (column,) in cursor.fetchall():
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence(%s, %s), "
+            f'coalesce(max("{column}"), 0) + 1, false) FROM "{table}"',
+            (table, column),
+        )
+
+
+def _drop_indexes(cursor: Any, table: str) -> list[str]:
+    """Drop the primary key, unique constraints and indexes of ``table`` unless a foreign key
+    points at it; return the statements that make them again."""
+    cursor.execute(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass",
+        (table,),
+    )
+    if cursor.fetchone()[0]:
+        return []
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('p', 'u')",
+        (table,),
+    )
+    constraints = cursor.fetchall()
+    cursor.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND tablename = %s",
+        (table,),
+    )
+    owned = {name for name, _ in constraints}
+    indexes = [(name, sql) for name, sql in cursor.fetchall() if name not in owned]
+    for name, _ in constraints:
+        cursor.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        cursor.execute(f'DROP INDEX "{name}"')
+    return [
+        *(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {sql}' for name, sql in constraints),
+        *(sql for _, sql in indexes),
+    ]
+
+
+#: SQLite expressions of the characters COPY's text format escapes, and their escapes (SQL).
+COPY_ESCAPES = (
+    (r"'\'", r"'\\'"),
+    ("char(9)", r"'\t'"),
+    ("char(10)", r"'\n'"),
+    ("char(13)", r"'\r'"),
+)
+
+
+def _copy_line(columns: list[str]) -> str:
+    """The SQLite expression of one row in COPY's text format (tab separated, ``\\N`` for
+    NULL, backslash escapes), so that SQLite's C code, not a Python loop over millions of
+    values, writes the text. Floats come out with SQLite's 15 significant digits."""
+    fields = []
+    for column in columns:
+        text = f'CAST("{column}" AS TEXT)'
+        for char, escaped in COPY_ESCAPES:
+            text = f"replace({text}, {char}, {escaped})"
+        fields.append(f"coalesce({text}, '\\N')")
+    return " || char(9) || ".join(fields) + " || char(10)"
+
+
+# ------------------------------------------------------------------------------------------
 # Cached sqlite files
 # ------------------------------------------------------------------------------------------
 

@@ -292,12 +292,20 @@ def apply(session: StoreSession, report: CloseReport, options: CloseOptions) -> 
             outcomes.update((i, _failed(report.changes[i], error)) for i in indexes)
             continue
         size = BATCH if isinstance(backend, BatchCloser) else 1
+        # Batches of neighbouring ids (numbers by value, run ids as text): each transaction
+        # then changes fewer pages of the indexes on those ids (SQLite journals every page it
+        # changes); the report keeps the plan's order.
+        indexes.sort(key=lambda i: _id_order(report.changes[i].item.record.id))
         for start in range(0, len(indexes), size):
             batch = [(i, report.changes[i]) for i in indexes[start : start + size]]
             outcomes.update(_apply_batch(backend, batch, options, now, by))
     done = [o for _, o in sorted(outcomes.items()) if isinstance(o, Change)]
     skipped = [*report.skipped, *(o for _, o in sorted(outcomes.items()) if isinstance(o, Skip))]
     return CloseReport(report.stores, tuple(done), tuple(skipped), False, report.missing)
+
+
+def _id_order(record_id: str) -> tuple[int, str]:
+    return len(record_id), record_id
 
 
 def _failed(change: Change, detail: str) -> Change:
@@ -414,15 +422,17 @@ def newer_activity(fresh: Record, planned: Record) -> bool:
 CLOSE_SECTION = "close"
 
 
-def closed_note(change: Change) -> str:
+def closed_note(change: Change, by: str | None = None) -> str:
     """Why a record was closed, as Markdown for optuna-dashboard's note or MLflow's
-    description (the full reason: a tag is cut at :data:`MAX_REASON` characters)."""
+    description (the full reason: a tag is cut at :data:`MAX_REASON` characters); ``by`` is
+    :func:`closed_by`, asked once by a caller writing many notes."""
     from mltidy.dashboard_notes import markdown_text
 
     verdict = change.item.verdict
     forced = " (forced: named with --force)" if change.forced else ""
     return (
-        f"**Closed by mltidy** as {change.new_state}{forced}, by {markdown_text(closed_by())}: "
+        f"**Closed by mltidy** as {change.new_state}{forced}, by "
+        f"{markdown_text(by or closed_by())}: "
         f"{verdict.kind.value}: {markdown_text(verdict.reason)}\n\n"
         f"End time {iso(change.end_time)}, its last known activity. The audit trail is in "
         f"`{names.CLOSED_AT}`, `{names.CLOSED_REASON}` and `{names.PREVIOUS_STATE}`."
@@ -436,6 +446,7 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
     note that cannot be written is added to the change's detail; the close itself stands."""
     from mltidy.dashboard_notes import with_section
 
+    by = closed_by()
     runs: dict[StoreKey, list[int]] = {}
     trials: dict[StoreKey, list[int]] = {}
     changes = list(report.changes)
@@ -452,13 +463,12 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
         if backend is None or not isinstance(backend, RunLinker):
             continue
         try:
-            found = backend.link_candidates({changes[i].item.record.id for i in indexes}, set())
-            current = {ref.run_id: ref.tags.get(names.MLFLOW_NOTE, "") for ref in found}
+            current = backend.run_notes({changes[i].item.record.id for i in indexes})
             notes = {}
             for index in indexes:
                 run_id = changes[index].item.record.id
                 note = with_section(
-                    current.get(run_id, ""), closed_note(changes[index]), CLOSE_SECTION
+                    current.get(run_id, ""), closed_note(changes[index], by), CLOSE_SECTION
                 )
                 notes[run_id] = {names.MLFLOW_NOTE: note}
             backend.write_runs_tags(notes)
@@ -472,17 +482,17 @@ def annotate(session: StoreSession, report: CloseReport) -> CloseReport:
         if backend is None or not isinstance(backend, TrialLinker):
             continue
         try:
-            # One read of every study concerned, one write per study.
-            studies = tuple(sorted({changes[i].item.record.container for i in indexes}))
-            refs = {t.trial_id: t for t in backend.iter_link_trials(Selection(studies=studies))}
+            # One read of the trials concerned, their notes written study by study.
+            studies = sorted({changes[i].item.record.container for i in indexes})
+            ids = {changes[i].item.record.id for i in indexes}
+            refs = {t.trial_id: t for t in backend.link_trials(ids, studies)}
             wanted: list[tuple[TrialRef, str]] = []
             at: dict[str, int] = {}
             for index in indexes:
                 ref = refs.get(changes[index].item.record.id)
                 if ref is not None:
-                    wanted.append(
-                        (ref, with_section(ref.note, closed_note(changes[index]), CLOSE_SECTION))
-                    )
+                    note = closed_note(changes[index], by)
+                    wanted.append((ref, with_section(ref.note, note, CLOSE_SECTION)))
                     at[ref.trial_id] = index
             for trial_id, remark in backend.write_trial_notes(wanted).items():
                 changes[at[trial_id]] = _noted(changes[at[trial_id]], remark)

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Protocol
 
+from mltidy import names
 from mltidy.model import (
     ClockReading,
     CloseRequest,
@@ -90,9 +91,9 @@ class Backend(abc.ABC):
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
         """Read several records fresh, whatever their state, for the re-read before a close
-        (their state and activity; a backend may leave out what only judging needs, such as
-        a run's rhythm). A backend that can read them in one query overrides this loop over
-        :meth:`read`.
+        (their state and activity: the newest activity and mltidy's heartbeat; a backend may
+        leave out what only judging needs, such as a run's rhythm or its provenance tags). A
+        backend that can read them in one query overrides this loop over :meth:`read`.
 
         Returns:
             The records found, by id (ids the store does not have are left out).
@@ -215,6 +216,19 @@ class RunLinker(abc.ABC):
             StoreError: the write failed.
         """
 
+    def run_notes(self, run_ids: set[str]) -> dict[str, str]:
+        """The MLflow description (``mlflow.note.content``) of these runs, by id; ``""`` (or
+        no entry) for a run without one or a run the store does not have. A store that can read
+        that one tag alone overrides this; the default reads the runs as link candidates.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        return {
+            ref.run_id: ref.tags.get(names.MLFLOW_NOTE, "")
+            for ref in self.link_candidates(run_ids, set())
+        }
+
     def write_runs_tags(self, tags: Mapping[str, Mapping[str, str]]) -> None:
         """Set tags on many runs (run id -> tags). A store that can write them in one
         transaction overrides this; the default writes run by run.
@@ -232,6 +246,17 @@ class TrialLinker(abc.ABC):
     @abc.abstractmethod
     def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
         """Every trial of the selected studies, any state."""
+
+    def link_trials(self, trial_ids: set[str], studies: Sequence[str]) -> list[TrialRef]:
+        """These trials (of the ``studies`` named), any state, as :meth:`iter_link_trials`
+        gives them; ids the store does not have are left out. A store that can read trials by
+        id overrides this; the default reads every trial of the studies.
+
+        Raises:
+            StoreError: the store cannot be read.
+        """
+        selection = Selection(studies=tuple(studies))
+        return [t for t in self.iter_link_trials(selection) if t.trial_id in trial_ids]
 
     @abc.abstractmethod
     def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:

@@ -517,12 +517,13 @@ def set_if_running(
 
     Where the database has ``UPDATE ... RETURNING`` (PostgreSQL, SQLite 3.35 and newer), one
     statement per :data:`STATEMENT_CHUNK` rows changes their state and names the rows it
-    changed. Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and
+    changed; on PostgreSQL the same statement sets each row's end time from a ``VALUES``
+    list. Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and
     locked (``SELECT ... FOR UPDATE``; a SQLite writer locks the whole file anyway) and then
     updated with the same guards; if the update changes another number of rows than it locked,
-    :class:`ConcurrentChange` is raised and the caller's transaction rolls back. Then each
-    changed row gets its own end time (one ``executemany``), in the same transaction: the rows
-    are the caller's until it commits.
+    :class:`ConcurrentChange` is raised and the caller's transaction rolls back. Then (but on
+    PostgreSQL) each changed row gets its own end time (one ``executemany``), in the same
+    transaction: the rows are the caller's until it commits.
     """
     from sqlalchemy import select, update
 
@@ -534,6 +535,8 @@ def set_if_running(
     for record_id, new_state, end_time in changes:
         by_state.setdefault(new_state, []).append(record_id)
         ends[record_id] = end_time
+    if returning and conn.dialect.name == "postgresql":
+        return _set_from_values(conn, columns, guards, by_state, ends)
     changed: set[K] = set()
     for new_state, ids in by_state.items():
         for chunk in chunks(ids):
@@ -581,6 +584,36 @@ def replace_keyed_rows(
             conn.execute(delete(table).where(table.c[owner].in_(chunk), table.c.key.in_(keys)))
     rows = [row(owner_id, k, v) for owner_id, owned in values.items() for k, v in owned.items()]
     insert_rows(conn, table, rows)
+
+
+def _set_from_values(
+    conn: Connection,
+    columns: tuple[Any, Any, Any],
+    guards: Sequence[Any],
+    by_state: Mapping[str, Sequence[K]],
+    ends: Mapping[K, Any],
+) -> set[K]:
+    """:func:`set_if_running` on PostgreSQL: one ``UPDATE ... FROM (VALUES ...) RETURNING``
+    per :data:`STATEMENT_CHUNK` rows sets each row's state and its own end time at once (an
+    ``executemany`` of one ``UPDATE`` per row costs a round trip per row)."""
+    from sqlalchemy import column, update, values
+
+    key, state, end = columns
+    changed: set[K] = set()
+    for new_state, ids in by_state.items():
+        for chunk in chunks(ids):
+            given = values(column("id", key.type), column("end", end.type), name="ends").data(
+                [(k, ends[k]) for k in chunk]
+            )
+            statement = (
+                update(key.table)
+                # The ids twice: the planner finds the rows by the key's index, not by a scan.
+                .where(key.in_(chunk), key == given.c.id, *guards)
+                .values({state.name: new_state, end.name: given.c.end})
+                .returning(key)
+            )
+            changed.update(row[0] for row in conn.execute(statement))
+    return changed
 
 
 def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:

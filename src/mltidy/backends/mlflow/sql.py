@@ -104,6 +104,8 @@ FULL_HISTORY_EVERY = timedelta(hours=1)
 #: The tags every record carries, and the tags every link candidate carries (keys, prefixes).
 RECORD_TAGS = (names.RUN_TAG_KEYS, names.RUN_TAG_PREFIXES)
 LINK_TAGS = (names.LINK_RUN_TAG_KEYS, names.LINK_RUN_TAG_PREFIXES)
+#: The tags the re-read before a close reads: the activity it compares (mltidy's heartbeat).
+ACTIVITY_TAGS: tuple[tuple[str, ...], tuple[str, ...]] = ((names.HEARTBEAT_AT,), ())
 
 
 class MlflowSqlBackend(
@@ -265,7 +267,7 @@ class MlflowSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
-        return self._read([record_id], rhythms=True).get(record_id)
+        return self._read([record_id], RECORD_TAGS, rhythms=True).get(record_id)
 
     def with_rhythms(self, runs: Sequence[Record]) -> list[Record]:
         ids = [run.id for run in runs]
@@ -286,15 +288,24 @@ class MlflowSqlBackend(
         return [with_rhythm(run, found.get(run.id, NO_RHYTHM)) for run in runs]
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
-        return self._read(record_ids, rhythms=False)
+        """The runs as the re-read before a close needs them: state and activity (the newest
+        metric, mltidy's heartbeat tag); their other tags and their rhythm are not read."""
+        return self._read(record_ids, ACTIVITY_TAGS, rhythms=False)
 
-    def _read(self, record_ids: Sequence[str], *, rhythms: bool) -> dict[str, Record]:
-        """Runs by id, any state; a RUNNING run with its rhythm when ``rhythms``."""
+    def _read(
+        self,
+        record_ids: Sequence[str],
+        wanted: tuple[tuple[str, ...], tuple[str, ...]],
+        *,
+        rhythms: bool,
+    ) -> dict[str, Record]:
+        """Runs by id, any state, with their ``wanted`` tags (keys, prefixes); a RUNNING run
+        with its rhythm when ``rhythms``."""
         if self._sqlite is not None:
             writer = self._db.writer
             try:
                 with self._sqlite.reader.connection(writer) as conn:
-                    runs_found, run_tags = self._sqlite.by_ids(list(record_ids), RECORD_TAGS, conn)
+                    runs_found, run_tags = self._sqlite.by_ids(list(record_ids), wanted, conn)
                     running = [run.run_uuid for run in runs_found if run.status == "RUNNING"]
                     run_rhythms = sqlite_rhythms(conn, running) if rhythms else None
             except SqliteReader.Error as exc:
@@ -313,7 +324,7 @@ class MlflowSqlBackend(
             with self._engine.connect() as conn:
                 for chunk in chunks(list(record_ids)):
                     rows = list(conn.execute(self._select().where(runs.c.run_uuid.in_(chunk))))
-                    tags = read_tags(conn, self._t["tags"], chunk, RECORD_TAGS)
+                    tags = read_tags(conn, self._t["tags"], chunk, wanted)
                     running = [row.run_uuid for row in rows if row.status == "RUNNING"]
                     found_rhythms = read_rhythms(conn, self._t, running) if rhythms else None
                     for row in rows:
@@ -574,6 +585,27 @@ class MlflowSqlBackend(
             )
             for row in found.values()
         ]
+
+    def run_notes(self, run_ids: set[str]) -> dict[str, str]:
+        """That one tag of these runs, an ``IN`` query per :data:`CHUNK` runs."""
+        ids = sorted(run_ids)
+        wanted: tuple[tuple[str, ...], tuple[str, ...]] = ((names.MLFLOW_NOTE,), ())
+        if self._sqlite is not None:
+            writer = self._db.writer
+            try:
+                with self._sqlite.reader.connection(writer) as conn:
+                    found = tags_of(conn, ids, wanted)
+            except SqliteReader.Error as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+        else:
+            from sqlalchemy.exc import SQLAlchemyError
+
+            try:
+                with self._engine.connect() as conn:
+                    found = read_tags(conn, self._t["tags"], ids, wanted)
+            except SQLAlchemyError as exc:
+                raise translate_sql_error(exc, self.uri) from exc
+        return {run_id: found.get(run_id, {}).get(names.MLFLOW_NOTE, "") for run_id in ids}
 
     def write_run_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         def attempt() -> None:

@@ -106,6 +106,11 @@ def _datetime(value: object) -> datetime | None:
 
 #: The trial attributes a link reads (user and system attributes).
 LINK_ATTRS = [names.MLFLOW_RUN_ID, names.MLFLOW_RUN_URL]
+#: Dashboard notes written per transaction (whole studies: a study's notes go together).
+NOTES_PER_TRANSACTION = 500
+#: The attributes the re-read before a close reads: the activity it compares (mltidy's
+#: heartbeat).
+ACTIVITY_ATTRS = (names.HEARTBEAT_AT,)
 
 
 class OptunaSqlBackend(
@@ -284,15 +289,24 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
 
     def read(self, record_id: str) -> Record | None:
-        return self.read_many([record_id]).get(record_id)
+        return self._read([record_id], None).get(record_id)
 
     def read_many(self, record_ids: Sequence[str]) -> dict[str, Record]:
+        """The trials as the re-read before a close needs them: state and activity (Optuna's
+        heartbeat, mltidy's heartbeat attribute); their other attributes are not read."""
+        return self._read(record_ids, ACTIVITY_ATTRS)
+
+    def _read(self, record_ids: Sequence[str], only: Sequence[str] | None) -> dict[str, Record]:
+        """Trials by id, any state, with their attributes (only the keys ``only`` names, when
+        given)."""
         ids = [int(r) for r in record_ids if r.isdigit()]
         if self._sqlite is not None:
             writer = self._db.writer
             try:
                 with self._sqlite.reader.connection(writer) as conn:
-                    trials_found, attributes = self._sqlite.by_ids(ids, self._has_heartbeats, conn)
+                    trials_found, attributes = self._sqlite.by_ids(
+                        ids, self._has_heartbeats, conn, only
+                    )
             except SqliteReader.Error as exc:
                 raise translate_sql_error(exc, self.uri) from exc
             return {
@@ -309,7 +323,7 @@ class OptunaSqlBackend(
                 offset = self._clock_offset(conn)
                 for chunk in chunks(ids):
                     rows = list(conn.execute(query.where(trials.c.trial_id.in_(chunk))))
-                    attrs = self._attrs(conn, chunk)
+                    attrs = self._attrs(conn, chunk, only)
                     for row in rows:
                         record = self._record(row, attrs.get(row.trial_id, {}), offset)
                         found[record.id] = record
@@ -317,18 +331,26 @@ class OptunaSqlBackend(
             raise translate_sql_error(exc, self.uri) from exc
         return found
 
-    def _attrs(self, conn: Connection, trial_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+    def _attrs(
+        self, conn: Connection, trial_ids: Sequence[int], only: Sequence[str] | None = None
+    ) -> dict[int, dict[str, str]]:
+        """The attributes of these trials a record carries (only the keys ``only`` names,
+        when given)."""
         from sqlalchemy import or_, select
 
         found: dict[int, dict[str, str]] = {}
         for name in ("trial_user_attributes", "trial_system_attributes"):
             attrs = self._t[name]
-            query = select(attrs.c.trial_id, attrs.c.key, attrs.c.value_json).where(
-                attrs.c.trial_id.in_(list(trial_ids)),
-                or_(
+            wanted = (
+                attrs.c.key.in_(list(only))
+                if only is not None
+                else or_(
                     attrs.c.key.in_(names.TRIAL_LINK_KEYS),
                     attrs.c.key.like(f"{names.PREFIX}%"),
-                ),
+                )
+            )
+            query = select(attrs.c.trial_id, attrs.c.key, attrs.c.value_json).where(
+                attrs.c.trial_id.in_(list(trial_ids)), wanted
             )
             for trial_id, key, value_json in conn.execute(query).all():
                 found.setdefault(trial_id, {})[key] = json_text(value_json)
@@ -459,39 +481,79 @@ class OptunaSqlBackend(
         return self._studies.progress(selection)
 
     def iter_link_trials(self, selection: Selection) -> Iterator[TrialRef]:
-        from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
 
         query = self._select(selection, heartbeat=False)
-        now = utc_now()
         try:
             with self._engine.connect() as conn:
                 rows = list(conn.execute(query))
-                attrs: dict[tuple[str, int], dict[str, Any]] = {}
-                for kind in ("user", "system"):
-                    table = self._t[f"trial_{kind}_attributes"]
-                    attr_query = select(table.c.trial_id, table.c.key, table.c.value_json).where(
-                        table.c.key.in_(LINK_ATTRS)
-                    )
-                    for trial_id, key, value in conn.execute(attr_query):
-                        attrs.setdefault((kind, trial_id), {})[key] = decode(value)
-                study_ids = sorted({row.study_id for row in rows})
-                notes = read_notes(conn, self._t["study_system_attributes"], study_ids)
+                refs = self._link_refs(conn, rows, None)
         except SQLAlchemyError as exc:
             raise translate_sql_error(exc, self.uri) from exc
+        yield from refs
+
+    def link_trials(self, trial_ids: set[str], studies: Sequence[str]) -> list[TrialRef]:
+        """These trials by id (an ``IN`` query per :data:`CHUNK` trials), with the link
+        attributes of these trials only and the notes of their studies only."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        trials = self._t["trials"]
+        ids = sorted(int(t) for t in trial_ids if t.isdigit())
+        query = self._select(Selection(), heartbeat=False)
+        try:
+            with self._engine.connect() as conn:
+                rows = [
+                    row
+                    for chunk in chunks(ids)
+                    for row in conn.execute(query.where(trials.c.trial_id.in_(chunk)))
+                ]
+                return self._link_refs(conn, rows, ids)
+        except SQLAlchemyError as exc:
+            raise translate_sql_error(exc, self.uri) from exc
+
+    def _link_refs(
+        self, conn: Connection, rows: Sequence[Row[Any]], trial_ids: Sequence[int] | None
+    ) -> list[TrialRef]:
+        """The trials of ``rows`` as link refs: their link attributes (of ``trial_ids`` only,
+        when given, else the whole tables' in one query each) and their studies' notes."""
+        from sqlalchemy import select
+
+        now = utc_now()
+        attrs: dict[tuple[str, int], dict[str, Any]] = {}
+        for kind in ("user", "system"):
+            table = self._t[f"trial_{kind}_attributes"]
+            attr_query = select(table.c.trial_id, table.c.key, table.c.value_json).where(
+                table.c.key.in_(LINK_ATTRS)
+            )
+            queries = (
+                [attr_query]
+                if trial_ids is None
+                else [attr_query.where(table.c.trial_id.in_(c)) for c in chunks(trial_ids)]
+            )
+            for q in queries:
+                for trial_id, key, value in conn.execute(q):
+                    attrs.setdefault((kind, trial_id), {})[key] = decode(value)
+        study_ids = sorted({row.study_id for row in rows})
+        notes: dict[int, dict[str, Any]] = {}
+        for chunk in chunks(study_ids):
+            notes.update(read_notes(conn, self._t["study_system_attributes"], chunk))
+        refs = []
         for row in rows:
             _, note, _ = dashboard_notes.read_note(notes.get(row.study_id, {}), row.trial_id)
-            yield trial_ref(
-                self.uri,
-                (row.trial_id, int(row.number), _state(row.state)),
-                (row.study_name, row.study_id),
-                started_at=self._times.to_utc(row.datetime_start, now),
-                attrs=(
-                    attrs.get(("user", row.trial_id), {}),
-                    attrs.get(("system", row.trial_id), {}),
-                ),
-                note=note,
+            refs.append(
+                trial_ref(
+                    self.uri,
+                    (row.trial_id, int(row.number), _state(row.state)),
+                    (row.study_name, row.study_id),
+                    started_at=self._times.to_utc(row.datetime_start, now),
+                    attrs=(
+                        attrs.get(("user", row.trial_id), {}),
+                        attrs.get(("system", row.trial_id), {}),
+                    ),
+                    note=note,
+                )
             )
+        return refs
 
     def write_trial_link(self, trial: TrialRef, run_url: str | None, note: str | None) -> str:
         user, study_attrs = self._t["trial_user_attributes"], self._t["study_system_attributes"]
@@ -512,23 +574,36 @@ class OptunaSqlBackend(
         return retry_locked(attempt, self.uri)
 
     def write_trial_notes(self, notes: Sequence[tuple[TrialRef, str]]) -> dict[str, str]:
-        """One transaction per study: its notes are read once and written together."""
+        """Whole studies in one transaction, a few hundred notes per transaction (as a batched
+        close): each transaction reads its studies' notes once and writes them together."""
         study_attrs = self._t["study_system_attributes"]
         by_study: dict[int, list[tuple[int, str]]] = {}
         for trial, note in notes:
             by_study.setdefault(int(trial.study_id), []).append((int(trial.trial_id), note))
 
-        def attempt(study_id: int, study_notes: list[tuple[int, str]]) -> None:
+        def attempt(group: list[int]) -> None:
             with self._engine.begin() as conn:
-                current = read_notes(conn, study_attrs, [study_id]).get(study_id, {})
-                values: dict[str, Any] = {}
-                for trial_id, note in study_notes:
-                    version, _, chunks = dashboard_notes.read_note(current, trial_id)
-                    values.update(dashboard_notes.note_attrs(trial_id, version + 1, note, chunks))
-                replace_attrs(conn, study_attrs, ("study_id", study_id), values)
+                current: dict[int, dict[str, Any]] = {}
+                for chunk in chunks(group):
+                    current.update(read_notes(conn, study_attrs, chunk))
+                for study_id in group:
+                    attrs = current.get(study_id, {})
+                    values: dict[str, Any] = {}
+                    for trial_id, note in by_study[study_id]:
+                        version, _, old = dashboard_notes.read_note(attrs, trial_id)
+                        values.update(dashboard_notes.note_attrs(trial_id, version + 1, note, old))
+                    replace_attrs(conn, study_attrs, ("study_id", study_id), values)
 
+        group: list[int] = []
+        count = 0
         for study_id, study_notes in by_study.items():
-            retry_locked(lambda: attempt(study_id, study_notes), self.uri)  # noqa: B023
+            group.append(study_id)
+            count += len(study_notes)
+            if count >= NOTES_PER_TRANSACTION:
+                retry_locked(lambda: attempt(group), self.uri)  # noqa: B023
+                group, count = [], 0
+        if group:
+            retry_locked(lambda: attempt(group), self.uri)
         return {}
 
     def close(self) -> None:

@@ -101,16 +101,20 @@ class SqliteTrials:
                 yield rows, _attrs(conn, [row.trial_id for row in rows])
 
     def by_ids(
-        self, trial_ids: Sequence[int], heartbeats: bool, conn: sqlite3.Connection
+        self,
+        trial_ids: Sequence[int],
+        heartbeats: bool,
+        conn: sqlite3.Connection,
+        keys: Sequence[str] | None = None,
     ) -> tuple[list[TrialRow], Attrs]:
-        """These trials (any state) and their attributes, read on ``conn`` (one of
-        :attr:`reader`'s, or a writer's that is open anyway)."""
+        """These trials (any state) and their attributes (only ``keys`` when given), read on
+        ``conn`` (one of :attr:`reader`'s, or a writer's that is open anyway)."""
         rows: list[TrialRow] = []
         attrs: Attrs = {}
         for chunk in chunks(trial_ids, CHUNK):
             sql = self._query(heartbeats) + f" AND t.trial_id IN ({marks(len(chunk))})"
             rows += [_row(row) for row in conn.execute(sql, list(chunk))]
-            attrs.update(_attrs(conn, chunk))
+            attrs.update(_attrs(conn, chunk, keys))
         return rows, attrs
 
 
@@ -119,19 +123,22 @@ def _row(row: tuple[Any, ...]) -> TrialRow:
     return TrialRow(trial_id, number, state, _when(start), study_id, study, _when(heartbeat))
 
 
-def _attrs(conn: sqlite3.Connection, trial_ids: Sequence[int]) -> Attrs:
+def _attrs(
+    conn: sqlite3.Connection, trial_ids: Sequence[int], only: Sequence[str] | None = None
+) -> Attrs:
     """``OptunaSqlBackend._attrs`` for one chunk of trials."""
     found: Attrs = {}
     if not trial_ids:
         return found
-    keys = names.TRIAL_LINK_KEYS
+    keys = names.TRIAL_LINK_KEYS if only is None else only
+    prefix = "" if only is not None else ' OR "key" LIKE ?'
     for table in ATTRIBUTE_TABLES:
         sql = (
             f'SELECT trial_id, "key", value_json FROM {table} '
             f"WHERE trial_id IN ({marks(len(trial_ids))}) "
-            f'AND ("key" IN ({marks(len(keys))}) OR "key" LIKE ?)'
+            f'AND ("key" IN ({marks(len(keys))}){prefix})'
         )
-        params = [*trial_ids, *keys, f"{names.PREFIX}%"]
+        params = [*trial_ids, *keys, *([f"{names.PREFIX}%"] if only is None else [])]
         for trial_id, key, value_json in conn.execute(sql, params).fetchall():
             found.setdefault(trial_id, {})[key] = json_text(value_json)
     return found
