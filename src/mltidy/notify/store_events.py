@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from mltidy import names
@@ -39,7 +40,6 @@ def verdict_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Event:
     record, verdict = item.record, item.verdict
     dead = verdict.kind is VerdictKind.DEAD
     kind = EventKind.DEAD if dead else EventKind.STALE
-    noun = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
     facts: list[tuple[str, str]] = [("store", record.store), ("evidence", verdict.reason)]
     if record.started_at is not None:
         facts.append(("started", when(record.started_at)))
@@ -59,20 +59,12 @@ def verdict_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Event:
         links_.append(("optuna-dashboard", links.trial(record.container_id, record.trial_number)))
     if record.kind is RecordKind.OPTUNA_TRIAL and record.evidence_from:
         parent = f"run:{record.evidence_from}"
-    what = "dead" if dead else "stale"
-    prefix = "gone" if dead else "stale"
-    return Event(
-        kind=kind,
-        key=f"{prefix}:{record.store}:{noun}:{record.id}",
-        at=now,
-        headline=f"{describe_record(record)} is {what}: {verdict.reason}",
+    said = RecordSaid(
+        key="gone" if dead else "stale",
+        headline=f"is {'dead' if dead else 'stale'}: {verdict.reason}",
         severity=Severity.FAILURE if dead else Severity.WARNING,
-        facts=tuple(facts),
-        links=tuple(links_),
-        store=record.store,
-        subject=subject_of(record),
-        parent=parent,
     )
+    return _record_event(kind, record, said, facts, links_, now, parent)
 
 
 def clock_skew_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Event:
@@ -80,7 +72,6 @@ def clock_skew_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Eve
     never judged alive, and never stale either: someone must look at the clock. Reported once
     per record."""
     record, verdict = item.record, item.verdict
-    noun = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
     facts: list[tuple[str, str]] = [("store", record.store), ("finding", verdict.reason)]
     if record.started_at is not None:
         facts.append(("started", when(record.started_at)))
@@ -93,16 +84,42 @@ def clock_skew_event(item: JudgedRecord, links: LinkBases, now: datetime) -> Eve
         if record.kind is RecordKind.MLFLOW_RUN
         else ("optuna-dashboard", links.trial(record.container_id, record.trial_number or 0))
     )
+    said = RecordSaid("clock", f"is dated in the future: {verdict.reason}", Severity.WARNING)
+    return _record_event(EventKind.CLOCK_SKEW, record, said, facts, [link], now)
+
+
+@dataclass(frozen=True)
+class RecordSaid:
+    """What an event says of its record: its key's prefix, the headline after the record's
+    description, and how bad it is."""
+
+    key: str
+    headline: str
+    severity: Severity
+
+
+def _record_event(
+    kind: EventKind,
+    record: Record,
+    said: RecordSaid,
+    facts: list[tuple[str, str]],
+    links: list[tuple[str, str]],
+    now: datetime,
+    parent: str | None = None,
+) -> Event:
+    """An event about one run or trial, keyed by its store, kind and id (sent once)."""
+    noun = "run" if record.kind is RecordKind.MLFLOW_RUN else "trial"
     return Event(
-        kind=EventKind.CLOCK_SKEW,
-        key=f"clock:{record.store}:{noun}:{record.id}",
+        kind=kind,
+        key=f"{said.key}:{record.store}:{noun}:{record.id}",
         at=now,
-        headline=f"{describe_record(record)} is dated in the future: {verdict.reason}",
-        severity=Severity.WARNING,
+        headline=f"{describe_record(record)} {said.headline}",
+        severity=said.severity,
         facts=tuple(facts),
-        links=(link,),
+        links=tuple(links),
         store=record.store,
         subject=subject_of(record),
+        parent=parent,
     )
 
 
