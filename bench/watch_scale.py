@@ -189,8 +189,6 @@ def soak(source: str, polls: int, log: Callable[[str], None]) -> list[tuple[int,
                 f"sqlite:///{db}",
                 "--state",
                 str(Path(tmp) / "state.db"),
-                "-f",
-                "jsonl",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -271,8 +269,10 @@ def main() -> int:
         "poll it reads only the runs added since and the runs that were RUNNING (a `rowid` "
         "range and primary-key lookups), plus the one read of `runs` that finding RUNNING "
         "runs takes anyway (`status` has no index); it reads the whole history again every "
-        "hour, and whenever `rowid` went backwards. A poll without that memory (`watch "
-        "--once`, the daemon's first poll) reads `runs` twice. The machine was shared: load "
+        "hour, and whenever `rowid` went backwards. It also keeps the rhythm (metric history) "
+        "it read of each RUNNING run that needs one, and reads it again only for a run with "
+        "new activity. A poll without that memory (`watch --once`, the daemon's first poll) "
+        "reads `runs` twice and every rhythm. The machine was shared: load "
         f"average {load_before} at the start, {load_after} at the end.",
         "",
         "| target (issue 15) | wanted | measured |  |",

@@ -27,6 +27,7 @@ from mltidy.model import (
     Record,
     RecordKind,
     Selection,
+    StoreId,
     StoreKind,
     StoreSpec,
     StoreStatus,
@@ -161,6 +162,7 @@ def iter_scan(
     bases: LinkBases | None = None,
     schedulers: Sequence[SchedulerSource] | None = None,
     scope: Scope | None = None,
+    rhythms: RhythmMemory | None = None,
 ) -> Iterator[ScanEvent]:
     """Stream the scan: each selected record as soon as it is judged, each store's status after
     it. Records named by id (``--run``, ``--trial``) come at the end, once every id is known to
@@ -170,7 +172,8 @@ def iter_scan(
     With ``this_host``, only records whose provenance names this host are judged. Records whose
     provenance names a scheduler job and that this host cannot judge for certain wait until
     every store is read: then each scheduler is asked once about all of them
-    (``schedulers``: default, every source mltidy ships; ``()`` asks none).
+    (``schedulers``: default, every source mltidy ships; ``()`` asks none). ``rhythms``
+    carries the rhythms read from one scan to the next (a ``watch`` daemon's polls).
 
     Raises:
         UsageError: a named experiment or study no store holds (unless ``scope`` is given:
@@ -180,7 +183,14 @@ def iter_scan(
     scope = scope or Scope.of(session, selection, policy.now)
     sources = default_sources() if schedulers is None else tuple(schedulers)
     context = _Context(
-        session, scope, policy, facts, RunIndex(session), this_host, bases or LinkBases()
+        session,
+        scope,
+        policy,
+        facts,
+        RunIndex(session),
+        this_host,
+        bases or LinkBases(),
+        RhythmMemory() if rhythms is None else rhythms,
     )
     yield from stream_named(
         _scan_stores(context, sources),
@@ -211,6 +221,7 @@ class _Context:
     index: RunIndex
     this_host: bool
     bases: LinkBases
+    rhythms: RhythmMemory
 
 
 #: How many linked trials of a storage are compared with their MLflow runs to infer its
@@ -272,13 +283,17 @@ def _scan_store(
                 continue
             yield from _settle(context, record, verdict, sources, waiting)
         # The rhythms a store reads on demand, for the runs whose verdict they can change, in
-        # batches; the run index gets them too, for the trials these runs trained.
-        for start in range(0, len(rhythmless), RHYTHM_BATCH):
+        # batches (those a previous scan read, of runs with no activity since, are known); the
+        # run index gets them too, for the trials these runs trained.
+        known, unread = context.rhythms.split(spec.id, rhythmless)
+        for start in range(0, len(unread), RHYTHM_BATCH):
             assert isinstance(backend, RhythmReader)
-            for record in backend.with_rhythms(rhythmless[start : start + RHYTHM_BATCH]):
-                context.index.add(record)
-                verdict = judge(record, facts, context.policy)
-                yield from _settle(context, record, verdict, sources, waiting)
+            known += backend.with_rhythms(unread[start : start + RHYTHM_BATCH])
+        context.rhythms.keep(spec.id, known)
+        for record in known:
+            context.index.add(record)
+            verdict = judge(record, facts, context.policy)
+            yield from _settle(context, record, verdict, sources, waiting)
     except StoreError as exc:
         session.fail(spec.key, exc)
     yield session.status(spec.key)
@@ -286,6 +301,38 @@ def _scan_store(
 
 #: Runs whose rhythms are read together.
 RHYTHM_BATCH = 500
+
+
+@dataclass
+class RhythmMemory:
+    """The rhythms (longest pause, activity count) a scan read, per store and run, kept for
+    the next scan of a ``watch`` daemon: a run with no new activity has the same history, so
+    its rhythm is not read again. Only the runs of the latest scan of each store are kept."""
+
+    by_store: dict[StoreId, dict[str, Record]] = dataclasses.field(default_factory=dict)
+
+    def split(self, store: StoreId, runs: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+        """The runs whose rhythm is known (with it), and those whose rhythm must be read."""
+        seen = self.by_store.get(store, {})
+        known: list[Record] = []
+        unread: list[Record] = []
+        for run in runs:
+            before = seen.get(run.id)
+            if before is not None and before.last_activity_at == run.last_activity_at:
+                known.append(
+                    dataclasses.replace(
+                        run,
+                        longest_pause=before.longest_pause,
+                        activity_count=before.activity_count,
+                    )
+                )
+            else:
+                unread.append(run)
+        return known, unread
+
+    def keep(self, store: StoreId, runs: Sequence[Record]) -> None:
+        """Remember these runs' rhythms (in place of the store's previous ones)."""
+        self.by_store[store] = {run.id: run for run in runs}
 
 
 def _settle(

@@ -15,6 +15,10 @@ A backend adapts one MLflow tracking store or one Optuna storage to mltidy. The 
   sqlalchemy; that happens when a backend is opened.
 * **Never trust a server to filter.** Backends check states themselves before returning records.
 * A backend is used from one thread at a time.
+
+Size: over 400 lines because it is the whole contract in one place: the Backend ABC and every
+capability ABC, each with the docstring that is its specification (the code is mostly those
+docstrings; splitting them would scatter the contract a newcomer reads in one go).
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ from mltidy.notify.store_events import (
     study_stopped_event,
     verdict_event,
 )
-from mltidy.scan import ScanEvent, iter_scan
+from mltidy.scan import RhythmMemory, ScanEvent, iter_scan
 from mltidy.scope import Named, Scope, select_named
 from mltidy.watch.state import WatchState
 
@@ -141,9 +141,11 @@ class PollResult:
 class PollMemory:
     """What a ``watch`` daemon carries from one poll to the next (a ``--once`` poll has none):
     each store's :class:`~mltidy.model.HistoryMark`, so that a poll reads only the runs that
-    can have ended since the previous one."""
+    can have ended since the previous one, and the rhythms of RUNNING runs with no new activity
+    (:class:`~mltidy.scan.RhythmMemory`)."""
 
     history: dict[StoreId, HistoryMark] = field(default_factory=dict)
+    rhythms: RhythmMemory = field(default_factory=RhythmMemory)
 
 
 @dataclass
@@ -181,7 +183,8 @@ def poll(
         facts = probe()
         keys = state.targets([(t.url, t.shown) for t in targets], now)
         scope = Scope.of(stores, selection, now)
-        scanned = list(iter_scan(stores, selection, policy, facts, scope=scope))
+        rhythms = memory.rhythms if memory is not None else None
+        scanned = list(iter_scan(stores, selection, policy, facts, scope=scope, rhythms=rhythms))
         items: dict[StoreKey, list[JudgedRecord]] = defaultdict(list)
         for event in scanned:
             if isinstance(event, JudgedRecord):
