@@ -297,6 +297,8 @@ import json, sys, time
 began = time.process_time()
 import mltidy.cli.app as app
 import mltidy.cli.scan as cli_scan
+import mltidy.cli.selection as cli_selection
+import mltidy.backends.session as store_session
 import mltidy.scan as scan
 spent = {"import the CLI (typer, rich, mltidy)": time.process_time() - began}
 marks = {}
@@ -322,20 +324,24 @@ def reading(iterator):
                 spent.get("read the store (queries, records)", 0.0) + time.process_time() - start)
         yield item
 
-def open_backend(*args, **kwargs):
-    backend = opened(*args, **kwargs)
-    active = backend.iter_active
-    backend.iter_active = lambda selection: reading(active(selection))
-    return backend
+watched = set()
 
-def resolve(*args, **kwargs):
+def backend(self, key):
+    found = opened(self, key)
+    if found is not None and id(found) not in watched:
+        watched.add(id(found))
+        active = found.iter_active
+        found.iter_active = lambda selection: reading(active(selection))
+    return found
+
+def resolve(self, **kwargs):
     marks["command"] = time.process_time()
-    return resolved(*args, **kwargs)
+    return resolved(self, **kwargs)
 
-opened = timed("open the store (SQLAlchemy import, engine, schema check)", scan.open_backend)
-scan.open_backend = open_backend
-resolved = cli_scan.resolve
-cli_scan.resolve = resolve
+opened = timed("open the store (schema check)", store_session.StoreSession.backend)
+store_session.StoreSession.backend = backend
+resolved = cli_selection.Given.resolve
+cli_selection.Given.resolve = resolve
 scan.judge = timed("judge", scan.judge)
 cli_scan.write_json = timed("write JSON", cli_scan.write_json)
 sys.argv = ["mltidy", *sys.argv[1:]]
@@ -344,7 +350,7 @@ try:
     app.main()
 except SystemExit:
     pass
-spent["parse the options (typer: pydantic import, adapters)"] = marks["command"] - main_at
+spent["parse the options (typer)"] = marks["command"] - main_at
 spent["total in the process"] = time.process_time() - began
 sys.stderr.write("PHASES=" + json.dumps(spent) + "\\n")
 """
@@ -688,9 +694,9 @@ def main() -> int:
             f"of {r} runs, `PHASES` in `bench/scan_speed.py`). The process as a whole also pays "
             "the interpreter's start (`python -c pass` above) and exit. "
             "Reading the store, judging and writing the report are the part mltidy's own code "
-            "decides; most of the rest is importing typer (whose installed release coerces every "
-            "option through a pydantic `TypeAdapter`), rich and SQLAlchemy, which any Python "
-            "tool built on them pays.",
+            "decides; most of the rest is importing typer and rich, which any Python tool built "
+            "on them pays (Typer's pydantic conversion of option values is not: mltidy converts "
+            "plain values itself, `cli/coercion.py`).",
             "",
         )
         rows = []
