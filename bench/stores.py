@@ -302,17 +302,7 @@ def fill_optuna(
     """Add ``studies`` studies of ``trials`` trials each to an empty Optuna storage."""
     rng = random.Random(seed)
     engine = _engine(url)
-    names = (
-        "studies",
-        "study_directions",
-        "trials",
-        "trial_params",
-        "trial_values",
-        "trial_system_attributes",
-        "trial_user_attributes",
-        "trial_heartbeats",
-    )
-    t = _reflect(engine, *names)
+    t = _reflect(engine, *OPTUNA_TABLES)
     began = time.monotonic()
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # Optuna 5 writes naive UTC
     trial_id = 0
@@ -320,7 +310,7 @@ def fill_optuna(
     with engine.begin() as conn:
         _fast_sqlite(conn)
         for first in range(1, studies + 1, per_batch):
-            out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            out: dict[str, list[dict[str, Any]]] = {name: [] for name in OPTUNA_TABLES}
             for study_id in range(first, min(first + per_batch, studies + 1)):
                 out["studies"].append({"study_id": study_id, "study_name": f"study-{study_id:05d}"})
                 out["study_directions"].append(
@@ -337,7 +327,7 @@ def fill_optuna(
                         running=number in running,
                         dead_host=dead_host,
                     )
-            for name in names:
+            for name in OPTUNA_TABLES:
                 _insert(conn, t[name], out[name])
             progress(
                 f"  optuna: {min(first + per_batch - 1, studies):,}/{studies:,} studies "
