@@ -57,6 +57,14 @@ def _trial_state(lab: Lab, number: int) -> str:
     return str(rows[0][0])
 
 
+def _default_signals() -> None:
+    """In the supervisor: SIGINT and SIGQUIT as a shell's foreground command has them. The
+    suite may itself run with them ignored (a background job of a shell without job control),
+    which ``mltidy run`` rightly keeps for the job (test below): these tests send them."""
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start(lab: Lab, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [MLTIDY, "run", *args],
@@ -65,6 +73,7 @@ def _start(lab: Lab, *args: str, cwd: Path | None = None) -> subprocess.Popen[st
         text=True,
         cwd=cwd or lab.root,
         env=_env(),
+        preexec_fn=_default_signals,
     )
 
 
