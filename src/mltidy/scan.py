@@ -27,7 +27,6 @@ from mltidy.model import (
     Record,
     RecordKind,
     Selection,
-    StoreId,
     StoreKind,
     StoreSpec,
     StoreStatus,
@@ -307,11 +306,12 @@ RHYTHM_BATCH = 500
 class RhythmMemory:
     """The rhythms (longest pause, activity count) a scan read, per store and run, kept for
     the next scan of a ``watch`` daemon: a run with no new activity has the same history, so
-    its rhythm is not read again. Only the runs of the latest scan of each store are kept."""
+    its rhythm is not read again. Only the runs of the latest scan of each store (by its
+    ``StoreId``) are kept."""
 
-    by_store: dict[StoreId, dict[str, Record]] = dataclasses.field(default_factory=dict)
+    by_store: dict[str, dict[str, Record]] = dataclasses.field(default_factory=dict)
 
-    def split(self, store: StoreId, runs: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+    def split(self, store: str, runs: Sequence[Record]) -> tuple[list[Record], list[Record]]:
         """The runs whose rhythm is known (with it), and those whose rhythm must be read."""
         seen = self.by_store.get(store, {})
         known: list[Record] = []
@@ -330,7 +330,7 @@ class RhythmMemory:
                 unread.append(run)
         return known, unread
 
-    def keep(self, store: StoreId, runs: Sequence[Record]) -> None:
+    def keep(self, store: str, runs: Sequence[Record]) -> None:
         """Remember these runs' rhythms (in place of the store's previous ones)."""
         self.by_store[store] = {run.id: run for run in runs}
 
