@@ -6,7 +6,8 @@ Stores (``stores.py``, MLflow's and Optuna's real schemas): an MLflow store whos
 it does not have: started here before a reboot, so mltidy judges them dead. The PostgreSQL
 stores are the same stores: the libraries make the schema, then the sqlite stores' rows are
 copied in (``stores.copy_to_postgres``). Every program gets a fresh copy of the store (a copied
-sqlite file; a PostgreSQL database made from a template), made before its clock starts:
+sqlite file, written to disk; a PostgreSQL database made from a template), made before its
+clock starts:
 
 * ``mltidy close --yes -f json``: scan, plan, re-read and close every dead record with its
   audit tags (compare-and-set, batched);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -119,6 +121,10 @@ def sqlite_copies(template: str, folder: Path) -> Fresh:
     def fresh() -> tuple[str, Callable[[], None]]:
         copy = folder / f"copy-{next(counter)}.db"
         shutil.copyfile(source, copy)
+        # On disk before the clock starts, as a user's store is: left in the page cache, the
+        # copy's gigabytes would be written out by the program's first commit, and timed.
+        with copy.open("rb+") as handle:
+            os.fsync(handle.fileno())
         return f"sqlite:///{copy}", lambda: copy.unlink(missing_ok=True)
 
     return fresh

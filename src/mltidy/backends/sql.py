@@ -3,8 +3,8 @@
 SQLAlchemy is imported here lazily (this module is imported only when a SQL backend opens).
 
 Size: the plumbing every SQL backend shares (read-only engines, the sqlite3 reader, error
-translation, lock retries, the batched compare-and-set); one module keeps the two SQL families from
-growing their own copies.
+translation, lock retries); one module keeps the two SQL families from growing their own copies.
+Their batched writes are in :mod:`mltidy.backends.batch_writes`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import importlib.util
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, unquote, urlparse
 
 from mltidy.backends.identity import sqlite_file
@@ -186,7 +186,13 @@ def create_reader_engine(url: str, *, writable: bool = False) -> Engine:
         url = "postgresql://" + url[len("postgres://") :]
     url = with_installed_driver(url)
     try:
-        return create_engine(url, connect_args=connect_args, poolclass=NullPool)
+        if not writable:
+            return create_engine(url, connect_args=connect_args, poolclass=NullPool)
+        # As for SQLite: a batched close runs a transaction per batch, and a new connection for
+        # each (a server process, an authentication) cost more than the batch's statements.
+        return create_engine(
+            url, connect_args=connect_args, poolclass=QueuePool, pool_size=1, max_overflow=4
+        )
     except (ModuleNotFoundError, ImportError, NoSuchModuleError) as exc:
         scheme = url.split("://", 1)[0]
         database, _, driver = scheme.partition("+")
@@ -468,218 +474,10 @@ def retry_locked(attempt: Callable[[], T], where: str) -> T:
 STATEMENT_CHUNK = 500
 
 
-class ConcurrentChange(Exception):
-    """A batched compare-and-set without ``RETURNING`` changed other rows than it had locked:
-    its transaction is rolled back and tried again (:func:`retry_batch`)."""
-
-
-#: Tries of a batched write whose rows kept changing under it.
-CONFLICT_RETRIES = 3
-
-
-def retry_batch(attempt: Callable[[], T], where: str) -> T:
-    """:func:`retry_locked`, also trying again (from the start, in a new transaction) when
-    :func:`set_if_running` saw rows change under it.
-
-    Raises:
-        StoreError: any other failure, or the rows kept changing.
-    """
-    for _ in range(CONFLICT_RETRIES):
-        try:
-            return retry_locked(attempt, where)
-        except ConcurrentChange:
-            continue
-    raise StoreError(
-        f"{where}: the records kept changing while mltidy closed them", hint="try again"
-    )
-
-
 def chunks(items: Sequence[K], size: int = STATEMENT_CHUNK) -> Iterator[Sequence[K]]:
     """``items`` in slices of ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def set_if_running(
-    conn: Connection,
-    columns: tuple[Any, Any, Any],
-    guards: Sequence[Any],
-    changes: Sequence[tuple[K, str, Any]],
-) -> set[K]:
-    """Inside the caller's transaction, end the rows that the ``guards`` (``state =
-    'RUNNING'``, ...) still hold for, and return the ids of the rows changed.
-
-    Args:
-        conn: a connection inside a transaction.
-        columns: the table's id, state and end-time columns.
-        guards: the conditions a row must still meet to be changed.
-        changes: ``(id, new state, end time)`` per row.
-
-    Where the database has ``UPDATE ... RETURNING`` (PostgreSQL, SQLite 3.35 and newer), one
-    statement per :data:`STATEMENT_CHUNK` rows changes their state and names the rows it
-    changed; on PostgreSQL the same statement sets each row's end time from a ``VALUES``
-    list. Elsewhere (MySQL, MariaDB, older SQLite) the rows still running are first read and
-    locked (``SELECT ... FOR UPDATE``; a SQLite writer locks the whole file anyway) and then
-    updated with the same guards; if the update changes another number of rows than it locked,
-    :class:`ConcurrentChange` is raised and the caller's transaction rolls back. Then (but on
-    PostgreSQL) each changed row gets its own end time (one ``executemany``), in the same
-    transaction: the rows are the caller's until it commits.
-    """
-    from sqlalchemy import select, update
-
-    key, state, end = columns
-    table = key.table
-    returning = bool(getattr(conn.dialect, "update_returning", False))
-    by_state: dict[str, list[K]] = {}
-    ends: dict[K, Any] = {}
-    for record_id, new_state, end_time in changes:
-        by_state.setdefault(new_state, []).append(record_id)
-        ends[record_id] = end_time
-    if returning and conn.dialect.name == "postgresql":
-        return _set_from_values(conn, columns, guards, by_state, ends)
-    changed: set[K] = set()
-    for new_state, ids in by_state.items():
-        for chunk in chunks(ids):
-            if returning:
-                statement = (
-                    update(table).where(key.in_(chunk), *guards).values({state.name: new_state})
-                )
-                changed.update(row[0] for row in conn.execute(statement.returning(key)))
-                continue
-            still = select(key).where(key.in_(chunk), *guards).with_for_update()
-            locked = [row[0] for row in conn.execute(still)]
-            if not locked:
-                continue
-            statement = update(table).where(key.in_(locked), *guards)
-            count = conn.execute(statement.values({state.name: new_state})).rowcount
-            if count != len(locked):
-                raise ConcurrentChange
-            changed.update(locked)
-    if changed:
-        set_rows(conn, key, end, {k: ends[k] for k in changed})
-    return changed
-
-
-def replace_keyed_rows(
-    conn: Connection,
-    table: Any,
-    owner: str,
-    values: Mapping[K, Mapping[str, Any]],
-    row: Callable[[K, str, Any], dict[str, Any]],
-) -> None:
-    """Set the key/value rows of many owners (runs' tags, trials' attributes) inside the
-    caller's transaction: one ``DELETE`` per set of keys and :data:`STATEMENT_CHUNK` owners,
-    then one multi-row ``INSERT`` of ``row(owner id, key, value)`` for each value.
-
-    Args:
-        owner: the table's column that holds the owner's id.
-    """
-    from sqlalchemy import delete
-
-    by_keys: dict[tuple[str, ...], list[K]] = {}
-    for owner_id, owned in values.items():
-        by_keys.setdefault(tuple(sorted(owned)), []).append(owner_id)
-    for keys, owner_ids in by_keys.items():
-        for chunk in chunks(owner_ids):
-            conn.execute(delete(table).where(table.c[owner].in_(chunk), table.c.key.in_(keys)))
-    rows = [row(owner_id, k, v) for owner_id, owned in values.items() for k, v in owned.items()]
-    insert_rows(conn, table, rows)
-
-
-def _set_from_values(
-    conn: Connection,
-    columns: tuple[Any, Any, Any],
-    guards: Sequence[Any],
-    by_state: Mapping[str, Sequence[K]],
-    ends: Mapping[K, Any],
-) -> set[K]:
-    """:func:`set_if_running` on PostgreSQL: one ``UPDATE ... FROM (VALUES ...) RETURNING``
-    per :data:`STATEMENT_CHUNK` rows sets each row's state and its own end time at once (an
-    ``executemany`` of one ``UPDATE`` per row costs a round trip per row)."""
-    from sqlalchemy import column, update, values
-
-    key, state, end = columns
-    changed: set[K] = set()
-    for new_state, ids in by_state.items():
-        for chunk in chunks(ids):
-            given = values(column("id", key.type), column("end", end.type), name="ends").data(
-                [(k, ends[k]) for k in chunk]
-            )
-            statement = (
-                update(key.table)
-                # The ids twice: the planner finds the rows by the key's index, not by a scan.
-                .where(key.in_(chunk), key == given.c.id, *guards)
-                .values({state.name: new_state, end.name: given.c.end})
-                .returning(key)
-            )
-            changed.update(row[0] for row in conn.execute(statement))
-    return changed
-
-
-def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert many rows (all with the same keys) in the caller's transaction.
-
-    SQLite gets them through ``sqlite3``'s ``executemany``: SQLAlchemy's handling of each
-    row's parameters costs more than SQLite's own work (``bench/close_speed.py``). Other
-    databases get SQLAlchemy's multi-row ``INSERT``, which saves them a round trip per row.
-    """
-    from sqlalchemy import insert
-
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        conn.execute(insert(table), list(rows))
-        return
-    columns = list(rows[0])
-    quote = conn.dialect.identifier_preparer.quote
-    sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({marks(len(columns))})"
-    )
-    values = [tuple(row[c] for c in columns) for row in rows]
-    for i, column in enumerate(columns):
-        process = table.c[column].type.bind_processor(conn.dialect)
-        if process is not None:
-            values = [(*v[:i], process(v[i]), *v[i + 1 :]) for v in values]
-    conn.exec_driver_sql(sql, values)
-
-
-def set_rows(conn: Connection, key: Any, column: Any, values: Mapping[Any, Any]) -> None:
-    """``UPDATE table SET column = value WHERE key = id`` for each ``id: value``, in the
-    caller's transaction (on SQLite through ``sqlite3``'s ``executemany``, as
-    :func:`insert_rows`)."""
-    from sqlalchemy import bindparam, update
-
-    if not values:
-        return
-    if conn.dialect.name != "sqlite":
-        statement = (
-            update(key.table)
-            .where(key == bindparam("b_key"))
-            .values({column.name: bindparam("b_value", type_=column.type)})
-        )
-        conn.execute(statement, [{"b_key": k, "b_value": v} for k, v in values.items()])
-        return
-    quote = conn.dialect.identifier_preparer.quote
-    sql = f"UPDATE {quote(key.table.name)} SET {quote(column.name)} = ? WHERE {quote(key.name)} = ?"
-    # As SQLAlchemy would store the value (SQLite keeps DateTime as text, for instance).
-    process = column.type.bind_processor(conn.dialect)
-    pairs = [(v, k) for k, v in values.items()]
-    if process is not None:
-        pairs = [(process(v), k) for v, k in pairs]
-    conn.exec_driver_sql(sql, pairs)
-
-
-def current_states(conn: Connection, key: Any, state: Any, ids: Sequence[K]) -> dict[K, Any]:
-    """The state of each of these rows that exists, by id."""
-    from sqlalchemy import select
-
-    found: dict[K, Any] = {}
-    for chunk in chunks(ids):
-        found.update(
-            (row[0], row[1]) for row in conn.execute(select(key, state).where(key.in_(chunk)))
-        )
-    return found
 
 
 #: How many entries of a run's artifact folder ``declutter`` looks at, at most: it needs to know

@@ -161,6 +161,22 @@ def store_dict(status: StoreStatus) -> dict[str, Any]:
 JSON_VERSION = 2
 _INDENTED = json.JSONEncoder(indent=2)
 _SCALAR = json.JSONEncoder()
+_quote = json.encoder.encode_basestring_ascii  # what the encoder itself uses for str
+
+
+def _scalar(value: Any) -> str:
+    """``json.dumps(value)`` of a scalar; the common types without the encoder's set-up, which
+    costs more than encoding one value."""
+    if value is None:
+        return "null"
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return _SCALAR.encode(value)
 
 
 def indented(value: Any, depth: int = 0) -> str:
@@ -177,8 +193,7 @@ def indented(value: Any, depth: int = 0) -> str:
         and all(v is None or isinstance(v, (str, int, float)) for v in value.values())
     ):
         pad = "\n" + " " * (depth + 2)
-        encode = _SCALAR.encode
-        body = ",".join(f"{pad}{encode(str(k))}: {encode(v)}" for k, v in value.items())
+        body = ",".join(f"{pad}{_quote(str(k))}: {_scalar(v)}" for k, v in value.items())
         return "{" + body + "\n" + " " * depth + "}"
     text = _INDENTED.encode(value)
     return text.replace("\n", "\n" + " " * depth) if depth else text

@@ -178,8 +178,8 @@ def replace_tags_of_runs(
     conn: Connection, tags: Any, values: Mapping[str, Mapping[str, str]]
 ) -> None:
     """Set tags on many runs inside the caller's transaction (see
-    :func:`~mltidy.backends.sql.replace_keyed_rows`)."""
-    from mltidy.backends.sql import replace_keyed_rows
+    :func:`~mltidy.backends.batch_writes.replace_keyed_rows`)."""
+    from mltidy.backends.batch_writes import replace_keyed_rows
 
     replace_keyed_rows(
         conn,

@@ -28,6 +28,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import names
+from mltidy.backends.batch_writes import current_states, retry_batch, set_if_running
 from mltidy.backends.engine import LazyEngine
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
@@ -68,13 +69,10 @@ from mltidy.backends.sql import (
     SqliteReader,
     checked_sqlite_file,
     chunks,
-    current_states,
     database_now,
     local_artifact_count,
     newest_time,
-    retry_batch,
     retry_locked,
-    set_if_running,
     side_connection,
     translate_sql_error,
 )

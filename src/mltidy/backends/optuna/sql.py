@@ -30,6 +30,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mltidy import dashboard_notes, names
+from mltidy.backends.batch_writes import current_states, retry_batch, set_if_running
 from mltidy.backends.engine import LazyEngine
 from mltidy.backends.identity import store_id
 from mltidy.backends.interface import (
@@ -54,7 +55,7 @@ from mltidy.backends.optuna.tables import (
     naive_linked_starts,
     read_notes,
     replace_attrs,
-    replace_attrs_of_trials,
+    replace_attrs_of_many,
     tables,
 )
 from mltidy.backends.optuna.time import StorageTimes, heartbeat_to_utc, writes_naive_utc
@@ -63,12 +64,9 @@ from mltidy.backends.sql import (
     SqliteReader,
     checked_sqlite_file,
     chunks,
-    current_states,
     database_now,
     newest_time,
-    retry_batch,
     retry_locked,
-    set_if_running,
     side_connection,
     translate_sql_error,
 )
@@ -421,7 +419,7 @@ class OptunaSqlBackend(
                 columns = (trials.c.trial_id, trials.c.state, trials.c.datetime_complete)
                 closed = set_if_running(conn, columns, (trials.c.state == "RUNNING",), ends)
                 audit = {trial_id: wanted[trial_id].attributes for trial_id in closed}
-                replace_attrs_of_trials(conn, self._t["trial_system_attributes"], audit)
+                replace_attrs_of_many(conn, self._t["trial_system_attributes"], "trial_id", audit)
                 others = [trial_id for trial_id in wanted if trial_id not in closed]
                 return closed, current_states(conn, trials.c.trial_id, trials.c.state, others)
 
@@ -586,13 +584,14 @@ class OptunaSqlBackend(
                 current: dict[int, dict[str, Any]] = {}
                 for chunk in chunks(group):
                     current.update(read_notes(conn, study_attrs, chunk))
+                values: dict[int, dict[str, Any]] = {}
                 for study_id in group:
                     attrs = current.get(study_id, {})
-                    values: dict[str, Any] = {}
                     for trial_id, note in by_study[study_id]:
                         version, _, old = dashboard_notes.read_note(attrs, trial_id)
-                        values.update(dashboard_notes.note_attrs(trial_id, version + 1, note, old))
-                    replace_attrs(conn, study_attrs, ("study_id", study_id), values)
+                        note_attrs = dashboard_notes.note_attrs(trial_id, version + 1, note, old)
+                        values.setdefault(study_id, {}).update(note_attrs)
+                replace_attrs_of_many(conn, study_attrs, "study_id", values)
 
         group: list[int] = []
         count = 0

@@ -260,19 +260,20 @@ def replace_attrs(
     )
 
 
-def replace_attrs_of_trials(
-    conn: Connection, table: Any, values: Mapping[int, Mapping[str, Any]]
+def replace_attrs_of_many(
+    conn: Connection, table: Any, owner: str, values: Mapping[int, Mapping[str, Any]]
 ) -> None:
-    """Set attributes of many trials inside the caller's transaction (JSON, as optuna stores
-    them; see :func:`~mltidy.backends.sql.replace_keyed_rows`)."""
-    from mltidy.backends.sql import replace_keyed_rows
+    """Set attributes of many trials or studies (``owner``: the id column, ``trial_id`` or
+    ``study_id``) inside the caller's transaction, stored as JSON the way optuna stores them
+    (see :func:`~mltidy.backends.batch_writes.replace_keyed_rows`)."""
+    from mltidy.backends.batch_writes import replace_keyed_rows
 
     replace_keyed_rows(
         conn,
         table,
-        "trial_id",
+        owner,
         values,
-        lambda trial_id, k, v: {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)},
+        lambda owner_id, k, v: {owner: owner_id, "key": k, "value_json": json.dumps(v)},
     )
 
 
@@ -305,7 +306,7 @@ __all__ = [
     "read_linked_starts",
     "read_notes",
     "replace_attrs",
-    "replace_attrs_of_trials",
+    "replace_attrs_of_many",
     "storage_version",
     "tables",
 ]
