@@ -281,6 +281,28 @@ def test_a_scan_of_sqlite_stores_does_not_import_sqlalchemy(lab: Path) -> None:
     assert "HEAVY=[]" in done.stderr, done.stderr
 
 
+def test_a_scan_in_json_imports_no_rendering(lab: Path) -> None:
+    """JSON needs neither Rich nor the tables: their import was about a sixth of the CPU of a
+    scan."""
+    program = (
+        "import sys\n"
+        "from mltidy.cli.app import main\n"
+        "sys.argv = ['mltidy', 'scan', '-f', 'json']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "shown = ('rich', 'mltidy.cli.console', 'mltidy.cli.tables', 'mltidy.close')\n"
+        "found = sorted(m for m in shown if m in sys.modules)\n"
+        "sys.stderr.write(f'RENDERING={found}\\n')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert len(json.loads(done.stdout)["records"]) == 6
+    assert "RENDERING=[]" in done.stderr, done.stderr
+
+
 def test_no_colour_when_not_a_terminal(lab: Path) -> None:
     exe = Path(sys.executable).parent / "mltidy"
     done = subprocess.run(

@@ -119,7 +119,6 @@ def main() -> None:
     # and the exit trigger: about 15% of the CPU time of `mltidy scan` and of `--help`
     # (measured with bench/scan_speed.py; docs/performance.md).
     gc.freeze()
-    _pipe_errors_from_rich()
     tolerant_streams()
     try:
         check_arguments(sys.argv[1:])
@@ -141,19 +140,6 @@ def main() -> None:
         stdout_closed()
         code = PIPE_CLOSED
     sys.exit(code)
-
-
-def _pipe_errors_from_rich() -> None:
-    """Rich ends the process with status 1 when stdout is a closed pipe (``Console.
-    on_broken_pipe``, meant to be overridden); raised as the error it is, the closed pipe ends
-    with :data:`PIPE_CLOSED` like any other write to it, help and tables included."""
-    from rich.console import Console
-
-    def on_broken_pipe(self: Console) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-    Console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
 
 
 __all__ = ["COMMANDS", "app", "main"]

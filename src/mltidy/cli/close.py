@@ -13,11 +13,11 @@ from typing_extensions import assert_never
 from mltidy import plans
 from mltidy.backends.session import StoreSession
 from mltidy.cli.errors import outcome_code, report_store_failure, translated_errors
-from mltidy.cli.options import FormatOption, PlanOption, ThisHostOption, YesOption
+from mltidy.cli.options import AllOption, FormatOption, PlanOption, ThisHostOption, YesOption
 from mltidy.cli.render import OutputFormat, print_missing, stderr_console, stdout_console
 from mltidy.cli.render_changes import close_markdown, write_close_json, write_close_jsonl
 from mltidy.cli.selection import JUDGING, STORES, Given, with_given
-from mltidy.cli.tables import AllOption, Screen, failure_lines, grouped_hint, print_close_report
+from mltidy.cli.tables import Screen, failure_lines, grouped_hint, print_close_report
 from mltidy.close import CloseOptions, CloseReport, Outcome, annotate, apply, plan
 from mltidy.errors import UsageError
 from mltidy.evidence.local import LocalProbe

@@ -107,6 +107,7 @@ def load_help_renderer() -> None:
     the real module. A Typer that imports more from them gets them whole (the import is
     repeated without stand-ins).
     """
+    importlib.import_module("mltidy.cli.console")  # Rich's closed-pipe handling, first
     if "typer.rich_utils" in sys.modules:
         return
     placed: dict[str, ModuleType] = {}

@@ -91,6 +91,17 @@ DashboardUrlOption = Annotated[
         show_default=False,
     ),
 ]
+AllOption = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        "-a",
+        envvar="MLTIDY_ALL",
+        help="List every record in the table, even when they do not fit the screen (by "
+        "default a long table is grouped per experiment and study).",
+    ),
+]
+
 NotifyOption = Annotated[
     list[str] | None,
     typer.Option(

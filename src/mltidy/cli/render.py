@@ -10,16 +10,20 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
-from typing import Any, TextIO
-
-from rich.console import Console, HighlighterType, JustifyMethod, OverflowMethod
-from rich.style import Style
-from rich.table import Table
-from rich.text import Text
-from typing_extensions import assert_never
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mltidy.model import JudgedRecord, Record, RecordKind, StoreStatus, iso
-from mltidy.text import md_code, md_escape, md_link, safe, safe_lines
+from mltidy.text import md_code, md_escape, md_link, safe
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 
 class OutputFormat(str, Enum):
@@ -40,37 +44,10 @@ class OutputFormat(str, Enum):
         assert_never(self)
 
 
-class SafeConsole(Console):
-    """A console that shows every string as text: no markup or emoji codes unless a call asks
-    for markup (with escaped values), and no control or bidi characters whatever the call
-    (:func:`mltidy.text.safe_lines`), as a backstop behind the :func:`cell` of each value."""
-
-    def render_str(
-        self,
-        text: str,
-        *,
-        style: str | Style = "",
-        justify: JustifyMethod | None = None,
-        overflow: OverflowMethod | None = None,
-        emoji: bool | None = None,
-        markup: bool | None = None,
-        highlight: bool | None = None,
-        highlighter: HighlighterType | None = None,
-    ) -> Text:
-        return super().render_str(
-            safe_lines(text, limit=None),
-            style=style,
-            justify=justify,
-            overflow=overflow,
-            emoji=emoji,
-            markup=markup,
-            highlight=highlight,
-            highlighter=highlighter,
-        )
-
-
 def stdout_console(*, markup: bool = False) -> Console:
     """A console for reports; wide enough for tables when stdout is not a terminal."""
+    from mltidy.cli.console import SafeConsole
+
     console = SafeConsole(soft_wrap=False, highlight=False, markup=markup, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140
@@ -79,6 +56,8 @@ def stdout_console(*, markup: bool = False) -> Console:
 
 def stderr_console(*, markup: bool = False) -> Console:
     """A console for progress and human summaries."""
+    from mltidy.cli.console import SafeConsole
+
     return SafeConsole(stderr=True, highlight=False, markup=markup, emoji=False)
 
 
@@ -128,6 +107,8 @@ def add_column(table: Table, header: str) -> None:
 
 def cell(value: object, style: str = "") -> Text:
     """A value from a store as a table cell: literal text, controls and bidi shown escaped."""
+    from rich.text import Text
+
     return Text(safe(value), style=style)
 
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import typer
-from rich.markup import escape
-from typing_extensions import assert_never
 
 from mltidy.cli.errors import report_store_failure, translated_errors
 from mltidy.cli.options import (
+    AllOption,
     DashboardUrlOption,
     FailOn,
     FailOnOption,
@@ -29,13 +29,17 @@ from mltidy.cli.render import (
     write_jsonl_record,
 )
 from mltidy.cli.selection import JUDGING, STORES, Given, with_given
-from mltidy.cli.tables import AllOption, Screen, grouped_hint, print_records
 from mltidy.errors import ExitCode
 from mltidy.evidence.local import LocalProbe
 from mltidy.judge import Provenance
 from mltidy.model import JudgedRecord, StoreStatus, VerdictKind
 from mltidy.scan import LeftOut, NoMatch, ScanEvent, iter_scan
 from mltidy.text import safe
+
+if sys.version_info >= (3, 11):
+    from typing import assert_never
+else:  # pragma: no cover
+    from typing_extensions import assert_never
 
 FAILING = {
     FailOn.DANGLING: (VerdictKind.DEAD, VerdictKind.STALE, VerdictKind.UNKNOWN),
@@ -65,9 +69,8 @@ def scan_command(
     """
     with translated_errors(json_mode=output.is_machine):
         resolved = given.resolve(mlflow_ui=mlflow_ui, dashboard_url=dashboard_url)
-        err = stderr_console()
         if not resolved.specs:
-            err.print(
+            stderr_console().print(
                 "mltidy: no stores found here. Pass --mlflow URI / --optuna URL, set "
                 "MLFLOW_TRACKING_URI / OPTUNA_STORAGE, or run in a folder that holds them."
             )
@@ -75,9 +78,11 @@ def scan_command(
         records: list[JudgedRecord] = []
         left_out: list[LeftOut] = []
         missing: list[str] = []
-        progress: AbstractContextManager[Any] = (
-            err.status("scanning...", spinner="dots") if err.is_terminal else nullcontext()
-        )
+        progress: AbstractContextManager[Any] = nullcontext()
+        if _stderr_may_be_a_terminal():
+            err = stderr_console()
+            if err.is_terminal:
+                progress = err.status("scanning...", spinner="dots")
         with progress as status, resolved.session() as session:
             events = iter_scan(
                 session,
@@ -132,6 +137,8 @@ def _render(
     """Print the report; returns whether the table grouped the records."""
     if output is OutputFormat.TABLE:
         if records:
+            from mltidy.cli.tables import Screen, print_records
+
             return print_records(records, Screen.of(stdout_console()), show_all=show_all)
     elif output is OutputFormat.JSON:
         write_json(stores, records)
@@ -154,6 +161,10 @@ def _summarise(
     """The human summary on stderr: which stores were read, what was found, what next."""
     if output.is_machine:
         return
+    from rich.markup import escape
+
+    from mltidy.cli.tables import grouped_hint
+
     err = stderr_console()
     for status in stores:
         mark = "[green]ok[/]" if status.ok else "[red]failed[/]"
@@ -191,3 +202,15 @@ def _summarise(
             soft_wrap=True,
             markup=False,
         )
+
+
+def _stderr_may_be_a_terminal() -> bool:
+    """False when Rich would not call stderr a terminal (``Console.is_terminal``: a TTY, unless
+    ``TTY_COMPATIBLE`` or ``FORCE_COLOR`` says otherwise), told without importing Rich."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return False if isatty is None else bool(isatty())
+    except ValueError:  # closed
+        return False

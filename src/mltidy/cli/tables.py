@@ -24,9 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, TextIO, cast
+from typing import TextIO, cast
 
-import typer
 from rich.cells import cell_len, chop_cells, set_cell_size
 from rich.color import ColorSystem
 from rich.console import COLOR_SYSTEMS, Console
@@ -50,17 +49,6 @@ GAP = "  "
 MIN_FOLD = 16
 #: ... and never narrower than this.
 NARROWEST = 6
-
-AllOption = Annotated[
-    bool,
-    typer.Option(
-        "--all",
-        "-a",
-        envvar="MLTIDY_ALL",
-        help="List every record in the table, even when they do not fit the screen (by "
-        "default a long table is grouped per experiment and study).",
-    ),
-]
 
 VERDICT_STYLE = {
     VerdictKind.DEAD: "bold red",
@@ -579,7 +567,6 @@ def failure_lines(failed: Sequence[Change], limit: int) -> list[str]:
 
 __all__ = [
     "PIPE_ROWS",
-    "AllOption",
     "Column",
     "Screen",
     "clean",

@@ -11,9 +11,32 @@ They share helpers, never classes: ``client_ops.py`` (what both ``MlflowClient``
 records and link candidates). Importing this package imports neither mlflow nor SQLAlchemy.
 """
 
-from mltidy.backends.mlflow.client import MlflowClientBackend, looks_like_mlruns
-from mltidy.backends.mlflow.library import MlflowSqlLibraryBackend
-from mltidy.backends.mlflow.sql import MlflowSqlBackend
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mltidy.backends.mlflow.client import MlflowClientBackend, looks_like_mlruns
+    from mltidy.backends.mlflow.library import MlflowSqlLibraryBackend
+    from mltidy.backends.mlflow.sql import MlflowSqlBackend
+
+#: Each name and the module that holds it, imported when the name is first read: a store opens
+#: one backend, and importing every family member costs it milliseconds.
+_WHERE = {
+    "MlflowClientBackend": "client",
+    "looks_like_mlruns": "client",
+    "MlflowSqlLibraryBackend": "library",
+    "MlflowSqlBackend": "sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "MlflowClientBackend",

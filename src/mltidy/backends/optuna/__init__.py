@@ -11,9 +11,32 @@ They share helpers, never classes: ``storage_ops.py`` (what both storage-API bac
 callback makes them). Importing this package imports neither optuna nor SQLAlchemy.
 """
 
-from mltidy.backends.optuna.journal import OptunaJournalBackend, looks_like_journal
-from mltidy.backends.optuna.library import OptunaSqlLibraryBackend
-from mltidy.backends.optuna.sql import OptunaSqlBackend
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mltidy.backends.optuna.journal import OptunaJournalBackend, looks_like_journal
+    from mltidy.backends.optuna.library import OptunaSqlLibraryBackend
+    from mltidy.backends.optuna.sql import OptunaSqlBackend
+
+#: Each name and the module that holds it, imported when the name is first read: a store opens
+#: one backend, and importing every family member costs it milliseconds.
+_WHERE = {
+    "OptunaJournalBackend": "journal",
+    "looks_like_journal": "journal",
+    "OptunaSqlLibraryBackend": "library",
+    "OptunaSqlBackend": "sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "OptunaJournalBackend",
