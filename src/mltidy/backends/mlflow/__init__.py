@@ -13,29 +13,25 @@ records and link candidates). Importing this package imports neither mlflow nor 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mltidy.backends.lazy_members import lazy_members
 
 if TYPE_CHECKING:
     from mltidy.backends.mlflow.client import MlflowClientBackend, looks_like_mlruns
     from mltidy.backends.mlflow.library import MlflowSqlLibraryBackend
     from mltidy.backends.mlflow.sql import MlflowSqlBackend
 
-#: Each name and the module that holds it, imported when the name is first read: a store opens
-#: one backend, and importing every family member costs it milliseconds.
-_WHERE = {
-    "MlflowClientBackend": "client",
-    "looks_like_mlruns": "client",
-    "MlflowSqlLibraryBackend": "library",
-    "MlflowSqlBackend": "sql",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+#: Each name and the member module that holds it, imported when the name is first read.
+__getattr__ = lazy_members(
+    __name__,
+    {
+        "MlflowClientBackend": "client",
+        "looks_like_mlruns": "client",
+        "MlflowSqlLibraryBackend": "library",
+        "MlflowSqlBackend": "sql",
+    },
+)
 
 
 __all__ = [

@@ -13,29 +13,25 @@ callback makes them). Importing this package imports neither optuna nor SQLAlche
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mltidy.backends.lazy_members import lazy_members
 
 if TYPE_CHECKING:
     from mltidy.backends.optuna.journal import OptunaJournalBackend, looks_like_journal
     from mltidy.backends.optuna.library import OptunaSqlLibraryBackend
     from mltidy.backends.optuna.sql import OptunaSqlBackend
 
-#: Each name and the module that holds it, imported when the name is first read: a store opens
-#: one backend, and importing every family member costs it milliseconds.
-_WHERE = {
-    "OptunaJournalBackend": "journal",
-    "looks_like_journal": "journal",
-    "OptunaSqlLibraryBackend": "library",
-    "OptunaSqlBackend": "sql",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+#: Each name and the member module that holds it, imported when the name is first read.
+__getattr__ = lazy_members(
+    __name__,
+    {
+        "OptunaJournalBackend": "journal",
+        "looks_like_journal": "journal",
+        "OptunaSqlLibraryBackend": "library",
+        "OptunaSqlBackend": "sql",
+    },
+)
 
 
 __all__ = [
