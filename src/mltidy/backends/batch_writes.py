@@ -168,39 +168,31 @@ def replace_keyed_rows(
     row: Callable[[K, str, Any], dict[str, Any]],
 ) -> None:
     """Set the key/value rows of many owners (runs' tags, trials' or studies' attributes)
-    inside the caller's transaction: delete each ``(owner, key)`` given, then insert ``row(owner
-    id, key, value)`` for each value (:func:`insert_rows`).
+    inside the caller's transaction: ``row(owner id, key, value)`` for each value, replacing
+    the row of the same owner and key.
 
-    The deletes: on SQLite one ``executemany`` of ``(owner, key)`` pairs, on PostgreSQL one
-    ``DELETE ... USING unnest(owners, keys)`` per few thousand pairs, elsewhere one ``DELETE``
-    per set of keys and :data:`~mltidy.backends.sql.STATEMENT_CHUNK` owners.
+    On PostgreSQL one ``INSERT ... SELECT * FROM unnest(column arrays) ON CONFLICT (owner, key)
+    DO UPDATE`` per few thousand rows (the fast path's schemas, MLflow's and Optuna's, have
+    that unique key in every such table). Elsewhere each ``(owner, key)`` is deleted first (on
+    SQLite one ``executemany`` of the pairs, on other databases one ``DELETE`` per set of keys
+    and :data:`~mltidy.backends.sql.STATEMENT_CHUNK` owners), then the rows are inserted
+    (:func:`insert_rows`).
 
     Args:
         owner: the table's column that holds the owner's id.
     """
     from sqlalchemy import delete
 
-    pairs = [(owner_id, k) for owner_id, owned in values.items() for k in owned]
-    if not pairs:
+    rows = [row(owner_id, k, v) for owner_id, owned in values.items() for k, v in owned.items()]
+    if not rows:
         return
-    quote = conn.dialect.identifier_preparer.quote
-    name, owner_q, key_q = quote(table.name), quote(owner), quote("key")
+    if conn.dialect.name == "postgresql":
+        _pg_insert(conn, table, rows, conflict=(owner, "key"))
+        return
     if conn.dialect.name == "sqlite":
-        sql = f"DELETE FROM {name} WHERE {owner_q} = ? AND {key_q} = ?"
-        conn.exec_driver_sql(sql, pairs)
-    elif conn.dialect.name == "postgresql":
-        owners, keys = _pg_arrays(conn, [table.c[owner], table.c.key])
-        # The owners and keys also as lists: the planner then reads the rows through the
-        # table's index on them instead of scanning the table for the pairs.
-        sql = (
-            f"DELETE FROM {name} USING unnest({owners}, {keys}) AS given(o, k) "
-            f"WHERE {name}.{owner_q} = ANY({owners}) AND {name}.{key_q} = ANY({keys}) "
-            f"AND {name}.{owner_q} = given.o AND {name}.{key_q} = given.k"
-        )
-        for chunk in chunks(pairs, ARRAY_ROWS):
-            owner_ids, key_names = [o for o, _ in chunk], [k for _, k in chunk]
-            distinct = list(dict.fromkeys(owner_ids)), list(dict.fromkeys(key_names))
-            conn.exec_driver_sql(sql, (owner_ids, key_names, *distinct))
+        quote = conn.dialect.identifier_preparer.quote
+        sql = f"DELETE FROM {quote(table.name)} WHERE {quote(owner)} = ? AND {quote('key')} = ?"
+        conn.exec_driver_sql(sql, [(r[owner], r["key"]) for r in rows])
     else:
         by_keys: dict[tuple[str, ...], list[K]] = {}
         for owner_id, owned in values.items():
@@ -210,7 +202,6 @@ def replace_keyed_rows(
                 conn.execute(
                     delete(table).where(table.c[owner].in_(part), table.c.key.in_(keys_of))
                 )
-    rows = [row(owner_id, k, v) for owner_id, owned in values.items() for k, v in owned.items()]
     insert_rows(conn, table, rows)
 
 
@@ -245,18 +236,40 @@ def insert_rows(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]])
     if dialect not in ("sqlite", "postgresql"):
         conn.execute(insert(table), list(rows))
         return
+    if dialect == "postgresql":
+        _pg_insert(conn, table, rows)
+        return
     names = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
     into = f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in names)})"
-    if dialect == "postgresql":
-        casts = _pg_arrays(conn, [table.c[c] for c in names])
-        sql = f"{into} SELECT * FROM unnest({', '.join(casts)})"
-        for chunk in chunks(rows, ARRAY_ROWS):
-            arrays = [_processed(conn, table.c[c], [r[c] for r in chunk]) for c in names]
-            conn.exec_driver_sql(sql, tuple(arrays))
-        return
     columns = [_processed(conn, table.c[c], [r[c] for r in rows]) for c in names]
     conn.exec_driver_sql(f"{into} VALUES ({marks(len(names))})", list(zip(*columns, strict=True)))
+
+
+def _pg_insert(
+    conn: Connection,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    conflict: tuple[str, str] | None = None,
+) -> None:
+    """:func:`insert_rows` on PostgreSQL: ``INSERT ... SELECT * FROM unnest(column arrays)``;
+    a row whose ``conflict`` columns match an existing row's replaces that row's other
+    columns."""
+    names = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    casts = _pg_arrays(conn, [table.c[c] for c in names])
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in names)}) "
+        f"SELECT * FROM unnest({', '.join(casts)})"
+    )
+    if conflict is not None:
+        others = [quote(c) for c in names if c not in conflict]
+        sql += f" ON CONFLICT ({', '.join(quote(c) for c in conflict)}) DO UPDATE SET " + ", ".join(
+            f"{c} = EXCLUDED.{c}" for c in others
+        )
+    for chunk in chunks(rows, ARRAY_ROWS):
+        arrays = [_processed(conn, table.c[c], [r[c] for r in chunk]) for c in names]
+        conn.exec_driver_sql(sql, tuple(arrays))
 
 
 def set_rows(conn: Connection, key: Any, column: Any, values: Mapping[Any, Any]) -> None:
