@@ -38,10 +38,10 @@ from typer.models import CommandInfo
 
 try:  # Typer vendors its own Click
     from typer._click import Command, Context, HelpFormatter, Parameter
-    from typer._click.exceptions import UsageError
+    from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover - older Typer runs on Click itself
     from click import Command, Context, HelpFormatter, Parameter  # type: ignore[assignment]
-    from click.exceptions import UsageError  # type: ignore[assignment]
+    from click.exceptions import ClickException, UsageError  # type: ignore[assignment]
 
 from mltidy.cli.coercion import lighten
 from mltidy.cli.errors import PIPE_CLOSED, stdout_closed
@@ -331,6 +331,9 @@ class LazyGroup(_Boundary, TyperGroup):
             return super().invoke(ctx)
         except BrokenPipeError:  # a command that wrote to `| head` outside translated_errors
             raise pipe_closed() from None
+        except ClickException:  # Typer shows it through Rich: with mltidy's closed-pipe handling
+            importlib.import_module("mltidy.cli.console")
+            raise
 
     def resolve_command(
         self, ctx: Context, args: list[str]
