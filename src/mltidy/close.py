@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -48,6 +47,7 @@ from mltidy.model import (
     iso,
     utc_now,
 )
+from mltidy.provenance.facts import host_name
 from mltidy.scan import NoMatch, ScanEvent, iter_scan
 
 MAX_REASON = 500
@@ -249,7 +249,7 @@ def closed_by() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+    return f"{user}@{host_name()}"
 
 
 def audit_attributes(change: Change, now: datetime, by: str | None = None) -> dict[str, str]:

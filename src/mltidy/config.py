@@ -43,11 +43,6 @@ from mltidy.linking.urls import DEFAULT_DASHBOARD, LinkBases
 from mltidy.model import StoreKind, StoreSpec
 from mltidy.text import is_utf8
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
-
 T = TypeVar("T")
 
 CONFIG_NAMES = ("mltidy.toml", "pyproject.toml")
@@ -258,6 +253,10 @@ def load_file_config(cwd: Path, home: Path | None = None) -> FileConfig:
             if isinstance(text, tuple):
                 ignored.append(f"{candidate}: {text[0]}")
                 continue
+            if sys.version_info >= (3, 11):  # imported here: most runs read no config file
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
             try:
                 data: Any = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:

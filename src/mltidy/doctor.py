@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
@@ -22,7 +21,7 @@ from mltidy.errors import StoreError
 from mltidy.judge import FUTURE_TOLERANCE
 from mltidy.model import ActivitySource, JudgedRecord, Record, Selection, StoreKey, utc_now
 from mltidy.notify.events import when
-from mltidy.provenance.facts import read_boot_id
+from mltidy.provenance.facts import host_name, read_boot_id
 
 OFF = frozenset({"0", "false", "no", "off"})
 
@@ -60,7 +59,7 @@ def diagnose(session: StoreSession, config: Config) -> list[Check]:
             else _version("mlflow"),
         ),
         Check("optuna", _version("optuna")),
-        Check("host", socket.gethostname()),
+        Check("host", host_name()),
     ]
     boot_id = read_boot_id()
     checks.append(

@@ -10,7 +10,6 @@ version check is wrong).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,12 @@ OPTUNA_JOURNAL_SCHEMES = frozenset({"", "file", "journal", "redis", "rediss"})
 READ_PATH_ENV = names.READ_PATH_ENV
 READ_PATHS = ("auto", "fast", "library")
 
-_log = logging.getLogger(__name__)
+
+def _debug(message: str, *args: object) -> None:
+    """Log on mltidy's logger (``logging`` is imported when something is logged)."""
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
 
 
 def read_path() -> str:
@@ -94,7 +98,7 @@ def _open_sql(
     if mode == "fast" or fast.schema_known:
         return fast
     fast.close()
-    _log.debug(
+    _debug(
         "%s: %s is not one the fast path knows; reading it through %s",
         redact(uri),
         fast.schema,
@@ -115,7 +119,7 @@ def open_mlflow_server(uri: str, *, writable: bool = False) -> Backend:
     reason = f"{READ_PATH_ENV}=library" if read_path() == "library" else needs_mlflow_client()
     if reason is None:
         return MlflowRestBackend(uri, writable=writable)
-    _log.debug("%s: reading through MlflowClient (%s)", redact(uri), reason)
+    _debug("%s: reading through MlflowClient (%s)", redact(uri), reason)
     from mltidy.backends.mlflow.client import MlflowClientBackend
 
     return MlflowClientBackend(uri, writable=writable)

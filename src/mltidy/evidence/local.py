@@ -13,13 +13,17 @@ cannot see into (its parent's, a sibling container's) are reported as invisible,
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mltidy.provenance.facts import INITIAL_PID_NS, read_boot_id, read_pid_namespace
+from mltidy.provenance.facts import (
+    INITIAL_PID_NS,
+    host_name,
+    read_boot_id,
+    read_pid_namespace,
+)
 
 PROC = Path("/proc")
 
@@ -81,7 +85,7 @@ class LocalProbe:
     """The real facts of this machine, read with psutil and /proc (cached per scan)."""
 
     def __init__(self) -> None:
-        self._host = socket.gethostname()
+        self._host = host_name()
         self._boot_id = read_boot_id()
         self._pid_ns = read_pid_namespace()
         self._cache: dict[int, ProcessInfo | None] = {}

@@ -6,9 +6,7 @@ process-constant part is computed once per process and cached.
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import sys
 from functools import cache
 from pathlib import Path
@@ -31,6 +29,16 @@ SLURM_VARIABLES = {
     "SLURM_ARRAY_TASK_ID": names.SLURM_ARRAY_TASK_ID,
     "SLURM_CLUSTER_NAME": names.SLURM_CLUSTER,
 }
+
+
+def host_name() -> str:
+    """This machine's name as ``socket.gethostname()`` gives it, the kernel's node name, read
+    without importing ``socket`` (which costs every scan milliseconds)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket  # pragma: no cover - a system without uname
+
+    return socket.gethostname()  # pragma: no cover
 
 
 def read_boot_id() -> str | None:
@@ -85,6 +93,8 @@ def command_line() -> str:
 
 def _user() -> str | None:
     try:
+        import getpass
+
         return getpass.getuser()
     except (KeyError, OSError):
         return None
@@ -100,7 +110,7 @@ def process_facts() -> dict[str, str]:
 
 @cache
 def _facts_of(pid: int) -> dict[str, str]:
-    facts = {names.HOST: socket.gethostname(), names.PID: str(pid), names.VERSION: __version__}
+    facts = {names.HOST: host_name(), names.PID: str(pid), names.VERSION: __version__}
     optional = {
         names.BOOT_ID: read_boot_id(),
         names.PID_NS: _text(read_pid_namespace()),

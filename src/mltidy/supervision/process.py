@@ -16,7 +16,6 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any
 from mltidy import names
 from mltidy.durations import format_duration
 from mltidy.model import utc_now
+from mltidy.provenance.facts import host_name
 from mltidy.redact import redact
 from mltidy.supervision.context import find_command, job_context, wrapped
 from mltidy.supervision.oom import with_oom
@@ -217,7 +217,7 @@ def supervise(
     facts = ExitFacts(
         command=shown,
         pid=child.pid,
-        host=socket.gethostname(),
+        host=host_name(),
         started_at=started,
         ended_at=ended,
         returncode=returncode,
