@@ -300,7 +300,7 @@ import mltidy.cli.scan as cli_scan
 import mltidy.cli.selection as cli_selection
 import mltidy.backends.session as store_session
 import mltidy.scan as scan
-spent = {"import the CLI (typer, rich, mltidy)": time.process_time() - began}
+spent = {"import the CLI (typer, mltidy)": time.process_time() - began}
 marks = {}
 
 def timed(label, function):
@@ -697,9 +697,10 @@ def main() -> int:
             f"of {r} runs, `PHASES` in `bench/scan_speed.py`). The process as a whole also pays "
             "the interpreter's start (`python -c pass` above) and exit. "
             "Reading the store, judging and writing the report are the part mltidy's own code "
-            "decides; most of the rest is importing typer and rich, which any Python tool built "
-            "on them pays (Typer's pydantic conversion of option values is not: mltidy converts "
-            "plain values itself, `cli/coercion.py`).",
+            "decides; most of the rest is importing typer, which any Python tool built on it "
+            "pays (Typer's pydantic conversion of option values is not: mltidy converts plain "
+            "values itself, `cli/coercion.py`; nor is Rich, which a report in JSON does not "
+            "import).",
             "",
         )
         rows = []
